@@ -1,0 +1,1 @@
+//! The activator: a per-revision throttling proxy for scale-from-zero (see DESIGN.md).

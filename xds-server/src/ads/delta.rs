@@ -1,0 +1,375 @@
+//! Incremental (Delta) ADS streams.
+//!
+//! Per type the stream tracks what the client holds: name → content version,
+//! seeded from `initial_resource_versions` when a client reconnects, updated on
+//! every response (NACKed content included, so a rejected version is never
+//! resent in a loop — only a new version is). Each round sends only resources
+//! whose version differs, and removals for resources that went away. When one
+//! round touches several types, additions go first in make-before-break order
+//! and removals last in the reverse order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
+};
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+use super::{Shared, next_nonce};
+use crate::cache::Snapshot;
+use crate::nodes::{Answered, Mode, Sent};
+use crate::resource::{Resource, is_wildcard_type, push_rank, short_name};
+
+struct Pending {
+    version: String,
+    resources: Vec<(String, String, u64)>,
+    removed: Vec<String>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct TypeState {
+    wildcard: bool,
+    subscribed: BTreeSet<String>,
+    /// What the client holds (or was last sent): name → content version.
+    known: HashMap<String, String>,
+    /// Cache version this type was last diffed against.
+    synced: Option<u64>,
+    /// The subscription changed since the last diff.
+    dirty: bool,
+    pending: HashMap<String, Pending>,
+}
+
+struct Stream {
+    shared: Shared,
+    node: Node,
+    group: String,
+    types: BTreeMap<String, TypeState>,
+    watches: StreamMap<String, WatchStream<u64>>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+}
+
+/// One type's changes in a round.
+struct Diff<'a> {
+    type_url: String,
+    version: u64,
+    upserts: Vec<&'a std::sync::Arc<Resource>>,
+    removals: Vec<String>,
+}
+
+pub(crate) async fn run(
+    shared: Shared,
+    mut requests: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let first = match requests.next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "Delta stream failed before its first request");
+            return;
+        }
+        None => return,
+    };
+    let Some(node) = first.node.clone() else {
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "the first DeltaDiscoveryRequest on a stream must carry `node`",
+            )))
+            .await;
+        return;
+    };
+    let group = (shared.grouping)(&node);
+    shared.nodes.connected_stream(&node, &group, Mode::Delta);
+    let span = tracing::info_span!("ads", node = %node.id, mode = "delta");
+    let mut s = Stream {
+        shared,
+        node,
+        group,
+        types: BTreeMap::new(),
+        watches: StreamMap::new(),
+        tx,
+    };
+    let reason = async {
+        let mut next = Some(first);
+        loop {
+            if let Some(req) = next.take()
+                && let Err(status) = s.on_request(req)
+            {
+                let msg = status.message().to_string();
+                let _ = s.tx.send(Err(status)).await;
+                return msg;
+            }
+            if let Err(reason) = s.sync().await {
+                return reason;
+            }
+            tokio::select! {
+                req = requests.next() => match req {
+                    Some(Ok(r)) => next = Some(r),
+                    Some(Err(e)) => return format!("stream error: {e}"),
+                    None => return "stream closed by client".to_string(),
+                },
+                Some(_) = s.watches.next() => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    tracing::debug!(node = %s.node.id, %reason, "Delta stream ended");
+    s.shared.nodes.disconnected_stream(&s.node.id, Mode::Delta, &reason);
+}
+
+impl Stream {
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
+        if req.type_url.is_empty() {
+            return Err(Status::invalid_argument(
+                "DeltaDiscoveryRequest without type_url on an ADS stream",
+            ));
+        }
+        let type_url = req.type_url.clone();
+        let first_request = !self.types.contains_key(&type_url);
+        if first_request {
+            self.watches.insert(
+                type_url.clone(),
+                WatchStream::new(self.shared.cache.watch(&self.group, &type_url)),
+            );
+        }
+        let st = self.types.entry(type_url.clone()).or_default();
+
+        if !req.response_nonce.is_empty() {
+            match st.pending.remove(&req.response_nonce) {
+                Some(p) => {
+                    let answered = Answered {
+                        type_url: type_url.clone(),
+                        version: p.version,
+                        nonce: req.response_nonce.clone(),
+                        resources: p.resources,
+                        removed: p.removed,
+                        full_state: false,
+                        latency: p.at.elapsed(),
+                    };
+                    match &req.error_detail {
+                        Some(err) => {
+                            tracing::warn!(
+                                type_url = short_name(&type_url),
+                                version = answered.version,
+                                error = err.message,
+                                "Envoy rejected (NACK)"
+                            );
+                            self.shared.nodes.nacked(
+                                &self.node.id,
+                                Mode::Delta,
+                                answered,
+                                err.message.clone(),
+                            )
+                        }
+                        None => self.shared.nodes.acked(&self.node.id, Mode::Delta, answered),
+                    }
+                }
+                None => tracing::trace!(type_url, nonce = req.response_nonce, "stale nonce"),
+            }
+        }
+
+        let changes_subscription = first_request
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty();
+        if first_request {
+            st.known = req.initial_resource_versions.clone();
+            st.wildcard = is_wildcard_type(&type_url) && req.resource_names_subscribe.is_empty();
+        }
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                st.wildcard = true;
+            } else {
+                st.subscribed.insert(n.clone());
+                // An explicit subscription asks for the resource even if it
+                // was sent before (e.g. Envoy re-subscribes a cluster's
+                // assignment after the cluster changed).
+                if !first_request {
+                    st.known.remove(n);
+                }
+            }
+        }
+        for n in &req.resource_names_unsubscribe {
+            if n == "*" {
+                st.wildcard = false;
+            } else {
+                st.subscribed.remove(n);
+                st.known.remove(n);
+            }
+        }
+        if changes_subscription {
+            st.dirty = true;
+            self.shared
+                .nodes
+                .subscribed(&self.node.id, &type_url, st.wildcard, &st.subscribed);
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), String> {
+        let snap = self.shared.cache.snapshot(&self.group);
+        if snap.generation == 0 {
+            return Ok(());
+        }
+        let mut diffs = self.diff(&snap);
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        diffs.sort_by_key(|d| push_rank(&d.type_url));
+        // Removals wait for every addition of the round when several types
+        // change together; a lone type sends both in one response.
+        let split = diffs.iter().filter(|d| !d.upserts.is_empty()).count() > 0 && diffs.len() > 1;
+        let mut later = Vec::new();
+        for d in diffs.iter_mut() {
+            let removals = if split {
+                std::mem::take(&mut d.removals)
+            } else {
+                Vec::new()
+            };
+            if !removals.is_empty() {
+                later.push((d.type_url.clone(), d.version, removals));
+            }
+            if !d.upserts.is_empty() || !d.removals.is_empty() {
+                let removed = std::mem::take(&mut d.removals);
+                self.send(&d.type_url, d.version, &d.upserts, removed).await?;
+            }
+        }
+        for (type_url, version, removals) in later.into_iter().rev() {
+            self.send(&type_url, version, &[], removals).await?;
+        }
+        Ok(())
+    }
+
+    fn diff<'a>(&mut self, snap: &'a Snapshot) -> Vec<Diff<'a>> {
+        let mut out = Vec::new();
+        for (type_url, st) in self.types.iter_mut() {
+            let Some(ts) = snap.types.get(type_url) else {
+                continue;
+            };
+            if !st.dirty && st.synced == Some(ts.version) {
+                continue;
+            }
+            st.synced = Some(ts.version);
+            st.dirty = false;
+            let mut upserts = Vec::new();
+            let mut removals = Vec::new();
+            let differs = |known: &HashMap<String, String>, r: &Resource| {
+                known.get(r.name()).is_none_or(|v| v != r.version())
+            };
+            if st.wildcard {
+                upserts.extend(ts.resources.values().filter(|r| differs(&st.known, r)));
+                removals.extend(
+                    st.known
+                        .keys()
+                        .filter(|n| !ts.resources.contains_key(*n) && !st.subscribed.contains(*n))
+                        .cloned(),
+                );
+            }
+            for n in &st.subscribed {
+                match ts.resources.get(n) {
+                    Some(r) if !st.wildcard && differs(&st.known, r) => upserts.push(r),
+                    None if st.known.contains_key(n) => removals.push(n.clone()),
+                    _ => {}
+                }
+            }
+            removals.sort();
+            if !upserts.is_empty() || !removals.is_empty() {
+                out.push(Diff {
+                    type_url: type_url.clone(),
+                    version: ts.version,
+                    upserts,
+                    removals,
+                });
+            }
+        }
+        out
+    }
+
+    async fn send(
+        &mut self,
+        type_url: &str,
+        version: u64,
+        upserts: &[&std::sync::Arc<Resource>],
+        removed: Vec<String>,
+    ) -> Result<(), String> {
+        let Some(st) = self.types.get_mut(type_url) else {
+            return Ok(());
+        };
+        let nonce = next_nonce();
+        let version_s = version.to_string();
+        let resp = DeltaDiscoveryResponse {
+            system_version_info: version_s.clone(),
+            resources: upserts
+                .iter()
+                .map(|r| WireResource {
+                    name: r.name().to_string(),
+                    version: r.version().to_string(),
+                    resource: Some(r.body().clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: type_url.to_string(),
+            removed_resources: removed.clone(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let bytes = resp.encoded_len();
+        tracing::debug!(
+            node = %self.node.id,
+            r#type = short_name(type_url),
+            version,
+            resources = upserts.len(),
+            removed = removed.len(),
+            bytes,
+            "xds push"
+        );
+        for r in upserts {
+            st.known.insert(r.name().to_string(), r.version().to_string());
+        }
+        for n in &removed {
+            st.known.remove(n);
+        }
+        let names: Vec<String> = upserts
+            .iter()
+            .map(|r| r.name().to_string())
+            .chain(removed.iter().map(|n| format!("-{n}")))
+            .collect();
+        st.pending.insert(
+            nonce.clone(),
+            Pending {
+                version: version_s.clone(),
+                resources: upserts
+                    .iter()
+                    .map(|r| (r.name().to_string(), r.version().to_string(), r.generation()))
+                    .collect(),
+                removed,
+                at: Instant::now(),
+            },
+        );
+        self.shared.nodes.pushed(
+            &self.node.id,
+            Mode::Delta,
+            type_url,
+            Sent {
+                version: version_s,
+                nonce,
+                names,
+                at: SystemTime::now(),
+            },
+            bytes,
+        );
+        self.tx
+            .send(Ok(resp))
+            .await
+            .map_err(|_| "client went away".to_string())
+    }
+}
