@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_server::AggregatedDiscoveryService,
 };
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,6 +42,14 @@ pub(crate) struct Shared {
     pub cache: SnapshotCache,
     pub nodes: Nodes,
     pub grouping: Grouping,
+    /// Turns true when the server shuts down: streams end so that graceful
+    /// shutdown does not wait forever on long-lived ADS streams.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+pub(crate) async fn shutting_down(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 static NONCE: AtomicU64 = AtomicU64::new(0);

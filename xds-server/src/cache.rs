@@ -265,7 +265,11 @@ impl SnapshotCache {
                     }
                 }
             }
-            let removed = old_t.resources.keys().filter(|n| !out.contains_key(*n)).count();
+            let removed = old_t
+                .resources
+                .keys()
+                .filter(|n| !out.contains_key(*n))
+                .count();
             if removed > 0 {
                 changed = true;
                 applied.removed += removed;
@@ -315,7 +319,10 @@ impl SnapshotCache {
                 });
             }
             let t = types.entry(r.type_url().to_string()).or_default();
-            if t.resources.get(r.name()).is_some_and(|p| p.version == r.version) {
+            if t.resources
+                .get(r.name())
+                .is_some_and(|p| p.version == r.version)
+            {
                 continue;
             }
             r.generation = generation;

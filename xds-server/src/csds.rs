@@ -4,12 +4,12 @@
 use std::pin::Pin;
 
 use envoy_types::pb::envoy::admin::v3::{ClientResourceStatus, UpdateFailureState};
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::envoy::service::status::v3::{
     ClientConfig, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
     client_config::GenericXdsConfig,
     client_status_discovery_service_server::ClientStatusDiscoveryService,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -22,11 +22,20 @@ use crate::status::{SyncState, node_resources, sync_state, timestamp};
 pub struct CsdsService {
     cache: SnapshotCache,
     nodes: Nodes,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl CsdsService {
-    pub(crate) fn new(cache: SnapshotCache, nodes: Nodes) -> Self {
-        Self { cache, nodes }
+    pub(crate) fn new(
+        cache: SnapshotCache,
+        nodes: Nodes,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            cache,
+            nodes,
+            shutdown,
+        }
     }
 
     fn answer(&self, req: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
@@ -143,7 +152,8 @@ impl ClientStatusDiscoveryService for CsdsService {
         let this = self.clone();
         let out = request
             .into_inner()
-            .map(move |req| req.and_then(|r| this.answer(&r)));
+            .map(move |req| req.and_then(|r| this.answer(&r)))
+            .take_until(crate::ads::shutting_down(self.shutdown.clone()));
         Ok(Response::new(Box::pin(out)))
     }
 

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sluice_proto::xds::v1::{
     self as pb, AckState, GetSnapshotRequest, GetSnapshotResponse, ListNodesRequest,
     ListNodesResponse, WatchRequest, XdsEvent, snapshot_debug_server::SnapshotDebug,
@@ -23,11 +23,20 @@ use crate::status::{SyncState, node_resources, sync_state, timestamp};
 pub struct DebugService {
     cache: SnapshotCache,
     nodes: Nodes,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl DebugService {
-    pub(crate) fn new(cache: SnapshotCache, nodes: Nodes) -> Self {
-        Self { cache, nodes }
+    pub(crate) fn new(
+        cache: SnapshotCache,
+        nodes: Nodes,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            cache,
+            nodes,
+            shutdown,
+        }
     }
 }
 
@@ -53,7 +62,11 @@ pub fn node_status(n: &NodeState) -> pb::NodeStatus {
             .iter()
             .map(|(t, s)| pb::TypeStatus {
                 type_url: t.clone(),
-                sent_version: s.sent.as_ref().map(|s| s.version.clone()).unwrap_or_default(),
+                sent_version: s
+                    .sent
+                    .as_ref()
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default(),
                 sent_nonce: s.sent.as_ref().map(|s| s.nonce.clone()).unwrap_or_default(),
                 sent_names: s.sent.as_ref().map(|s| s.names.clone()).unwrap_or_default(),
                 sent_at: s.sent.as_ref().map(|s| timestamp(s.at)),
@@ -143,9 +156,9 @@ impl SnapshotDebug for DebugService {
                 }
             }
         } else {
-            self.nodes
-                .get(&req.node_id)
-                .ok_or_else(|| Status::not_found(format!("no node {:?} has connected", req.node_id)))?
+            self.nodes.get(&req.node_id).ok_or_else(|| {
+                Status::not_found(format!("no node {:?} has connected", req.node_id))
+            })?
         };
         let type_filter = if req.r#type.is_empty() {
             None
@@ -183,7 +196,10 @@ impl SnapshotDebug for DebugService {
 
     type WatchStream = BoxStream<XdsEvent>;
 
-    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let filter = request.into_inner().node_id;
         let rx = self.nodes.events();
         let stream = futures::stream::unfold(rx, move |mut rx| {
@@ -208,6 +224,7 @@ impl SnapshotDebug for DebugService {
                 }
             }
         });
+        let stream = stream.take_until(crate::ads::shutting_down(self.shutdown.clone()));
         Ok(Response::new(Box::pin(stream)))
     }
 }

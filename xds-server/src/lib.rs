@@ -26,6 +26,7 @@
 //! ```
 
 mod ads;
+pub mod builders;
 pub mod cache;
 pub mod consistency;
 mod csds;
@@ -82,6 +83,7 @@ pub struct XdsServer {
     nodes: Nodes,
     grouping: Grouping,
     extra_services: Vec<String>,
+    stop: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for XdsServer {
@@ -107,6 +109,7 @@ impl XdsServer {
             nodes: Nodes::new(metrics),
             grouping,
             extra_services: Vec::new(),
+            stop: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 
@@ -126,7 +129,15 @@ impl XdsServer {
             cache: self.cache.clone(),
             nodes: self.nodes.clone(),
             grouping: self.grouping.clone(),
+            shutdown: self.stop.subscribe(),
         })
+    }
+
+    /// Ends every open stream (ADS, CSDS, debug watch) so that a graceful
+    /// shutdown of the gRPC server completes. [`XdsServer::serve`] calls this
+    /// when its shutdown future resolves.
+    pub fn shutdown_streams(&self) {
+        self.stop.send_replace(true);
     }
 
     /// All services as tonic routes (ADS, CSDS, debug, reflection v1 + v1alpha).
@@ -161,10 +172,12 @@ impl XdsServer {
             .add_service(ClientStatusDiscoveryServiceServer::new(CsdsService::new(
                 self.cache.clone(),
                 self.nodes.clone(),
+                self.stop.subscribe(),
             )))
             .add_service(SnapshotDebugServer::new(DebugService::new(
                 self.cache.clone(),
                 self.nodes.clone(),
+                self.stop.subscribe(),
             )))
             .add_service(v1)
             .add_service(v1alpha);
@@ -185,6 +198,11 @@ impl XdsServer {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let routes = self.routes()?;
+        let stop = self.stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stop.send_replace(true);
+        };
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -34,7 +34,9 @@ pub struct ModeLabel {
 
 fn latency_histogram() -> Histogram {
     // 100 µs … ~13 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 18,
+    ))
 }
 
 /// Counters and histograms of the xDS server. Cheap to clone (shared handles).
@@ -71,21 +73,41 @@ impl Metrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("xds");
         r.register("pushes", "xDS responses sent, by type", m.pushes.clone());
-        r.register("push_bytes", "Encoded bytes of xDS responses sent, by type", m.push_bytes.clone());
+        r.register(
+            "push_bytes",
+            "Encoded bytes of xDS responses sent, by type",
+            m.push_bytes.clone(),
+        );
         r.register(
             "push_resources",
             "Resources (added, changed or removed) in xDS responses sent, by type",
             m.push_resources.clone(),
         );
-        r.register("acks", "xDS responses ACKed by Envoy, by type", m.acks.clone());
-        r.register("nacks", "xDS responses NACKed (rejected) by Envoy, by type", m.nacks.clone());
+        r.register(
+            "acks",
+            "xDS responses ACKed by Envoy, by type",
+            m.acks.clone(),
+        );
+        r.register(
+            "nacks",
+            "xDS responses NACKed (rejected) by Envoy, by type",
+            m.nacks.clone(),
+        );
         r.register(
             "push_to_ack_seconds",
             "Time from sending an xDS response to its ACK or NACK",
             m.push_to_ack.clone(),
         );
-        r.register("streams", "Open ADS streams, by protocol variant", m.streams.clone());
-        r.register("connected_nodes", "Nodes with at least one open ADS stream", m.nodes.clone());
+        r.register(
+            "streams",
+            "Open ADS streams, by protocol variant",
+            m.streams.clone(),
+        );
+        r.register(
+            "connected_nodes",
+            "Nodes with at least one open ADS stream",
+            m.nodes.clone(),
+        );
         m
     }
 
@@ -93,7 +115,9 @@ impl Metrics {
         let l = TypeLabel::of(type_url);
         self.pushes.get_or_create(&l).inc();
         self.push_bytes.get_or_create(&l).inc_by(bytes as u64);
-        self.push_resources.get_or_create(&l).inc_by(resources as u64);
+        self.push_resources
+            .get_or_create(&l)
+            .inc_by(resources as u64);
     }
 
     pub(crate) fn answered(&self, type_url: &str, ack: bool, latency: std::time::Duration) {
@@ -103,15 +127,21 @@ impl Metrics {
         } else {
             self.nacks.get_or_create(&l).inc();
         }
-        self.push_to_ack.get_or_create(&l).observe(latency.as_secs_f64());
+        self.push_to_ack
+            .get_or_create(&l)
+            .observe(latency.as_secs_f64());
     }
 
     pub(crate) fn stream_opened(&self, mode: &str) {
-        self.streams.get_or_create(&ModeLabel { mode: mode.into() }).inc();
+        self.streams
+            .get_or_create(&ModeLabel { mode: mode.into() })
+            .inc();
     }
 
     pub(crate) fn stream_closed(&self, mode: &str) {
-        self.streams.get_or_create(&ModeLabel { mode: mode.into() }).dec();
+        self.streams
+            .get_or_create(&ModeLabel { mode: mode.into() })
+            .dec();
     }
 
     pub(crate) fn set_nodes(&self, n: usize) {

@@ -307,7 +307,13 @@ impl Nodes {
         self.emit(e);
     }
 
-    pub(crate) fn subscribed(&self, node_id: &str, type_url: &str, wildcard: bool, names: &BTreeSet<String>) {
+    pub(crate) fn subscribed(
+        &self,
+        node_id: &str,
+        type_url: &str,
+        wildcard: bool,
+        names: &BTreeSet<String>,
+    ) {
         self.with(|m| {
             if let Some(n) = m.get_mut(node_id) {
                 let t = n.types.entry(type_url.to_string()).or_default();
@@ -317,7 +323,14 @@ impl Nodes {
         });
     }
 
-    pub(crate) fn pushed(&self, node_id: &str, mode: Mode, type_url: &str, sent: Sent, bytes: usize) {
+    pub(crate) fn pushed(
+        &self,
+        node_id: &str,
+        mode: Mode,
+        type_url: &str,
+        sent: Sent,
+        bytes: usize,
+    ) {
         self.metrics.pushed(type_url, bytes, sent.names.len());
         let mut e = Event::new(EventKind::Push, node_id, mode);
         e.type_url = type_url.to_string();

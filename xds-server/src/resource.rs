@@ -333,7 +333,10 @@ fn filter_refs(f: &Filter, refs: &mut Vec<Ref>) -> Result<(), prost::DecodeError
     Ok(())
 }
 
-fn transport_socket_refs(ts: &TransportSocket, refs: &mut Vec<Ref>) -> Result<(), prost::DecodeError> {
+fn transport_socket_refs(
+    ts: &TransportSocket,
+    refs: &mut Vec<Ref>,
+) -> Result<(), prost::DecodeError> {
     let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
         return Ok(());
     };
@@ -352,14 +355,15 @@ fn transport_socket_refs(ts: &TransportSocket, refs: &mut Vec<Ref>) -> Result<()
 
 fn common_tls_refs(common: &CommonTlsContext, refs: &mut Vec<Ref>) {
     // Only secrets fetched over ADS are ours to check.
-    let from_ads = |c: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig| {
-        c.sds_config.as_ref().is_some_and(|s| {
+    let from_ads =
+        |c: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig| {
+            c.sds_config.as_ref().is_some_and(|s| {
             matches!(
                 s.config_source_specifier,
                 Some(envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier::Ads(_))
             )
         })
-    };
+        };
     for c in &common.tls_certificate_sds_secret_configs {
         if from_ads(c) {
             refs.push(Ref {
@@ -368,7 +372,8 @@ fn common_tls_refs(common: &CommonTlsContext, refs: &mut Vec<Ref>) {
             });
         }
     }
-    if let Some(ValidationContextType::ValidationContextSdsSecretConfig(c)) = &common.validation_context_type
+    if let Some(ValidationContextType::ValidationContextSdsSecretConfig(c)) =
+        &common.validation_context_type
         && from_ads(c)
     {
         refs.push(Ref {
@@ -394,17 +399,23 @@ mod tests {
                 domains: vec!["*".into()],
                 routes: vec![Route {
                     action: Some(Action::Route(RouteAction {
-                        cluster_specifier: Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
-                            clusters: clusters
-                                .iter()
-                                .map(|c| ClusterWeight {
-                                    name: c.to_string(),
-                                    weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 50 }),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                            ..Default::default()
-                        })),
+                        cluster_specifier: Some(ClusterSpecifier::WeightedClusters(
+                            WeightedCluster {
+                                clusters: clusters
+                                    .iter()
+                                    .map(|c| ClusterWeight {
+                                        name: c.to_string(),
+                                        weight: Some(
+                                            envoy_types::pb::google::protobuf::UInt32Value {
+                                                value: 50,
+                                            },
+                                        ),
+                                        ..Default::default()
+                                    })
+                                    .collect(),
+                                ..Default::default()
+                            },
+                        )),
                         ..Default::default()
                     })),
                     ..Default::default()

@@ -59,10 +59,17 @@ pub fn node_resources<'a>(
         }
         match node.types.get(type_url) {
             Some(t) if !t.wildcard => {
-                out.extend(t.subscribed.iter().filter_map(|n| ts.resources.get(n)).map(|r| &**r));
+                out.extend(
+                    t.subscribed
+                        .iter()
+                        .filter_map(|n| ts.resources.get(n))
+                        .map(|r| &**r),
+                );
             }
             Some(_) => out.extend(ts.resources.values().map(|r| &**r)),
-            None if all_types || type_filter.is_some() => out.extend(ts.resources.values().map(|r| &**r)),
+            None if all_types || type_filter.is_some() => {
+                out.extend(ts.resources.values().map(|r| &**r))
+            }
             None => {}
         }
     }

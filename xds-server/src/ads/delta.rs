@@ -98,6 +98,8 @@ pub(crate) async fn run(
         watches: StreamMap::new(),
         tx,
     };
+    let stopping = super::shutting_down(s.shared.shutdown.clone());
+    tokio::pin!(stopping);
     let reason = async {
         let mut next = Some(first);
         loop {
@@ -118,13 +120,16 @@ pub(crate) async fn run(
                     None => return "stream closed by client".to_string(),
                 },
                 Some(_) = s.watches.next() => {}
+                () = &mut stopping => return "server shutting down".to_string(),
             }
         }
     }
     .instrument(span)
     .await;
     tracing::debug!(node = %s.node.id, %reason, "Delta stream ended");
-    s.shared.nodes.disconnected_stream(&s.node.id, Mode::Delta, &reason);
+    s.shared
+        .nodes
+        .disconnected_stream(&s.node.id, Mode::Delta, &reason);
 }
 
 impl Stream {
@@ -171,7 +176,10 @@ impl Stream {
                                 err.message.clone(),
                             )
                         }
-                        None => self.shared.nodes.acked(&self.node.id, Mode::Delta, answered),
+                        None => self
+                            .shared
+                            .nodes
+                            .acked(&self.node.id, Mode::Delta, answered),
                     }
                 }
                 None => tracing::trace!(type_url, nonce = req.response_nonce, "stale nonce"),
@@ -240,7 +248,8 @@ impl Stream {
             }
             if !d.upserts.is_empty() || !d.removals.is_empty() {
                 let removed = std::mem::take(&mut d.removals);
-                self.send(&d.type_url, d.version, &d.upserts, removed).await?;
+                self.send(&d.type_url, d.version, &d.upserts, removed)
+                    .await?;
             }
         }
         for (type_url, version, removals) in later.into_iter().rev() {
@@ -333,7 +342,8 @@ impl Stream {
             "xds push"
         );
         for r in upserts {
-            st.known.insert(r.name().to_string(), r.version().to_string());
+            st.known
+                .insert(r.name().to_string(), r.version().to_string());
         }
         for n in &removed {
             st.known.remove(n);
@@ -349,7 +359,13 @@ impl Stream {
                 version: version_s.clone(),
                 resources: upserts
                     .iter()
-                    .map(|r| (r.name().to_string(), r.version().to_string(), r.generation()))
+                    .map(|r| {
+                        (
+                            r.name().to_string(),
+                            r.version().to_string(),
+                            r.generation(),
+                        )
+                    })
                     .collect(),
                 removed,
                 at: Instant::now(),

@@ -89,15 +89,17 @@ pub(crate) async fn run(
         watches: StreamMap::new(),
         tx,
     };
+    let stopping = super::shutting_down(s.shared.shutdown.clone());
+    tokio::pin!(stopping);
     let reason = async {
         let mut next = Some(first);
         loop {
-            if let Some(req) = next.take() {
-                if let Err(status) = s.on_request(req) {
-                    let msg = status.message().to_string();
-                    let _ = s.tx.send(Err(status)).await;
-                    return msg;
-                }
+            if let Some(req) = next.take()
+                && let Err(status) = s.on_request(req)
+            {
+                let msg = status.message().to_string();
+                let _ = s.tx.send(Err(status)).await;
+                return msg;
             }
             if let Err(reason) = s.sync().await {
                 return reason;
@@ -109,19 +111,24 @@ pub(crate) async fn run(
                     None => return "stream closed by client".to_string(),
                 },
                 Some(_) = s.watches.next() => {}
+                () = &mut stopping => return "server shutting down".to_string(),
             }
         }
     }
     .instrument(span)
     .await;
     tracing::debug!(node = %s.node.id, %reason, "SotW stream ended");
-    s.shared.nodes.disconnected_stream(&s.node.id, Mode::Sotw, &reason);
+    s.shared
+        .nodes
+        .disconnected_stream(&s.node.id, Mode::Sotw, &reason);
 }
 
 impl Stream {
     fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         if req.type_url.is_empty() {
-            return Err(Status::invalid_argument("DiscoveryRequest without type_url on an ADS stream"));
+            return Err(Status::invalid_argument(
+                "DiscoveryRequest without type_url on an ADS stream",
+            ));
         }
         let type_url = req.type_url.clone();
         if !self.types.contains_key(&type_url) {
@@ -157,9 +164,12 @@ impl Stream {
                             error = err.message,
                             "Envoy rejected (NACK)"
                         );
-                        self.shared
-                            .nodes
-                            .nacked(&self.node.id, Mode::Sotw, answered, err.message.clone())
+                        self.shared.nodes.nacked(
+                            &self.node.id,
+                            Mode::Sotw,
+                            answered,
+                            err.message.clone(),
+                        )
                     }
                     None => self.shared.nodes.acked(&self.node.id, Mode::Sotw, answered),
                 }
@@ -167,7 +177,12 @@ impl Stream {
             st.pending.clear();
         }
 
-        let names: BTreeSet<String> = req.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+        let names: BTreeSet<String> = req
+            .resource_names
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
         let wildcard = is_wildcard_type(&type_url)
             && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
         if first_request || names != st.names || wildcard != st.wildcard {
@@ -201,11 +216,10 @@ impl Stream {
         due.sort_by_key(|t| push_rank(t));
         let linger = due.iter().any(|t| t == CLUSTER)
             && due.iter().any(|t| push_rank(t) > push_rank(CLUSTER))
-            && self.types.get(CLUSTER).is_some_and(|st| {
-                st.sent
-                    .keys()
-                    .any(|n| snap.get(CLUSTER, n).is_none())
-            });
+            && self
+                .types
+                .get(CLUSTER)
+                .is_some_and(|st| st.sent.keys().any(|n| snap.get(CLUSTER, n).is_none()));
         if linger {
             self.send(&snap, CLUSTER, true).await?;
         }
@@ -269,7 +283,13 @@ impl Stream {
                 version: version.clone(),
                 resources: chosen
                     .values()
-                    .map(|r| (r.name().to_string(), r.version().to_string(), r.generation()))
+                    .map(|r| {
+                        (
+                            r.name().to_string(),
+                            r.version().to_string(),
+                            r.generation(),
+                        )
+                    })
                     .collect(),
                 at: Instant::now(),
             },

@@ -138,7 +138,9 @@ fn removing_a_referenced_cluster_is_refused() {
     cache
         .set_snapshot("g", [cluster("a", false), route("rc", "a")])
         .unwrap();
-    let err = cache.update("g", Update::new().remove(CLUSTER, "a")).unwrap_err();
+    let err = cache
+        .update("g", Update::new().remove(CLUSTER, "a"))
+        .unwrap_err();
     assert!(matches!(err, CacheError::Inconsistent { .. }), "{err}");
     // Removing both in one update is fine.
     let applied = cache
@@ -172,7 +174,9 @@ async fn watchers_wake_only_for_changed_types() {
     routes.borrow_and_update();
 
     // An endpoint-only change wakes EDS watchers only.
-    let applied = cache.update("g", Update::new().upsert(cla("a", 2))).unwrap();
+    let applied = cache
+        .update("g", Update::new().upsert(cla("a", 2)))
+        .unwrap();
     assert_eq!(applied.changed_types.len(), 1);
     assert!(endpoints.has_changed().unwrap());
     assert_eq!(*endpoints.borrow_and_update(), applied.generation);

@@ -1,0 +1,69 @@
+//! Command-line interface: the `sluice` subcommands and their flags (names as
+//! in DESIGN.md's command-line contract).
+
+pub mod envoy;
+pub mod xds;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for invalid configuration or usage (sysexits `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Sluice: a Knative Serving data plane built on Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask the control plane what it serves each Envoy (nodes, snapshots, live pushes).
+    Xds(xds::XdsArgs),
+    /// Envoy helpers (print the bootstrap for an Envoy you run yourself).
+    Envoy(envoy::EnvoyArgs),
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Xds(args) => {
+            crate::telemetry::init_cli();
+            xds::run(args).await
+        }
+        Command::Envoy(args) => envoy::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// An error for the user: what went wrong and the exit code to leave with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags or configuration (exit 64).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else (exit 1).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Other(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The Envoy bootstrap: the template in `envoy/bootstrap.yaml` filled from [`BootstrapParams`].
+//!
+//! The bootstrap only tells Envoy who it is (node id and cluster), where Sluice's ADS server is
+//! and where to serve its admin interface; every listener, route, cluster and secret then
+//! arrives over ADS. Delta and state-of-the-world xDS differ only in `api_type`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// The bootstrap template, embedded at build time.
+const TEMPLATE: &str = include_str!("../../envoy/bootstrap.yaml");
+
+/// Which ADS protocol variant Envoy speaks to Sluice (`--xds-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum XdsMode {
+    /// Incremental xDS (`DELTA_GRPC`): only changed resources go over the wire. The default.
+    #[default]
+    Delta,
+    /// State-of-the-world xDS (`GRPC`): every push carries the full set of a type.
+    Sotw,
+}
+
+impl XdsMode {
+    /// The value of `ads_config.api_type` in the Envoy bootstrap for this mode.
+    pub fn api_type(self) -> &'static str {
+        match self {
+            XdsMode::Delta => "DELTA_GRPC",
+            XdsMode::Sotw => "GRPC",
+        }
+    }
+
+    /// The command-line spelling: `delta` or `sotw`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdsMode::Delta => "delta",
+            XdsMode::Sotw => "sotw",
+        }
+    }
+}
+
+impl fmt::Display for XdsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error from parsing an [`XdsMode`] that is neither `delta` nor `sotw`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown xDS mode {given:?}: expected `delta` (incremental, the default) or `sotw`")]
+pub struct ParseXdsModeError {
+    /// What was given.
+    pub given: String,
+}
+
+impl FromStr for XdsMode {
+    type Err = ParseXdsModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "delta" => Ok(XdsMode::Delta),
+            "sotw" => Ok(XdsMode::Sotw),
+            _ => Err(ParseXdsModeError {
+                given: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What the bootstrap template is filled with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapParams {
+    /// Envoy's node id (`--node-id`); Sluice keeps one snapshot per node id.
+    pub node_id: String,
+    /// Envoy's node cluster.
+    pub node_cluster: String,
+    /// Sluice's gRPC (ADS) server address (`--xds`).
+    pub xds: SocketAddr,
+    /// Delta or state-of-the-world ADS (`--xds-mode`).
+    pub mode: XdsMode,
+    /// Where Envoy serves its admin interface (`--envoy-admin`); keep it on loopback.
+    pub admin: SocketAddr,
+}
+
+impl Default for BootstrapParams {
+    fn default() -> Self {
+        BootstrapParams {
+            node_id: "sluice-gateway".to_owned(),
+            node_cluster: "sluice".to_owned(),
+            xds: SocketAddr::from(([127, 0, 0, 1], 18000)),
+            mode: XdsMode::Delta,
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        }
+    }
+}
+
+/// Renders the Envoy bootstrap YAML for `params`.
+///
+/// String values are escaped for the template's double-quoted YAML scalars, so any node id or
+/// cluster name yields valid YAML (Envoy itself may still reject odd names).
+pub fn render(params: &BootstrapParams) -> String {
+    let values: [(&str, String); 7] = [
+        ("node_id", quoted_scalar(&params.node_id)),
+        ("node_cluster", quoted_scalar(&params.node_cluster)),
+        ("xds_host", params.xds.ip().to_string()),
+        ("xds_port", params.xds.port().to_string()),
+        ("admin_host", params.admin.ip().to_string()),
+        ("admin_port", params.admin.port().to_string()),
+        ("api_type", params.mode.api_type().to_owned()),
+    ];
+    fill(TEMPLATE, &values)
+}
+
+/// Replaces every `{{name}}` in `template` by its value; unknown placeholders are left as is.
+fn fill(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = &after[..end];
+        match values.iter().find(|(key, _)| *key == name) {
+            Some((_, value)) => out.push_str(value),
+            None => out.push_str(&rest[start..start + 2 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Escapes `value` for use inside a double-quoted YAML scalar (without the quotes).
+///
+/// JSON string escapes are a subset of YAML's double-quoted escapes, so JSON's encoder does it.
+fn quoted_scalar(value: &str) -> String {
+    let json = serde_json::Value::String(value.to_owned()).to_string();
+    json[1..json.len() - 1].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_yaml::Value;
+
+    fn parse(params: &BootstrapParams) -> Value {
+        let yaml = render(params);
+        assert!(!yaml.contains("{{"), "unfilled placeholder in:\n{yaml}");
+        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("invalid YAML ({e}):\n{yaml}"))
+    }
+
+    fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+        path.iter()
+            .fold(value, |v, key| match key.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[*key],
+            })
+    }
+
+    fn socket_address(doc: &Value, path: &[&str]) -> (String, u64) {
+        let sa = at(doc, path);
+        (
+            sa["address"].as_str().unwrap_or_default().to_owned(),
+            sa["port_value"].as_u64().unwrap_or_default(),
+        )
+    }
+
+    const XDS_ADDRESS: &[&str] = &[
+        "static_resources",
+        "clusters",
+        "0",
+        "load_assignment",
+        "endpoints",
+        "0",
+        "lb_endpoints",
+        "0",
+        "endpoint",
+        "address",
+        "socket_address",
+    ];
+
+    #[test]
+    fn default_params_render_delta_on_loopback() {
+        let doc = parse(&BootstrapParams::default());
+        assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("sluice-gateway"));
+        assert_eq!(at(&doc, &["node", "cluster"]).as_str(), Some("sluice"));
+        let ads = at(&doc, &["dynamic_resources", "ads_config"]);
+        assert_eq!(ads["api_type"].as_str(), Some("DELTA_GRPC"));
+        assert_eq!(ads["transport_api_version"].as_str(), Some("V3"));
+        assert_eq!(ads["set_node_on_first_message_only"].as_bool(), Some(true));
+        assert_eq!(
+            ads["grpc_services"][0]["envoy_grpc"]["cluster_name"].as_str(),
+            Some("sluice_xds")
+        );
+        for source in ["cds_config", "lds_config"] {
+            let config = at(&doc, &["dynamic_resources", source]);
+            assert!(config["ads"].is_mapping(), "{source} must use ADS");
+            assert_eq!(config["resource_api_version"].as_str(), Some("V3"));
+        }
+        let cluster = at(&doc, &["static_resources", "clusters", "0"]);
+        assert_eq!(cluster["name"].as_str(), Some("sluice_xds"));
+        assert_eq!(
+            socket_address(&doc, XDS_ADDRESS),
+            ("127.0.0.1".to_owned(), 18000)
+        );
+        assert_eq!(
+            socket_address(&doc, &["admin", "address", "socket_address"]),
+            ("127.0.0.1".to_owned(), 9901)
+        );
+    }
+
+    #[test]
+    fn sotw_mode_uses_grpc_api_type_and_custom_addresses() {
+        let params = BootstrapParams {
+            node_id: "edge-1".to_owned(),
+            node_cluster: "edges".to_owned(),
+            xds: "10.1.2.3:18001".parse().expect("valid address"),
+            mode: XdsMode::Sotw,
+            admin: "[::1]:19901".parse().expect("valid address"),
+        };
+        let doc = parse(&params);
+        assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("edge-1"));
+        assert_eq!(at(&doc, &["node", "cluster"]).as_str(), Some("edges"));
+        assert_eq!(
+            at(&doc, &["dynamic_resources", "ads_config", "api_type"]).as_str(),
+            Some("GRPC")
+        );
+        assert_eq!(
+            socket_address(&doc, XDS_ADDRESS),
+            ("10.1.2.3".to_owned(), 18001)
+        );
+        assert_eq!(
+            socket_address(&doc, &["admin", "address", "socket_address"]),
+            ("::1".to_owned(), 19901)
+        );
+    }
+
+    #[test]
+    fn odd_node_ids_stay_valid_yaml() {
+        let params = BootstrapParams {
+            node_id: "a \"quoted\" id: {x} \\ #not-a-comment\n".to_owned(),
+            ..BootstrapParams::default()
+        };
+        let doc = parse(&params);
+        assert_eq!(
+            at(&doc, &["node", "id"]).as_str(),
+            Some(params.node_id.as_str())
+        );
+    }
+
+    #[test]
+    fn xds_mode_parses_and_displays() {
+        assert_eq!("delta".parse::<XdsMode>(), Ok(XdsMode::Delta));
+        assert_eq!("SotW".parse::<XdsMode>(), Ok(XdsMode::Sotw));
+        assert_eq!(XdsMode::default(), XdsMode::Delta);
+        for mode in [XdsMode::Delta, XdsMode::Sotw] {
+            assert_eq!(mode.to_string().parse::<XdsMode>(), Ok(mode));
+        }
+        let err = "grpc".parse::<XdsMode>().expect_err("not a mode");
+        assert!(err.to_string().contains("`delta`"), "{err}");
+    }
+
+    #[test]
+    fn fill_leaves_unknown_and_unterminated_placeholders() {
+        let values = [("a", "1".to_owned())];
+        assert_eq!(fill("x{{a}}y{{b}}z{{a", &values), "x1y{{b}}z{{a");
+    }
+}

@@ -1,0 +1,10 @@
+//! The `sluice` binary's library: runtime edges that the crates below do not own
+//! (Envoy launcher, debug HTTP server, telemetry set-up) and the CLI commands.
+//!
+//! `src/main.rs` only parses the command line and calls in here.
+
+pub mod cli;
+pub mod debug;
+pub mod envoy;
+pub mod table;
+pub mod telemetry;

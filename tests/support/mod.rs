@@ -1,0 +1,25 @@
+//! Shared support for Sluice's integration tests.
+//!
+//! Every integration test crate includes this module with `mod support;`, so each crate uses only
+//! part of it; hence the crate-wide `dead_code` allowance below.
+//!
+//! - [`backend`]: small real HTTP/1.1 + h2c + websocket + gRPC servers that behave like Knative's
+//!   conformance images (JSON echo, delays, first-request-fails, probe echo, websocket echo, gRPC
+//!   health), with request and concurrency counters.
+//! - [`client`]: clients for those protocols that return everything a test asserts on.
+//! - [`ports`]: free loopback ports.
+//! - [`wait`]: bounded polling instead of sleeps.
+#![allow(dead_code, unused_imports)]
+
+pub mod backend;
+pub mod client;
+pub mod ports;
+pub mod wait;
+
+pub use backend::{Backend, BackendOptions, start, try_start};
+pub use client::{
+    GrpcHealth, Response, ServingStatus, WsStream, get, get_h2c, grpc_health, grpc_health_check,
+    send, websocket_connect, websocket_echo,
+};
+pub use ports::{free_addr, free_port};
+pub use wait::{Attempt, wait_for};
