@@ -223,25 +223,31 @@ async fn main() -> anyhow::Result<()> {
     println!("\nEnvoy serving after {:?}\n", started.elapsed());
 
     // Applies a change and waits until every connected Envoy ACKed it.
-    let apply = async |r: Resource| -> anyhow::Result<Duration> {
+    let apply = async |r: Resource| -> anyhow::Result<Option<Duration>> {
         let t = Instant::now();
         let (type_url, name) = (r.type_url().to_string(), r.name().to_string());
         let applied = cache.update(GROUP, Update::new().upsert(r))?;
+        if applied.changed_types.is_empty() {
+            return Ok(None);
+        }
         for node in server.nodes().connected() {
             server
                 .nodes()
                 .wait_acked(&node, &type_url, &name, applied.generation)
                 .await;
         }
-        Ok(t.elapsed())
+        Ok(Some(t.elapsed()))
     };
 
     const N: usize = 100;
     for (b, g) in [(100, 0), (90, 10), (50, 50), (0, 100)] {
-        let acked = apply(routes(b, g)).await?;
+        let acked = match apply(routes(b, g)).await? {
+            Some(d) => format!("Envoy ACKed in {d:.1?}"),
+            None => "unchanged".to_string(),
+        };
         let seen = sample(args.http, N).await?;
         println!(
-            "split blue {b:>3} / green {g:>3}  (Envoy ACKed in {acked:.1?})\n      {}",
+            "split blue {b:>3} / green {g:>3}  ({acked})\n      {}",
             bar(&seen, N)
         );
     }

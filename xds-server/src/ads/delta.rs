@@ -332,15 +332,16 @@ impl Stream {
             ..Default::default()
         };
         let bytes = resp.encoded_len();
-        tracing::debug!(
+        tracing::info_span!(
+            "xds_push",
             node = %self.node.id,
             r#type = short_name(type_url),
             version,
             resources = upserts.len(),
             removed = removed.len(),
-            bytes,
-            "xds push"
-        );
+            bytes
+        )
+        .in_scope(|| tracing::debug!("push"));
         for r in upserts {
             st.known
                 .insert(r.name().to_string(), r.version().to_string());

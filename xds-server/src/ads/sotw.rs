@@ -267,16 +267,15 @@ impl Stream {
             ..Default::default()
         };
         let bytes = resp.encoded_len();
-        let span = tracing::info_span!(
+        tracing::info_span!(
             "xds_push",
             node = %self.node.id,
             r#type = short_name(type_url),
             version,
             resources = chosen.len(),
             bytes
-        );
-        let _enter = span.enter();
-        tracing::debug!("push");
+        )
+        .in_scope(|| tracing::debug!(interim, "push"));
         st.pending.insert(
             nonce.clone(),
             Pending {
@@ -301,7 +300,6 @@ impl Stream {
         }
         let names: Vec<String> = chosen.keys().cloned().collect();
         st.sent = chosen;
-        drop(_enter);
         self.shared.nodes.pushed(
             &self.node.id,
             Mode::Sotw,
