@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod debug;
 pub mod envoy;
+pub mod files;
 pub mod table;
 pub mod telemetry;
