@@ -42,7 +42,11 @@ fn route(target: usize) -> Resource {
         "routes",
         &route_config(
             "routes",
-            vec![virtual_host("bench", &["bench.example.com"], vec![weighted_route("/", &[(&c, 100)])])],
+            vec![virtual_host(
+                "bench",
+                &["bench.example.com"],
+                vec![weighted_route("/", &[(&c, 100)])],
+            )],
         ),
     )
 }
@@ -66,7 +70,10 @@ async fn run(mode: XdsMode, n: usize, iters: usize) -> anyhow::Result<Result> {
     for i in 0..n {
         let name = format!("c{i}");
         resources.push(Resource::new(&name, &eds_cluster(&name, false)));
-        resources.push(Resource::new(&name, &load_assignment(&name, &[endpoint(i, 0)])));
+        resources.push(Resource::new(
+            &name,
+            &load_assignment(&name, &[endpoint(i, 0)]),
+        ));
     }
     let first = cache.set_snapshot(GROUP, resources)?;
 
@@ -78,7 +85,8 @@ async fn run(mode: XdsMode, n: usize, iters: usize) -> anyhow::Result<Result> {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
 
-    let dir = std::env::temp_dir().join(format!("sluice-bench-{}-{}-{n}", std::process::id(), mode));
+    let dir =
+        std::env::temp_dir().join(format!("sluice-bench-{}-{}-{n}", std::process::id(), mode));
     let yaml = render(&BootstrapParams {
         node_id: "bench".into(),
         xds,
@@ -94,9 +102,15 @@ async fn run(mode: XdsMode, n: usize, iters: usize) -> anyhow::Result<Result> {
     let nodes = server.nodes().clone();
     let last = format!("c{}", n - 1);
     tokio::time::timeout(Duration::from_secs(300), async {
-        nodes.wait_acked("bench", ENDPOINT, &last, first.generation).await;
-        nodes.wait_acked("bench", CLUSTER, &last, first.generation).await;
-        nodes.wait_acked("bench", ROUTE, "routes", first.generation).await;
+        nodes
+            .wait_acked("bench", ENDPOINT, &last, first.generation)
+            .await;
+        nodes
+            .wait_acked("bench", CLUSTER, &last, first.generation)
+            .await;
+        nodes
+            .wait_acked("bench", ROUTE, "routes", first.generation)
+            .await;
     })
     .await
     .context("Envoy did not ACK the initial snapshot within 300 s")?;
@@ -106,7 +120,10 @@ async fn run(mode: XdsMode, n: usize, iters: usize) -> anyhow::Result<Result> {
     let mut rds = Histogram::<u64>::new(3)?;
     let (mut eds_bytes, mut rds_bytes) = (0u64, 0u64);
     for it in 0..iters {
-        for (kind, hist, bytes) in [("eds", &mut eds, &mut eds_bytes), ("rds", &mut rds, &mut rds_bytes)] {
+        for (kind, hist, bytes) in [
+            ("eds", &mut eds, &mut eds_bytes),
+            ("rds", &mut rds, &mut rds_bytes),
+        ] {
             let i = (it * 31) % n;
             let r = if kind == "eds" {
                 let name = format!("c{i}");
@@ -164,9 +181,19 @@ async fn main() -> anyhow::Result<()> {
     while let Some(a) = args.next() {
         let v = args.next().with_context(|| format!("{a} needs a value"))?;
         match a.as_str() {
-            "--sizes" => sizes = v.split(',').map(|s| s.trim().parse()).collect::<std::result::Result<_, _>>()?,
+            "--sizes" => {
+                sizes = v
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<std::result::Result<_, _>>()?
+            }
             "--iters" => iters = v.parse()?,
-            "--modes" => modes = v.split(',').map(|s| s.parse()).collect::<std::result::Result<_, _>>()?,
+            "--modes" => {
+                modes = v
+                    .split(',')
+                    .map(|s| s.parse())
+                    .collect::<std::result::Result<_, _>>()?
+            }
             _ => bail!("unknown flag {a}: use --sizes, --iters, --modes"),
         }
     }

@@ -371,7 +371,7 @@ fn route(name: &str, cluster: &str) -> Resource {
 
 /// Names of the resources in a SotW response.
 fn names(resp: &DiscoveryResponse) -> Vec<String> {
-    resp.resources.iter().map(|a| resource_name(a)).collect()
+    resp.resources.iter().map(resource_name).collect()
 }
 
 fn resource_name(a: &Any) -> String {
@@ -680,11 +680,12 @@ async fn delta_sends_only_changes_and_honours_initial_versions() {
     envoy.ack(&good).await;
 
     // Reconnecting with every version the cache has: nothing is resent.
+    drop(envoy);
     let held: HashMap<String, String> = ["a"]
         .iter()
         .map(|n| (n.to_string(), version_of(&cache, CLUSTER, n)))
         .collect();
-    let mut again = h.delta("envoy-2").await;
+    let mut again = h.delta("envoy-1").await;
     again
         .send(DeltaDiscoveryRequest {
             type_url: CLUSTER.to_string(),
@@ -705,7 +706,8 @@ async fn delta_sends_only_changes_and_honours_initial_versions() {
         .unwrap();
     let mut held = held;
     held.insert("d".to_string(), "0000000000000000".to_string());
-    let mut third = h.delta("envoy-3").await;
+    drop(again);
+    let mut third = h.delta("envoy-1").await;
     third
         .send(DeltaDiscoveryRequest {
             type_url: CLUSTER.to_string(),

@@ -66,6 +66,18 @@ pub(super) async fn run(
                     .map_err(|s| rpc_error(addr, s))?
                     .into_inner();
             }
+            // The connection broke (server killed, network gone).
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ) =>
+            {
+                return Err(CliError::Other(anyhow!(
+                    "lost the xDS server at {addr}: {}",
+                    s.message()
+                )));
+            }
             Err(s) => return Err(rpc_error(addr, s)),
         }
     }
