@@ -677,3 +677,49 @@ async fn cli_dump_and_reflection_work_against_the_server() {
     }
     gw.envoy.stop().await;
 }
+
+/// One update adds cluster `c` (with its endpoints), points the route at it
+/// and removes `a` and `b`: Envoy must get `c` warm before the route, and
+/// drop `a`/`b` only after it — no request may fail.
+async fn swap_to_new_cluster(mode: XdsMode, label: &str) {
+    let gw = Gateway::start(label, mode).await;
+    let c = support::start(BackendOptions::new("c")).await;
+    let lp = Loop::start(gw.http);
+    wait_for("loop traffic", SETTLE, || async { (gw.a.requests() > 20).then_some(()) }).await;
+    let route = Resource::new(
+        "routes",
+        &route_config(
+            "routes",
+            vec![virtual_host("demo", &[HOST], vec![weighted_route("/", &[("c", 100)])])],
+        ),
+    );
+    gw.cache
+        .update(
+            GROUP,
+            Update::new()
+                .upsert(route)
+                .upsert(Resource::new("c", &eds_cluster("c", false)))
+                .upsert(Resource::new("c", &load_assignment("c", &[c.addr])))
+                .remove(CLUSTER, "a")
+                .remove(CLUSTER, "b")
+                .remove(ENDPOINT, "a")
+                .remove(ENDPOINT, "b"),
+        )
+        .unwrap();
+    gw.wait_all_from("c").await;
+    let before = c.requests();
+    wait_for("more traffic on c", SETTLE, || async { (c.requests() > before + 20).then_some(()) }).await;
+    let stats = lp.finish().await;
+    assert!(stats.failures.is_empty(), "failed requests during the swap: {:?}", stats.failures);
+    gw.envoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_swap_to_a_new_cluster_loses_no_request() {
+    swap_to_new_cluster(XdsMode::Delta, "swap-delta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_swap_to_a_new_cluster_loses_no_request() {
+    swap_to_new_cluster(XdsMode::Sotw, "swap-sotw").await;
+}

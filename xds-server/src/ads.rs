@@ -3,6 +3,7 @@
 //! nodes map to snapshot groups.
 
 pub(crate) mod delta;
+mod held;
 pub(crate) mod sotw;
 
 use std::pin::Pin;

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::{Shared, next_nonce};
 use crate::cache::Snapshot;
 use crate::nodes::{Answered, Mode, Sent};
-use crate::resource::{Resource, is_wildcard_type, push_rank, short_name};
+use crate::resource::{ROUTE, Resource, is_wildcard_type, push_rank, short_name};
 
 struct Pending {
     version: String,
@@ -51,6 +51,7 @@ struct TypeState {
 
 struct Stream {
     shared: Shared,
+    held: super::held::Held,
     node: Node,
     group: String,
     types: BTreeMap<String, TypeState>,
@@ -92,6 +93,7 @@ pub(crate) async fn run(
     let span = tracing::info_span!("ads", node = %node.id, mode = "delta");
     let mut s = Stream {
         shared,
+        held: Default::default(),
         node,
         group,
         types: BTreeMap::new(),
@@ -162,6 +164,12 @@ impl Stream {
                         latency: p.at.elapsed(),
                     };
                     match &req.error_detail {
+                        Some(_) => self.held.rejected(&type_url),
+                        None => self
+                            .held
+                            .apply(&type_url, &answered.resources, &answered.removed),
+                    }
+                    match &req.error_detail {
                         Some(err) => {
                             tracing::warn!(
                                 type_url = short_name(&type_url),
@@ -191,6 +199,7 @@ impl Stream {
             || !req.resource_names_unsubscribe.is_empty();
         if first_request {
             st.known = req.initial_resource_versions.clone();
+            self.held.seed(&type_url, &req.initial_resource_versions);
             st.wildcard = is_wildcard_type(&type_url) && req.resource_names_subscribe.is_empty();
         }
         for n in &req.resource_names_subscribe {
@@ -228,7 +237,19 @@ impl Stream {
         if snap.generation == 0 {
             return Ok(());
         }
-        let mut diffs = self.diff(&snap);
+        let (mut diffs, held_back) = self.diff(&snap);
+        if held_back {
+            // A route waits for clusters: what it may still name stays too.
+            for d in diffs.iter_mut() {
+                if push_rank(&d.type_url) < push_rank(ROUTE) && !d.removals.is_empty() {
+                    d.removals.clear();
+                    if let Some(st) = self.types.get_mut(&d.type_url) {
+                        st.synced = None;
+                    }
+                }
+            }
+            diffs.retain(|d| !d.upserts.is_empty() || !d.removals.is_empty());
+        }
         if diffs.is_empty() {
             return Ok(());
         }
@@ -258,17 +279,19 @@ impl Stream {
         Ok(())
     }
 
-    fn diff<'a>(&mut self, snap: &'a Snapshot) -> Vec<Diff<'a>> {
+    /// Per type, what differs from what the client holds; and whether some
+    /// route was held back because the clusters it names are not usable yet.
+    fn diff<'a>(&mut self, snap: &'a Snapshot) -> (Vec<Diff<'a>>, bool) {
         let mut out = Vec::new();
-        for (type_url, st) in self.types.iter_mut() {
+        let subscribed: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        let mut deferred = Vec::new();
+        for (type_url, st) in self.types.iter() {
             let Some(ts) = snap.types.get(type_url) else {
                 continue;
             };
             if !st.dirty && st.synced == Some(ts.version) {
                 continue;
             }
-            st.synced = Some(ts.version);
-            st.dirty = false;
             let mut upserts = Vec::new();
             let mut removals = Vec::new();
             let differs = |known: &HashMap<String, String>, r: &Resource| {
@@ -291,6 +314,9 @@ impl Stream {
                 }
             }
             removals.sort();
+            let before = upserts.len();
+            upserts.retain(|r| self.held.ready(r, snap, &subscribed));
+            deferred.push((type_url.clone(), ts.version, upserts.len() < before));
             if !upserts.is_empty() || !removals.is_empty() {
                 out.push(Diff {
                     type_url: type_url.clone(),
@@ -300,7 +326,15 @@ impl Stream {
                 });
             }
         }
-        out
+        // A type with held-back resources is diffed again after the next ACK.
+        let any_held = deferred.iter().any(|d| d.2);
+        for (type_url, version, held_back) in deferred {
+            if let Some(st) = self.types.get_mut(&type_url) {
+                st.synced = (!held_back).then_some(version);
+                st.dirty = false;
+            }
+        }
+        (out, any_held)
     }
 
     async fn send(

@@ -45,10 +45,13 @@ struct TypeState {
     pending: HashMap<String, Pending>,
     /// Send even if the version did not move (first request, names changed).
     force: bool,
+    /// Cache version for which an interim (lingering) CDS response was sent.
+    interim_for: Option<u64>,
 }
 
 struct Stream {
     shared: Shared,
+    held: super::held::Held,
     node: Node,
     group: String,
     types: BTreeMap<String, TypeState>,
@@ -83,6 +86,7 @@ pub(crate) async fn run(
     let span = tracing::info_span!("ads", node = %node.id, mode = "sotw");
     let mut s = Stream {
         shared,
+        held: Default::default(),
         node,
         group,
         types: BTreeMap::new(),
@@ -157,6 +161,10 @@ impl Stream {
                     latency: p.at.elapsed(),
                 };
                 match &req.error_detail {
+                    Some(_) => self.held.rejected(&type_url),
+                    None => self.held.replace(&type_url, &answered.resources),
+                }
+                match &req.error_detail {
                     Some(err) => {
                         tracing::warn!(
                             type_url = short_name(&type_url),
@@ -214,22 +222,42 @@ impl Stream {
             return Ok(());
         }
         due.sort_by_key(|t| push_rank(t));
+        // Routes wait until Envoy holds the clusters they name (see `held`).
+        let subscribed: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        let (ready, waiting): (Vec<String>, Vec<String>) = due.iter().cloned().partition(|t| {
+            let st = &self.types[t];
+            let ts = snap.of_type(t);
+            let chosen: Vec<_> = if st.wildcard {
+                ts.resources.values().collect()
+            } else {
+                st.names
+                    .iter()
+                    .filter_map(|n| ts.resources.get(n))
+                    .collect()
+            };
+            chosen
+                .iter()
+                .all(|r| self.held.ready(r, &snap, &subscribed))
+        });
+        // Clusters that go away linger (an interim CDS response with old and
+        // new) until every type that may still refer to them was sent.
+        let cluster_version = snap.of_type(CLUSTER).version;
         let linger = due.iter().any(|t| t == CLUSTER)
             && due.iter().any(|t| push_rank(t) > push_rank(CLUSTER))
             && self
                 .types
                 .get(CLUSTER)
                 .is_some_and(|st| st.sent.keys().any(|n| snap.get(CLUSTER, n).is_none()));
-        if linger {
+        if linger && self.types[CLUSTER].interim_for != Some(cluster_version) {
             self.send(&snap, CLUSTER, true).await?;
         }
-        for t in &due {
+        for t in &ready {
             if linger && t == CLUSTER {
                 continue;
             }
             self.send(&snap, t, false).await?;
         }
-        if linger {
+        if linger && waiting.is_empty() {
             self.send(&snap, CLUSTER, false).await?;
         }
         Ok(())
@@ -294,7 +322,9 @@ impl Stream {
             },
         );
         st.last_nonce = Some(nonce.clone());
-        if !interim {
+        if interim {
+            st.interim_for = Some(ts.version);
+        } else {
             st.sent_version = Some(ts.version);
             st.force = false;
         }

@@ -1,0 +1,90 @@
+//! What a client holds, as far as its ACKs tell, and the rule that keeps a
+//! route from reaching Envoy before the clusters it names are usable there.
+//!
+//! Sending clusters before routes is not enough: Envoy ACKs a CDS response as
+//! soon as it accepts it, but a new EDS cluster only becomes usable ("warm")
+//! once its endpoints arrive, which Envoy asks for after the cluster. A route
+//! to a cluster that is still warming answers 503. So a RouteConfiguration is
+//! held back until the client has ACKed every cluster it names and, for EDS
+//! clusters, their ClusterLoadAssignment (any version: endpoint churn must not
+//! delay routes). The stream re-checks after every ACK.
+
+use std::collections::HashMap;
+
+use crate::cache::Snapshot;
+use crate::resource::{CLUSTER, ENDPOINT, ROUTE, Resource};
+
+/// Per type, the resources a client ACKed: name → content version.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    types: HashMap<String, HashMap<String, String>>,
+    /// Types whose newest response was NACKed: nothing waits on them.
+    rejected: HashMap<String, bool>,
+}
+
+impl Held {
+    /// A SotW ACK: the response held the whole set of its type.
+    pub fn replace(&mut self, type_url: &str, resources: &[(String, String, u64)]) {
+        let t = self.types.entry(type_url.to_string()).or_default();
+        t.clear();
+        t.extend(resources.iter().map(|(n, v, _)| (n.clone(), v.clone())));
+        self.rejected.insert(type_url.to_string(), false);
+    }
+
+    /// A Delta ACK: additions and removals.
+    pub fn apply(
+        &mut self,
+        type_url: &str,
+        resources: &[(String, String, u64)],
+        removed: &[String],
+    ) {
+        let t = self.types.entry(type_url.to_string()).or_default();
+        for n in removed {
+            t.remove(n);
+        }
+        t.extend(resources.iter().map(|(n, v, _)| (n.clone(), v.clone())));
+        self.rejected.insert(type_url.to_string(), false);
+    }
+
+    /// A reconnecting Delta client's `initial_resource_versions`: what it
+    /// already holds.
+    pub fn seed(&mut self, type_url: &str, versions: &HashMap<String, String>) {
+        self.types
+            .entry(type_url.to_string())
+            .or_default()
+            .extend(versions.iter().map(|(n, v)| (n.clone(), v.clone())));
+    }
+
+    /// A NACK of `type_url`.
+    pub fn rejected(&mut self, type_url: &str) {
+        self.rejected.insert(type_url.to_string(), true);
+    }
+
+    fn has(&self, type_url: &str, name: &str) -> bool {
+        self.rejected.get(type_url).copied().unwrap_or(false)
+            || self
+                .types
+                .get(type_url)
+                .is_some_and(|t| t.contains_key(name))
+    }
+
+    /// Whether `r` may be sent now. Only route configurations wait, and only
+    /// on a stream that takes clusters (and endpoints) from this server.
+    pub fn ready(&self, r: &Resource, snap: &Snapshot, subscribed_types: &[&str]) -> bool {
+        if r.type_url() != ROUTE || !subscribed_types.contains(&CLUSTER) {
+            return true;
+        }
+        let eds = subscribed_types.contains(&ENDPOINT);
+        r.refs().iter().filter(|x| x.type_url == CLUSTER).all(|c| {
+            self.has(CLUSTER, &c.name)
+                && (!eds
+                    || snap.get(CLUSTER, &c.name).is_none_or(|cluster| {
+                        cluster
+                            .refs()
+                            .iter()
+                            .filter(|x| x.type_url == ENDPOINT)
+                            .all(|e| self.has(ENDPOINT, &e.name))
+                    }))
+        })
+    }
+}
