@@ -2,6 +2,7 @@
 //! in DESIGN.md's command-line contract).
 
 pub mod envoy;
+pub mod status;
 pub mod xds;
 
 use std::process::ExitCode;
@@ -23,6 +24,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway: KIngresses from a directory of YAML files, served by Envoy.
+    Gateway(crate::gateway::GatewayArgs),
+    /// Show what a running gateway serves: KIngresses, readiness, input problems, Envoy nodes.
+    Status(status::StatusArgs),
     /// Ask the control plane what it serves each Envoy (nodes, snapshots, live pushes).
     Xds(xds::XdsArgs),
     /// Envoy helpers (print the bootstrap for an Envoy you run yourself).
@@ -37,6 +42,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             xds::run(args).await
         }
         Command::Envoy(args) => envoy::run(args),
+        Command::Gateway(args) => crate::gateway::run(args).await,
+        Command::Status(args) => status::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

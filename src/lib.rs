@@ -7,5 +7,6 @@ pub mod cli;
 pub mod debug;
 pub mod envoy;
 pub mod files;
+pub mod gateway;
 pub mod table;
 pub mod telemetry;

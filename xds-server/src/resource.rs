@@ -41,7 +41,7 @@ pub const PUSH_ORDER: [&str; 6] = [SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE, S
 
 /// Type URLs every snapshot carries (empty when it has none of that type), so
 /// that a wildcard request is answered even for a type with no resources.
-pub const SNAPSHOT_TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
+pub const SNAPSHOT_TYPES: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET];
 
 /// Whether a type is subscribed as a wildcard by default (LDS and CDS), as
 /// opposed to by resource name (RDS, EDS, SDS, SRDS).

@@ -1,0 +1,452 @@
+//! KIngress → Envoy, as two pure functions.
+//!
+//! [`translate_ingress`] turns one KIngress (plus the Services, endpoints and Secrets it names,
+//! through a [`Lookup`]) into its own pieces, [`IngressResources`]: its route configuration(s),
+//! the scopes sending its hosts there, the clusters and EDS assignments of its splits, the SDS
+//! secrets of its TLS blocks and the HTTPS filter chains that use them, plus its probe hash.
+//! Those pieces depend on nothing else, so a controller keeps one per KIngress and
+//! re-translates only the KIngress an event touches.
+//!
+//! [`assemble`] merges any number of them with the gateway's listeners into the resource set
+//! served over xDS. See [`scopes`] for the route layout (scoped routes, one RouteConfiguration
+//! per KIngress) and why.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteConfiguration, ScopedRouteConfiguration, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use sluice_xds::Resource;
+
+use crate::hash::probe_hash;
+use crate::ingress::{
+    FieldError, HttpOption, Ingress, IngressKey, SLUICE_INGRESS_CLASS, Visibility, describe,
+    is_ours, validate,
+};
+use crate::lookup::Lookup;
+
+mod assemble;
+pub mod clusters;
+pub mod endpoints;
+pub mod listeners;
+pub mod names;
+pub mod routes;
+pub mod scopes;
+pub mod tls;
+
+pub use assemble::assemble;
+pub use listeners::{GatewayConfig, TlsChain};
+pub use scopes::RouteTable;
+
+/// One KIngress's share of the gateway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressResources {
+    /// The KIngress.
+    pub ingress: IngressKey,
+    /// Its probe hash (`K-Network-Hash`), answered by its probe routes.
+    pub hash: String,
+    /// `ns/name` (every rule's virtual host), and `ns/name/redirect` when plain HTTP on the
+    /// external listener is redirected.
+    pub route_configurations: Vec<RouteConfiguration>,
+    /// The scopes of its hosts, by name.
+    pub scopes: Vec<ScopedRouteConfiguration>,
+    /// The clusters of its splits, by name.
+    pub clusters: Vec<Cluster>,
+    /// The EDS assignments of its EDS clusters, by name.
+    pub load_assignments: Vec<ClusterLoadAssignment>,
+    /// The SDS secrets of its TLS blocks, by name.
+    pub secrets: Vec<Secret>,
+    /// Its HTTPS filter chains, in `spec.tls` order.
+    pub tls: Vec<TlsChain>,
+}
+
+impl IngressResources {
+    /// Everything but listeners, as xDS resources.
+    pub fn resources(&self) -> Vec<Resource> {
+        let mut out = Vec::with_capacity(
+            self.route_configurations.len()
+                + self.scopes.len()
+                + self.clusters.len()
+                + self.load_assignments.len()
+                + self.secrets.len(),
+        );
+        out.extend(self.secrets.iter().map(|s| Resource::new(s.name.clone(), s)));
+        out.extend(self.clusters.iter().map(|c| Resource::new(c.name.clone(), c)));
+        out.extend(
+            self.load_assignments
+                .iter()
+                .map(|a| Resource::new(a.cluster_name.clone(), a)),
+        );
+        out.extend(
+            self.route_configurations
+                .iter()
+                .map(|r| Resource::new(r.name.clone(), r)),
+        );
+        out.extend(self.scopes.iter().map(|s| Resource::new(s.name.clone(), s)));
+        out
+    }
+
+    /// The hosts this KIngress has a scope for in `table`.
+    pub fn hosts(&self, table: RouteTable) -> Vec<&str> {
+        let prefix = format!("{}/", table.name());
+        self.scopes
+            .iter()
+            .filter_map(|s| s.name.strip_prefix(&prefix))
+            .collect()
+    }
+}
+
+/// Why a KIngress could not be translated. Each names the KIngress and, where it applies, the
+/// field (Knative's path syntax) that led to the problem. The previous translation of the
+/// KIngress, if any, keeps being served.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TranslateError {
+    /// The KIngress is not of Sluice's class; it must be left alone.
+    #[error("ingress {ingress} has ingress class {class:?}, not {SLUICE_INGRESS_CLASS:?}")]
+    OtherClass {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// Its class annotation, if any.
+        class: Option<String>,
+    },
+    /// Knative's validation rejects the KIngress (e.g. split percentages not summing to 100).
+    #[error("ingress {ingress} is invalid: {}", describe(.errors))]
+    Invalid {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// Knative's errors, with field paths.
+        errors: Vec<FieldError>,
+    },
+    /// A rule lists no host. Sluice routes by exact host, so a host-less (catch-all) rule
+    /// cannot be served.
+    #[error("ingress {ingress}: {field}: a rule needs at least one host")]
+    NoHosts {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.rules[i].hosts`.
+        field: String,
+    },
+    /// A host Sluice cannot route: empty, a wildcard, or carrying a port or path.
+    #[error("ingress {ingress}: {field}: host {host:?} is not supported: {reason}")]
+    UnsupportedHost {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.rules[i].hosts[j]`.
+        field: String,
+        /// The host.
+        host: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A split names a Service that does not exist (yet).
+    #[error("ingress {ingress}: {field}: service {namespace}/{name} not found")]
+    ServiceNotFound {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.rules[i].http.paths[j].splits[k].serviceName`.
+        field: String,
+        /// Service namespace.
+        namespace: String,
+        /// Service name.
+        name: String,
+    },
+    /// A split names a port its Service does not have.
+    #[error("ingress {ingress}: {field}: service {service} has no port {port}")]
+    PortNotFound {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.rules[i].http.paths[j].splits[k].servicePort`.
+        field: String,
+        /// `ns/name` of the Service.
+        service: String,
+        /// The port asked for (number, or quoted name).
+        port: String,
+    },
+    /// A Service of type ExternalName has no `spec.externalName`.
+    #[error("ingress {ingress}: {field}: service {service} is of type ExternalName but has no spec.externalName")]
+    ExternalNameMissing {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// The split's `serviceName` field.
+        field: String,
+        /// `ns/name` of the Service.
+        service: String,
+    },
+    /// A TLS block names a Secret that does not exist (yet).
+    #[error("ingress {ingress}: {field}: secret {namespace}/{name} not found")]
+    SecretNotFound {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.tls[i].secretName`.
+        field: String,
+        /// Secret namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+    },
+    /// The Secret lacks `tls.crt` or `tls.key` (or it is empty).
+    #[error("ingress {ingress}: {field}: secret {secret} has no {key:?}")]
+    SecretKeyMissing {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.tls[i].secretName`.
+        field: String,
+        /// `ns/name` of the Secret.
+        secret: String,
+        /// `tls.crt` or `tls.key`.
+        key: &'static str,
+    },
+    /// The Secret's `tls.crt` or `tls.key` is not PEM.
+    #[error("ingress {ingress}: {field}: secret {secret} key {key:?} is not PEM")]
+    SecretNotPem {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// `spec.tls[i].secretName`.
+        field: String,
+        /// `ns/name` of the Secret.
+        secret: String,
+        /// `tls.crt` or `tls.key`.
+        key: &'static str,
+    },
+}
+
+impl TranslateError {
+    /// The KIngress the error is about.
+    pub fn ingress(&self) -> &IngressKey {
+        match self {
+            Self::OtherClass { ingress, .. }
+            | Self::Invalid { ingress, .. }
+            | Self::NoHosts { ingress, .. }
+            | Self::UnsupportedHost { ingress, .. }
+            | Self::ServiceNotFound { ingress, .. }
+            | Self::PortNotFound { ingress, .. }
+            | Self::ExternalNameMissing { ingress, .. }
+            | Self::SecretNotFound { ingress, .. }
+            | Self::SecretKeyMissing { ingress, .. }
+            | Self::SecretNotPem { ingress, .. } => ingress,
+        }
+    }
+}
+
+fn check_host(ingress: &IngressKey, field: String, host: &str) -> Result<(), TranslateError> {
+    let reason = if host.is_empty() {
+        "empty"
+    } else if host.contains('*') {
+        "wildcard hosts are not supported; Knative hosts are exact"
+    } else if host.contains([':', '/', ' ']) {
+        "a host is a DNS name without port or path"
+    } else {
+        return Ok(());
+    };
+    Err(TranslateError::UnsupportedHost {
+        ingress: ingress.clone(),
+        field,
+        host: host.to_string(),
+        reason,
+    })
+}
+
+/// Hosts of `hosts` not yet in `taken` (marking them taken): a domain may appear in only one
+/// virtual host of a route configuration, and Knative gives it to the first rule.
+fn claim<'a>(hosts: &'a [String], taken: &mut HashSet<String>) -> Vec<&'a str> {
+    hosts
+        .iter()
+        .filter(|h| taken.insert(h.to_string()))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Translates one KIngress of Sluice's class. Validates it as Knative does first.
+pub fn translate_ingress(
+    ingress: &Ingress,
+    lookup: &impl Lookup,
+) -> Result<IngressResources, TranslateError> {
+    let key = ingress.key();
+    if !is_ours(ingress) {
+        return Err(TranslateError::OtherClass {
+            ingress: key,
+            class: ingress.class().map(str::to_string),
+        });
+    }
+    validate(ingress).map_err(|errors| TranslateError::Invalid {
+        ingress: key.clone(),
+        errors,
+    })?;
+    let spec = &ingress.spec;
+    let hash = probe_hash(ingress);
+
+    let mut secrets = BTreeMap::new();
+    let mut chains = Vec::new();
+    for (i, t) in spec.tls.iter().enumerate() {
+        let field = format!("spec.tls[{i}].secretName");
+        let secret =
+            tls::secret_from_k8s(lookup, &key, &t.secret_namespace, &t.secret_name, &field)?;
+        let mut server_names: Vec<String> = Vec::new();
+        for h in &t.hosts {
+            if !server_names.contains(h) {
+                server_names.push(h.clone());
+            }
+        }
+        chains.push(TlsChain {
+            name: names::filter_chain(&key, i),
+            server_names,
+            secret: secret.name.clone(),
+            visibility: t.visibility(),
+        });
+        secrets.insert(secret.name.clone(), secret);
+    }
+    let external_tls = chains.iter().any(|c| c.visibility == Visibility::ExternalIP);
+    let redirected = spec.http_option == Some(HttpOption::Redirected);
+    let rc_name = names::route_configuration(&key);
+    let redirect_name = names::redirect_route_configuration(&key);
+
+    let mut clusters = BTreeMap::new();
+    let mut assignments = BTreeMap::new();
+    let mut vhosts = Vec::new();
+    let mut redirect_vhosts = Vec::new();
+    let mut taken = HashSet::new();
+    let mut redirect_taken = HashSet::new();
+    let mut scopes = BTreeMap::new();
+    let mut add_scope = |table: RouteTable, host: &str, rc: &str| {
+        let s = scopes::scope(table, host, rc);
+        scopes.entry(s.name.clone()).or_insert(s);
+    };
+
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if rule.hosts.is_empty() {
+            return Err(TranslateError::NoHosts {
+                ingress: key,
+                field: format!("{at}.hosts"),
+            });
+        }
+        for (j, h) in rule.hosts.iter().enumerate() {
+            check_host(&key, format!("{at}.hosts[{j}]"), h)?;
+        }
+        let paths = rule.http.as_ref().map(|h| h.paths.as_slice()).unwrap_or_default();
+
+        let mut forwarding = Vec::with_capacity(paths.len());
+        for (j, path) in paths.iter().enumerate() {
+            let single = path.splits.len() == 1;
+            let mut weights = Vec::with_capacity(path.splits.len());
+            let mut timeout = Duration::ZERO;
+            for (k, split) in path.splits.iter().enumerate() {
+                let field = format!("{at}.http.paths[{j}].splits[{k}]");
+                let up = clusters::upstream(lookup, &key, split, &field)?;
+                // Validated to 0..=100; a lone split without percent gets everything.
+                let weight = if single && split.percent == 0 {
+                    100
+                } else {
+                    u32::try_from(split.percent).unwrap_or(0)
+                };
+                weights.push(routes::cluster_weight(
+                    up.name(),
+                    weight,
+                    &split.append_headers,
+                ));
+                if let Some(t) = lookup.upstream_timeout(&split.service_namespace, &split.service_name)
+                {
+                    timeout = timeout.max(t);
+                }
+                if let Some(a) = up.assignment {
+                    assignments.entry(a.cluster_name.clone()).or_insert(a);
+                }
+                clusters.entry(up.cluster.name.clone()).or_insert(up.cluster);
+            }
+            let fwd = routes::Forwarding {
+                timeout,
+                rewrite_host: Some(path.rewrite_host.clone()).filter(|h| !h.is_empty()),
+                set_headers: path.append_headers.clone(),
+            };
+            forwarding.push((weights, fwd));
+        }
+
+        let order = routes::route_order(paths);
+        let probes: Vec<Route> = order
+            .iter()
+            .map(|&j| {
+                let p = &paths[j];
+                routes::probe_route(
+                    &names::probe_route(&key, i, p.prefix()),
+                    routes::path_match(p),
+                    &hash,
+                )
+            })
+            .collect();
+        let vhost_name = names::virtual_host(&key, i);
+        let hosts = claim(&rule.hosts, &mut taken);
+        if !hosts.is_empty() {
+            let mut all = probes.clone();
+            all.extend(order.iter().map(|&j| {
+                let p = &paths[j];
+                let (weights, fwd) = &forwarding[j];
+                routes::weighted_route(
+                    &names::route(&key, i, p.prefix()),
+                    routes::path_match(p),
+                    weights.clone(),
+                    fwd,
+                )
+            }));
+            vhosts.push(routes::virtual_host(&vhost_name, routes::domains(hosts), all));
+        }
+
+        let external = rule.visibility() == Visibility::ExternalIP;
+        if external && redirected {
+            let hosts = claim(&rule.hosts, &mut redirect_taken);
+            if !hosts.is_empty() {
+                let mut all = probes;
+                all.extend(order.iter().map(|&j| {
+                    let p = &paths[j];
+                    routes::redirect_route(&names::route(&key, i, p.prefix()), routes::path_match(p))
+                }));
+                redirect_vhosts.push(routes::virtual_host(
+                    &vhost_name,
+                    routes::domains(hosts),
+                    all,
+                ));
+            }
+        }
+
+        for host in &rule.hosts {
+            add_scope(RouteTable::Internal, host, &rc_name);
+            if external {
+                let plain = if redirected { &redirect_name } else { &rc_name };
+                add_scope(RouteTable::External, host, plain);
+                if external_tls {
+                    add_scope(RouteTable::ExternalTls, host, &rc_name);
+                }
+            }
+        }
+    }
+
+    let mut route_configurations = vec![routes::route_configuration(&rc_name, vhosts)];
+    if !redirect_vhosts.is_empty() {
+        route_configurations.push(routes::route_configuration(&redirect_name, redirect_vhosts));
+    }
+    Ok(IngressResources {
+        ingress: key,
+        hash,
+        route_configurations,
+        scopes: scopes.into_values().collect(),
+        clusters: clusters.into_values().collect(),
+        load_assignments: assignments.into_values().collect(),
+        secrets: secrets.into_values().collect(),
+        tls: chains,
+    })
+}
+
+/// The virtual hosts of a translation's main route configuration (handy for callers and tests).
+pub fn virtual_hosts(resources: &IngressResources) -> &[VirtualHost] {
+    resources
+        .route_configurations
+        .first()
+        .map(|rc| rc.virtual_hosts.as_slice())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

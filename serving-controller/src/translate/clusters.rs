@@ -1,0 +1,213 @@
+//! Clusters and their endpoints.
+//!
+//! A split names a Service and a port. For an ordinary Service the cluster `ns/svc:port` (the
+//! Service's port number, however the split named it) gets its endpoints over EDS, so scale
+//! events touch one ClusterLoadAssignment and never the cluster. A Service of type
+//! ExternalName becomes a LOGICAL_DNS cluster to `spec.externalName` and the Service port.
+//! The upstream speaks h2c (HTTP/2 without TLS) when the Service port is named `http2` or
+//! `h2c`, or has appProtocol `kubernetes.io/h2c` — gRPC needs it.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, Http2ProtocolOptions, SocketAddress, address, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_xds::builders::{ads_source, any, duration};
+
+use super::endpoints::{self, Endpoint as Addr};
+use super::{TranslateError, names};
+use crate::ingress::{IngressBackendSplit, IngressKey};
+use crate::lookup::Lookup;
+
+/// How long Envoy waits for an upstream TCP connection (net-kourier's value).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The key under which upstream HTTP options are set on a cluster.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The appProtocol that marks a Service port as h2c.
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
+/// Whether a Service port speaks h2c.
+pub fn is_h2c(port: &ServicePort) -> bool {
+    matches!(port.name.as_deref(), Some("http2" | "h2c"))
+        || port.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL)
+}
+
+fn base_cluster(name: &str, discovery: cluster::DiscoveryType, h2c: bool) -> Cluster {
+    let mut c = Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        ..Default::default()
+    };
+    if h2c {
+        let opts = HttpProtocolOptions {
+            upstream_protocol_options: Some(
+                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(
+                            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                                Http2ProtocolOptions::default(),
+                            ),
+                        ),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        c.typed_extension_protocol_options
+            .insert(HTTP_PROTOCOL_OPTIONS.to_string(), any(&opts));
+    }
+    c
+}
+
+/// A cluster whose endpoints come over EDS (the assignment is named like the cluster).
+pub fn eds_cluster(name: &str, h2c: bool) -> Cluster {
+    let mut c = base_cluster(name, cluster::DiscoveryType::Eds, h2c);
+    c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+        eds_config: Some(ads_source()),
+        service_name: String::new(),
+    });
+    c
+}
+
+/// A cluster resolving `host` by DNS (an ExternalName Service), IPv4 preferred.
+pub fn dns_cluster(name: &str, host: &str, port: u32, h2c: bool) -> Cluster {
+    let mut c = base_cluster(name, cluster::DiscoveryType::LogicalDns, h2c);
+    c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
+    c.load_assignment = Some(ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![lb_endpoint_at(host, port)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    c
+}
+
+fn lb_endpoint_at(host: &str, port: u32) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: host.to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The EDS assignment of a cluster: one locality with every endpoint (none is valid: requests
+/// then get 503 until endpoints appear).
+pub fn load_assignment(cluster: &str, endpoints: &[Addr]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: endpoints
+                .iter()
+                .map(|(ip, port)| lb_endpoint_at(&ip.to_string(), *port))
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// What one split resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// Its EDS assignment (none for DNS clusters).
+    pub assignment: Option<ClusterLoadAssignment>,
+}
+
+impl Upstream {
+    /// The cluster name.
+    pub fn name(&self) -> &str {
+        &self.cluster.name
+    }
+}
+
+fn port_display(p: &IntOrString) -> String {
+    match p {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => format!("{s:?}"),
+    }
+}
+
+/// Resolves the split at `field` (e.g. `spec.rules[0].http.paths[0].splits[1]`).
+pub(crate) fn upstream(
+    lookup: &impl Lookup,
+    ingress: &IngressKey,
+    split: &IngressBackendSplit,
+    field: &str,
+) -> Result<Upstream, TranslateError> {
+    let (ns, name) = (&split.service_namespace, &split.service_name);
+    let service = lookup
+        .service(ns, name)
+        .ok_or_else(|| TranslateError::ServiceNotFound {
+            ingress: ingress.clone(),
+            field: format!("{field}.serviceName"),
+            namespace: ns.clone(),
+            name: name.clone(),
+        })?;
+    let spec = service.spec.clone().unwrap_or_default();
+    let ports = spec.ports.unwrap_or_default();
+    let matched = ports.iter().find(|p| match &split.service_port {
+        IntOrString::Int(n) => p.port == *n,
+        IntOrString::String(s) => p.name.as_deref() == Some(s.as_str()),
+    });
+    let port_not_found = || TranslateError::PortNotFound {
+        ingress: ingress.clone(),
+        field: format!("{field}.servicePort"),
+        service: format!("{ns}/{name}"),
+        port: port_display(&split.service_port),
+    };
+
+    if spec.type_.as_deref() == Some("ExternalName") {
+        let host = spec
+            .external_name
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| TranslateError::ExternalNameMissing {
+                ingress: ingress.clone(),
+                field: format!("{field}.serviceName"),
+                service: format!("{ns}/{name}"),
+            })?;
+        // An ExternalName Service need not list ports: a numeric port is used as is.
+        let number = match (matched, &split.service_port) {
+            (Some(p), _) => p.port,
+            (None, IntOrString::Int(n)) => *n,
+            (None, IntOrString::String(_)) => return Err(port_not_found()),
+        };
+        let port = u32::try_from(number).map_err(|_| port_not_found())?;
+        let cluster_name = names::cluster(ns, name, number);
+        return Ok(Upstream {
+            cluster: dns_cluster(&cluster_name, &host, port, matched.is_some_and(is_h2c)),
+            assignment: None,
+        });
+    }
+
+    let port = matched.ok_or_else(port_not_found)?;
+    let cluster_name = names::cluster(ns, name, port.port);
+    let addrs = endpoints::ready_endpoints(lookup, ns, name, port);
+    Ok(Upstream {
+        cluster: eds_cluster(&cluster_name, is_h2c(port)),
+        assignment: Some(load_assignment(&cluster_name, &addrs)),
+    })
+}

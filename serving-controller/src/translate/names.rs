@@ -1,0 +1,55 @@
+//! Deterministic, readable names for everything translation emits, so users can find their
+//! KIngress in Envoy's admin output and `sluice xds dump`. Virtual hosts and routes follow
+//! net-kourier (`(ns/name).Rules[i]`, `(ns/name).Rules[i].Paths[/p]`); clusters are per
+//! Service and port (`ns/svc:port`). Kubernetes names cannot contain `/`, so names built from
+//! different objects never collide.
+
+use crate::ingress::IngressKey;
+
+use super::scopes::RouteTable;
+
+/// The virtual host of `spec.rules[rule]`: `(ns/name).Rules[0]`.
+pub fn virtual_host(ingress: &IngressKey, rule: usize) -> String {
+    format!("({ingress}).Rules[{rule}]")
+}
+
+/// The route of one path of a rule: `(ns/name).Rules[0].Paths[/p]`.
+pub fn route(ingress: &IngressKey, rule: usize, prefix: &str) -> String {
+    format!("({ingress}).Rules[{rule}].Paths[{prefix}]")
+}
+
+/// The probe copy of that route: `(ns/name).Rules[0].Paths[/p].Probe`.
+pub fn probe_route(ingress: &IngressKey, rule: usize, prefix: &str) -> String {
+    format!("{}.Probe", route(ingress, rule, prefix))
+}
+
+/// The route configuration of a KIngress: `ns/name`.
+pub fn route_configuration(ingress: &IngressKey) -> String {
+    ingress.to_string()
+}
+
+/// The route configuration that redirects plain HTTP to HTTPS (`httpOption: Redirected`):
+/// `ns/name/redirect`.
+pub fn redirect_route_configuration(ingress: &IngressKey) -> String {
+    format!("{ingress}/redirect")
+}
+
+/// The scope (SRDS) of a host in one route table: `external/host`, `internal/host`, …
+pub fn scope(table: RouteTable, host: &str) -> String {
+    format!("{}/{host}", table.name())
+}
+
+/// The cluster of a Service port: `ns/svc:80`.
+pub fn cluster(namespace: &str, service: &str, port: i32) -> String {
+    format!("{namespace}/{service}:{port}")
+}
+
+/// The SDS secret of a Kubernetes Secret: `ns/name`.
+pub fn secret(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The HTTPS filter chain of `spec.tls[index]`: `(ns/name).TLS[0]`.
+pub fn filter_chain(ingress: &IngressKey, index: usize) -> String {
+    format!("({ingress}).TLS[{index}]")
+}

@@ -1,0 +1,313 @@
+//! Decoding the objects of a YAML/JSON file (one or many documents) into the
+//! typed objects the gateway reads, with problems that name the file, the
+//! document and the object.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use serde::Deserialize;
+use sluice_serving::Ingress;
+
+/// The kinds the gateway reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `networking.internal.knative.dev/v1alpha1` Ingress.
+    Ingress,
+    /// `v1` Service.
+    Service,
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice,
+    /// `v1` Endpoints.
+    Endpoints,
+    /// `v1` Secret.
+    Secret,
+    /// `v1` ConfigMap.
+    ConfigMap,
+}
+
+impl Kind {
+    fn of(api_version: &str, kind: &str) -> Option<Kind> {
+        Some(match (api_version, kind) {
+            ("networking.internal.knative.dev/v1alpha1", "Ingress") => Kind::Ingress,
+            ("v1", "Service") => Kind::Service,
+            ("discovery.k8s.io/v1", "EndpointSlice") => Kind::EndpointSlice,
+            ("v1", "Endpoints") => Kind::Endpoints,
+            ("v1", "Secret") => Kind::Secret,
+            ("v1", "ConfigMap") => Kind::ConfigMap,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Ingress => "Ingress",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Endpoints => "Endpoints",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+        })
+    }
+}
+
+/// Kind, namespace and name of an object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace (`default` when unset).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A decoded object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A KIngress (of any class: the caller filters).
+    Ingress(Box<Ingress>),
+    /// A Service.
+    Service(Box<Service>),
+    /// An EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+    /// An Endpoints object.
+    Endpoints(Box<Endpoints>),
+    /// A Secret (`stringData` merged into `data`, as the API server does).
+    Secret(Box<Secret>),
+    /// A ConfigMap.
+    ConfigMap(Box<ConfigMap>),
+}
+
+/// Something wrong with a file or an object in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// The object (`Kind ns/name`), when known.
+    pub object: Option<String>,
+    /// The field, when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(o) = &self.object {
+            write!(f, ": {o}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What a file holds.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Objects of known kinds.
+    pub objects: Vec<(ObjectKey, Object)>,
+    /// Documents that failed, and objects that are invalid.
+    pub problems: Vec<Problem>,
+    /// `apiVersion kind` of documents of kinds this reader skips.
+    pub skipped: Vec<String>,
+}
+
+fn key(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
+    Some(ObjectKey {
+        kind,
+        namespace: meta
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().filter(|n| !n.is_empty())?,
+    })
+}
+
+/// Decodes every document of `text` (the content of `path`).
+pub fn decode(path: &Path, text: &str) -> Decoded {
+    let mut out = Decoded::default();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let problem = |object: Option<String>, message: String| Problem {
+            file: path.to_path_buf(),
+            object,
+            field: None,
+            message,
+        };
+        let value = match serde_yaml::Value::deserialize(doc) {
+            Ok(serde_yaml::Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                out.problems.push(problem(None, format!("document {}: {e}", i + 1)));
+                // A syntax error leaves the rest of the stream unreadable.
+                break;
+            }
+        };
+        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let kind_name = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        if api_version.is_empty() || kind_name.is_empty() {
+            out.problems.push(problem(
+                None,
+                format!("document {}: not a Kubernetes object (apiVersion and kind are required)", i + 1),
+            ));
+            continue;
+        }
+        let Some(kind) = Kind::of(api_version, kind_name) else {
+            out.skipped.push(format!("{api_version} {kind_name}"));
+            continue;
+        };
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .to_string();
+        let ns = value
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("default")
+            .to_string();
+        let label = format!("{kind} {ns}/{name}");
+        let typed = match kind {
+            Kind::Ingress => serde_yaml::from_value::<Ingress>(value).map(|i| Object::Ingress(Box::new(i))),
+            Kind::Service => serde_yaml::from_value::<Service>(value).map(|s| Object::Service(Box::new(s))),
+            Kind::EndpointSlice => {
+                serde_yaml::from_value::<EndpointSlice>(value).map(|s| Object::EndpointSlice(Box::new(s)))
+            }
+            Kind::Endpoints => serde_yaml::from_value::<Endpoints>(value).map(|e| Object::Endpoints(Box::new(e))),
+            Kind::Secret => serde_yaml::from_value::<Secret>(value).map(|s| Object::Secret(Box::new(merge_string_data(s)))),
+            Kind::ConfigMap => serde_yaml::from_value::<ConfigMap>(value).map(|c| Object::ConfigMap(Box::new(c))),
+        };
+        let object = match typed {
+            Ok(o) => o,
+            Err(e) => {
+                out.problems.push(problem(Some(label), e.to_string()));
+                continue;
+            }
+        };
+        let meta = match &object {
+            Object::Ingress(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+        };
+        match key(kind, meta) {
+            Some(k) => out.objects.push((k, normalise(object))),
+            None => out.problems.push(Problem {
+                file: path.to_path_buf(),
+                object: Some(label),
+                field: Some("metadata.name".into()),
+                message: "is required".into(),
+            }),
+        }
+    }
+    out
+}
+
+/// Fills in the namespace (`default`) so lookups by namespace work.
+fn normalise(mut o: Object) -> Object {
+    let meta = match &mut o {
+        Object::Ingress(o) => &mut o.metadata,
+        Object::Service(o) => &mut o.metadata,
+        Object::EndpointSlice(o) => &mut o.metadata,
+        Object::Endpoints(o) => &mut o.metadata,
+        Object::Secret(o) => &mut o.metadata,
+        Object::ConfigMap(o) => &mut o.metadata,
+    };
+    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some("default".into());
+    }
+    o
+}
+
+fn merge_string_data(mut s: Secret) -> Secret {
+    if let Some(sd) = s.string_data.take() {
+        let data = s.data.get_or_insert_with(BTreeMap::new);
+        for (k, v) in sd {
+            data.insert(k, ByteString(v.into_bytes()));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MULTI: &str = r#"
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  annotations:
+    networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev
+spec:
+  rules:
+  - hosts: [hello.default.example.com]
+    http:
+      paths:
+      - splits:
+        - serviceName: hello
+          serviceNamespace: default
+          servicePort: 80
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls, namespace: web}
+stringData: {tls.crt: CERT, tls.key: KEY}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ignored}
+---
+apiVersion: v1
+kind: Service
+metadata: {}
+"#;
+
+    #[test]
+    fn multi_document_files_decode_with_problems_named() {
+        let d = decode(Path::new("dir/x.yaml"), MULTI);
+        let keys: Vec<String> = d.objects.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(keys, vec!["Ingress default/hello", "Secret web/tls"]);
+        let Object::Secret(s) = &d.objects[1].1 else { panic!() };
+        assert_eq!(s.data.as_ref().unwrap()["tls.crt"].0, b"CERT");
+        assert_eq!(d.skipped, vec!["apps/v1 Deployment"]);
+        assert_eq!(d.problems.len(), 1);
+        assert_eq!(d.problems[0].to_string(), "dir/x.yaml: Service default/: metadata.name: is required");
+    }
+
+    #[test]
+    fn unknown_ingress_fields_are_rejected_with_the_field_named() {
+        let text = "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {name: a}\nspec: {rulez: []}\n";
+        let d = decode(Path::new("a.yaml"), text);
+        assert!(d.objects.is_empty());
+        assert!(d.problems[0].message.contains("rulez"), "{}", d.problems[0]);
+        assert_eq!(d.problems[0].object.as_deref(), Some("Ingress default/a"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_document() {
+        let d = decode(Path::new("b.yaml"), "apiVersion: v1\nkind: [\n");
+        assert!(d.problems[0].message.starts_with("document 1:"), "{}", d.problems[0]);
+    }
+}

@@ -1,0 +1,119 @@
+//! Knative's readiness probe, sent through Envoy: proves that a gateway serves
+//! a given generation of a KIngress. The answer comes from Envoy itself (the
+//! probe route copy is a `direct_response` carrying `K-Network-Hash`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Header carrying the probe hash.
+pub const HASH_HEADER: &str = "K-Network-Hash";
+
+/// A reusable prober (pooled HTTP/1.1 connections).
+#[derive(Clone, Debug)]
+pub struct Prober {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+/// Why a probe did not prove readiness.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer.
+    #[error("probe to {addr} for {host} failed: {message}")]
+    Unreachable {
+        /// Listener probed.
+        addr: SocketAddr,
+        /// Host probed.
+        host: String,
+        /// What happened.
+        message: String,
+    },
+    /// Answered, but not with this generation.
+    #[error("probe to {addr} for {host}: status {status}, hash {got:?} (want {want})")]
+    Mismatch {
+        /// Listener probed.
+        addr: SocketAddr,
+        /// Host probed.
+        host: String,
+        /// HTTP status.
+        status: u16,
+        /// Hash answered.
+        got: Option<String>,
+        /// Hash wanted.
+        want: String,
+    },
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Prober {
+    /// A prober.
+    pub fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(http),
+        }
+    }
+
+    /// Probes `host` on the listener at `addr` (a wildcard address is probed on
+    /// loopback) and checks the answer carries `hash`.
+    pub async fn probe(&self, addr: SocketAddr, host: &str, hash: &str) -> Result<(), ProbeError> {
+        let target = loopback_for(addr);
+        let unreachable = |message: String| ProbeError::Unreachable {
+            addr: target,
+            host: host.to_string(),
+            message,
+        };
+        let req = hyper::Request::get(format!("http://{target}/healthz"))
+            .header("host", host)
+            .header("K-Network-Probe", "probe")
+            .header(HASH_HEADER, "override")
+            .header("User-Agent", "Knative-Ingress-Probe")
+            .body(Empty::new())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
+            .await
+            .map_err(|_| unreachable("timed out after 5 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let got = resp
+            .headers()
+            .get(HASH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let _ = resp.into_body().collect().await;
+        if status == 200 && got.as_deref() == Some(hash) {
+            Ok(())
+        } else {
+            Err(ProbeError::Mismatch {
+                addr: target,
+                host: host.to_string(),
+                status,
+                got,
+                want: hash.to_string(),
+            })
+        }
+    }
+}
+
+/// `0.0.0.0:p` → `127.0.0.1:p`, `[::]:p` → `[::1]:p`.
+pub fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}

@@ -1,0 +1,126 @@
+//! The file-directory source: which file defines which object, and what
+//! changes when a file changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::documents::{Decoded, Object, ObjectKey, Problem, decode};
+
+/// Objects defined by the files of a directory.
+#[derive(Debug, Default)]
+pub struct FileSource {
+    /// File → the objects it defines, and its problems.
+    files: BTreeMap<PathBuf, FileEntry>,
+    /// Object → (defining file, object).
+    objects: BTreeMap<ObjectKey, (PathBuf, Object)>,
+    warned_kinds: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct FileEntry {
+    keys: Vec<ObjectKey>,
+    problems: Vec<Problem>,
+}
+
+/// A change to hand to the gateway state: `None` = deleted.
+pub type Change = (ObjectKey, Option<Object>);
+
+impl FileSource {
+    /// An empty source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every problem of every file, sorted by file.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.files.values().flat_map(|f| f.problems.clone()).collect()
+    }
+
+    /// A file was created or changed.
+    pub fn file_changed(&mut self, path: &Path, text: &str) -> Vec<Change> {
+        let Decoded {
+            objects,
+            mut problems,
+            skipped,
+        } = decode(path, text);
+        for s in skipped {
+            if self.warned_kinds.insert(s.clone()) {
+                tracing::warn!(file = %path.display(), kind = %s, "kind not read by the gateway; skipped (reported once per kind)");
+            }
+        }
+        for p in &problems {
+            tracing::warn!(problem = %p, "invalid input; the previous configuration keeps serving");
+        }
+        let mut changes = Vec::new();
+        let old_keys = self.files.remove(path).map(|f| f.keys).unwrap_or_default();
+        let mut keys = Vec::new();
+        for (key, object) in objects {
+            if let Some((other, _)) = self.objects.get(&key)
+                && other != path
+            {
+                problems.push(Problem {
+                    file: path.to_path_buf(),
+                    object: Some(key.to_string()),
+                    field: None,
+                    message: format!("already defined in {}; this copy is ignored", other.display()),
+                });
+                continue;
+            }
+            let same = self.objects.get(&key).is_some_and(|(_, o)| *o == object);
+            if !same {
+                changes.push((key.clone(), Some(object.clone())));
+            }
+            self.objects.insert(key.clone(), (path.to_path_buf(), object));
+            keys.push(key);
+        }
+        for k in old_keys {
+            if !keys.contains(&k) {
+                self.objects.remove(&k);
+                changes.push((k, None));
+            }
+        }
+        self.files.insert(path.to_path_buf(), FileEntry { keys, problems });
+        changes
+    }
+
+    /// A file, or a folder and everything under it, is gone.
+    pub fn removed(&mut self, path: &Path) -> Vec<Change> {
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|f| f.starts_with(path))
+            .cloned()
+            .collect();
+        let mut changes = Vec::new();
+        for f in gone {
+            if let Some(entry) = self.files.remove(&f) {
+                for k in entry.keys {
+                    self.objects.remove(&k);
+                    changes.push((k, None));
+                }
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn edits_and_deletes_produce_changes() {
+        let mut s = FileSource::new();
+        let c = s.file_changed(Path::new("d/a.yaml"), SVC);
+        assert_eq!(c.len(), 1);
+        assert!(s.file_changed(Path::new("d/a.yaml"), SVC).is_empty(), "unchanged content, no change");
+        // The same object in a second file is reported, not applied.
+        assert!(s.file_changed(Path::new("d/b.yaml"), SVC).is_empty());
+        assert!(s.problems()[0].message.contains("already defined in d/a.yaml"));
+        let c = s.removed(Path::new("d"));
+        assert_eq!(c.len(), 1);
+        assert!(c[0].1.is_none());
+    }
+}

@@ -1,0 +1,381 @@
+//! The gateway's incremental core: objects in, xDS changes out.
+//!
+//! Keeps every KIngress of our class, the Services / endpoints / Secrets they
+//! name, and per KIngress the translation being served. An event re-translates
+//! only the KIngresses it touches (a changed Service re-translates the
+//! KIngresses that name it, never the others; a deleted KIngress touches
+//! nothing else — net-kourier #941), and the result is an [`Update`] holding
+//! only resources whose content changed. Resources shared by several
+//! KIngresses (a cluster, a Secret) are reference-counted: removed when the
+//! last user goes. A KIngress that fails translation keeps its previous,
+//! good translation in service and carries the error for its status.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sluice_serving::ingress::IngressKey;
+use sluice_serving::lookup::SERVICE_NAME_LABEL;
+use sluice_serving::translate::listeners::listeners;
+use sluice_serving::{
+    DomainConflict, GatewayConfig, Ingress, IngressResources, Objects, TranslateError, is_ours,
+    resolve_conflicts, translate_ingress,
+};
+use sluice_xds::{Resource, Update};
+
+use super::documents::{Kind, Object, ObjectKey};
+
+type ResKey = (String, String);
+
+/// The state of one KIngress, for status.
+#[derive(Debug, Clone)]
+pub struct IngressState {
+    /// The object as last read.
+    pub ingress: Ingress,
+    /// Its probe hash as served (from the last good translation).
+    pub served_hash: Option<String>,
+    /// The last translation error, if the current spec could not be served.
+    pub error: Option<String>,
+    /// Reason for `error` (`DomainConflict`, `TranslationFailed`, …).
+    pub reason: Option<String>,
+    /// Cache generation at which its current translation was published.
+    pub generation: u64,
+    /// Hosts per rule (for probing): (host, cluster-local).
+    pub hosts: Vec<(String, bool)>,
+}
+
+/// The gateway's objects and what is served for them.
+#[derive(Debug)]
+pub struct GatewayState {
+    config: GatewayConfig,
+    objects: Objects,
+    ingresses: BTreeMap<IngressKey, IngressState>,
+    served: BTreeMap<IngressKey, IngressResources>,
+    /// Resource → the KIngresses contributing it.
+    owners: HashMap<ResKey, BTreeSet<IngressKey>>,
+    /// Resource → its current body (shared ones: the first owner's).
+    current: HashMap<ResKey, Resource>,
+    listeners: BTreeMap<String, Resource>,
+}
+
+impl GatewayState {
+    /// An empty gateway serving on `config`'s listeners.
+    pub fn new(config: GatewayConfig) -> Self {
+        Self {
+            config,
+            objects: Objects::new(),
+            ingresses: BTreeMap::new(),
+            served: BTreeMap::new(),
+            owners: HashMap::new(),
+            current: HashMap::new(),
+            listeners: BTreeMap::new(),
+        }
+    }
+
+    /// KIngresses of our class, by key.
+    pub fn ingresses(&self) -> &BTreeMap<IngressKey, IngressState> {
+        &self.ingresses
+    }
+
+    /// Applies object changes (`Some` = added/changed, `None` = deleted) and
+    /// returns the xDS update to publish plus the KIngresses whose served
+    /// configuration changed in it.
+    pub fn apply(&mut self, changes: Vec<(ObjectKey, Option<Object>)>) -> (Update, BTreeSet<IngressKey>) {
+        let mut touched: BTreeSet<IngressKey> = BTreeSet::new();
+        let mut hosts_changed = false;
+        for (key, object) in changes {
+            let k = (key.namespace.clone(), key.name.clone());
+            match (key.kind, object) {
+                (Kind::Ingress, Some(Object::Ingress(mut i))) => {
+                    let ik = IngressKey::new(&key.namespace, &key.name);
+                    if !is_ours(&i) {
+                        // Another class (or it left ours): never touched.
+                        if self.ingresses.remove(&ik).is_some() {
+                            touched.insert(ik);
+                            hosts_changed = true;
+                        }
+                        continue;
+                    }
+                    i.set_defaults();
+                    let hosts = rule_hosts(&i);
+                    let prev = self.ingresses.get(&ik);
+                    if prev.is_some_and(|p| p.ingress == *i) {
+                        continue;
+                    }
+                    hosts_changed |= prev.is_none_or(|p| p.hosts != hosts);
+                    let (served_hash, generation) = prev
+                        .map(|p| (p.served_hash.clone(), p.generation))
+                        .unwrap_or((None, 0));
+                    self.ingresses.insert(
+                        ik.clone(),
+                        IngressState {
+                            ingress: *i,
+                            served_hash,
+                            error: None,
+                            reason: None,
+                            generation,
+                            hosts,
+                        },
+                    );
+                    touched.insert(ik);
+                }
+                (Kind::Ingress, _) => {
+                    let ik = IngressKey::new(&key.namespace, &key.name);
+                    if self.ingresses.remove(&ik).is_some() {
+                        touched.insert(ik);
+                        hosts_changed = true;
+                    }
+                }
+                (Kind::Service, o) => {
+                    match o {
+                        Some(Object::Service(s)) => {
+                            self.objects.services.insert(k.clone(), *s);
+                        }
+                        _ => {
+                            self.objects.services.remove(&k);
+                        }
+                    }
+                    touched.extend(self.naming_service(&key.namespace, &key.name));
+                }
+                (Kind::EndpointSlice, o) => {
+                    let old = self.objects.endpoint_slices.remove(&k);
+                    let mut services: Vec<String> = old.iter().filter_map(slice_service).collect();
+                    if let Some(Object::EndpointSlice(s)) = o {
+                        services.extend(slice_service(&s));
+                        self.objects.endpoint_slices.insert(k.clone(), *s);
+                    }
+                    for svc in services {
+                        touched.extend(self.naming_service(&key.namespace, &svc));
+                    }
+                }
+                (Kind::Endpoints, o) => {
+                    match o {
+                        Some(Object::Endpoints(e)) => {
+                            self.objects.endpoints.insert(k.clone(), *e);
+                        }
+                        _ => {
+                            self.objects.endpoints.remove(&k);
+                        }
+                    }
+                    touched.extend(self.naming_service(&key.namespace, &key.name));
+                }
+                (Kind::Secret, o) => {
+                    match o {
+                        Some(Object::Secret(s)) => {
+                            self.objects.secrets.insert(k.clone(), *s);
+                        }
+                        _ => {
+                            self.objects.secrets.remove(&k);
+                        }
+                    }
+                    touched.extend(self.naming_secret(&key.namespace, &key.name));
+                }
+                (Kind::ConfigMap, _) => {}
+            }
+        }
+        // Host ownership can only move when some KIngress's hosts changed.
+        let conflicts = if hosts_changed || !touched.is_empty() {
+            resolve_conflicts(self.ingresses.values().map(|s| &s.ingress))
+        } else {
+            BTreeMap::new()
+        };
+        if hosts_changed {
+            // A removed or re-hosted KIngress may free a host for a rejected one.
+            for (k, s) in &self.ingresses {
+                if s.reason.as_deref() == Some(sluice_serving::conflict::DOMAIN_CONFLICT)
+                    && !conflicts.contains_key(k)
+                {
+                    touched.insert(k.clone());
+                }
+            }
+            for k in conflicts.keys() {
+                if self.served.contains_key(k) {
+                    touched.insert(k.clone());
+                }
+            }
+        }
+        let mut update = Update::new();
+        let mut changed = BTreeSet::new();
+        for key in touched {
+            if self.retranslate(&key, conflicts.get(&key), &mut update) {
+                changed.insert(key);
+            }
+        }
+        self.refresh_listeners(&mut update);
+        (update, changed)
+    }
+
+    /// The route configurations served for a KIngress: (name, content version).
+    pub fn route_versions(&self, key: &IngressKey) -> Vec<(String, String)> {
+        self.served
+            .get(key)
+            .map(|t| {
+                t.route_configurations
+                    .iter()
+                    .map(|rc| {
+                        let r = Resource::new(rc.name.clone(), rc);
+                        (r.name().to_string(), r.version().to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records that the update holding `keys` was published at `generation`.
+    pub fn published(&mut self, keys: &BTreeSet<IngressKey>, generation: u64) {
+        for k in keys {
+            if let Some(s) = self.ingresses.get_mut(k) {
+                s.generation = generation;
+            }
+        }
+    }
+
+    fn naming_service(&self, namespace: &str, name: &str) -> Vec<IngressKey> {
+        self.ingresses
+            .iter()
+            .filter(|(_, s)| {
+                s.ingress.spec.rules.iter().any(|r| {
+                    r.http.iter().flat_map(|h| &h.paths).any(|p| {
+                        p.splits
+                            .iter()
+                            .any(|sp| sp.service_namespace == namespace && sp.service_name == name)
+                    })
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn naming_secret(&self, namespace: &str, name: &str) -> Vec<IngressKey> {
+        self.ingresses
+            .iter()
+            .filter(|(_, s)| {
+                s.ingress
+                    .spec
+                    .tls
+                    .iter()
+                    .any(|t| t.secret_namespace == namespace && t.secret_name == name)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Re-translates one KIngress and records the resource changes; returns
+    /// whether what is served for it changed.
+    fn retranslate(&mut self, key: &IngressKey, conflict: Option<&DomainConflict>, update: &mut Update) -> bool {
+        let next: Option<IngressResources> = match self.ingresses.get_mut(key) {
+            None => None,
+            Some(state) => {
+                if let Some(c) = conflict {
+                    state.error = Some(c.to_string());
+                    state.reason = Some(c.reason().to_string());
+                    state.served_hash = None;
+                    None
+                } else {
+                    match translate_ingress(&state.ingress, &self.objects) {
+                        Ok(t) => {
+                            state.error = None;
+                            state.reason = None;
+                            state.served_hash = Some(t.hash.clone());
+                            Some(t)
+                        }
+                        Err(e) => {
+                            state.reason = Some(reason_of(&e).to_string());
+                            state.error = Some(e.to_string());
+                            tracing::warn!(ingress = %key, error = %e, "translation failed; the previous configuration keeps serving");
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        let old = self.served.remove(key);
+        let old_res: HashMap<ResKey, Resource> = old
+            .iter()
+            .flat_map(|o| o.resources())
+            .map(|r| ((r.type_url().to_string(), r.name().to_string()), r))
+            .collect();
+        let new_res: HashMap<ResKey, Resource> = next
+            .iter()
+            .flat_map(|o| o.resources())
+            .map(|r| ((r.type_url().to_string(), r.name().to_string()), r))
+            .collect();
+        let mut changed = false;
+        for (k, r) in &new_res {
+            let owners = self.owners.entry(k.clone()).or_default();
+            owners.insert(key.clone());
+            let differs = self.current.get(k).is_none_or(|c| c.version() != r.version());
+            // A shared resource follows its first owner; others only add a user.
+            let leads = owners.iter().next() == Some(key);
+            if differs && (leads || !self.current.contains_key(k)) {
+                self.current.insert(k.clone(), r.clone());
+                update.upserts.push(r.clone());
+                changed = true;
+            }
+        }
+        for k in old_res.keys().filter(|k| !new_res.contains_key(*k)) {
+            let Some(owners) = self.owners.get_mut(k) else { continue };
+            owners.remove(key);
+            if owners.is_empty() {
+                self.owners.remove(k);
+                self.current.remove(k);
+                update.removals.push(k.clone());
+                changed = true;
+            } else if let Some(first) = owners.iter().next().cloned()
+                && let Some(r) = self
+                    .served
+                    .get(&first)
+                    .and_then(|t| t.resources().into_iter().find(|r| (r.type_url(), r.name()) == (k.0.as_str(), k.1.as_str())))
+                && self.current.get(k).is_none_or(|c| c.version() != r.version())
+            {
+                self.current.insert(k.clone(), r.clone());
+                update.upserts.push(r);
+                changed = true;
+            }
+        }
+        if let Some(t) = next {
+            self.served.insert(key.clone(), t);
+        }
+        changed || old.is_none() != self.served.contains_key(key)
+    }
+
+    fn refresh_listeners(&mut self, update: &mut Update) {
+        let chains = self.served.values().flat_map(|t| t.tls.iter());
+        let next: BTreeMap<String, Resource> = listeners(&self.config, chains)
+            .into_iter()
+            .map(|l| (l.name.clone(), Resource::new(l.name.clone(), &l)))
+            .collect();
+        for (name, r) in &next {
+            if self.listeners.get(name).is_none_or(|o| o.version() != r.version()) {
+                update.upserts.push(r.clone());
+            }
+        }
+        for (name, r) in &self.listeners {
+            if !next.contains_key(name) {
+                update.removals.push((r.type_url().to_string(), name.clone()));
+            }
+        }
+        self.listeners = next;
+    }
+}
+
+fn slice_service(s: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<String> {
+    s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
+}
+
+fn rule_hosts(i: &Ingress) -> Vec<(String, bool)> {
+    use sluice_serving::ingress::Visibility;
+    i.spec
+        .rules
+        .iter()
+        .flat_map(|r| {
+            let local = r.visibility() == Visibility::ClusterLocal;
+            r.hosts.iter().map(move |h| (h.clone(), local))
+        })
+        .collect()
+}
+
+fn reason_of(e: &TranslateError) -> &'static str {
+    match e {
+        TranslateError::Invalid { .. } => "InvalidIngress",
+        _ => "TranslationFailed",
+    }
+}
