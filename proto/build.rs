@@ -6,7 +6,10 @@ use std::{env, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["sluice/xds/v1/debug.proto"];
+    let protos = [
+        "sluice/xds/v1/debug.proto",
+        "sluice/autoscaler/v1/stats.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

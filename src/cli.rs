@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: KIngresses from a directory of YAML files, served by Envoy.
-    Gateway(crate::gateway::GatewayArgs),
+    Gateway(Box<crate::gateway::GatewayArgs>),
     /// Show what a running gateway serves: KIngresses, readiness, input problems, Envoy nodes.
     Status(status::StatusArgs),
     /// Ask the control plane what it serves each Envoy (nodes, snapshots, live pushes).
@@ -42,7 +42,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             xds::run(args).await
         }
         Command::Envoy(args) => envoy::run(args),
-        Command::Gateway(args) => crate::gateway::run(args).await,
+        Command::Gateway(args) => crate::gateway::run(*args).await,
         Command::Status(args) => status::run(args).await,
     };
     match result {

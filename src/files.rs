@@ -124,6 +124,15 @@ pub fn watch(root: &Path, ignore: Vec<PathBuf>) -> Result<DirWatch, FilesError> 
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // Reading a file is an inotify event too (open/close, and atime as
+            // a metadata change): only content and structure changes count, or
+            // our own reads would feed the watcher forever.
+            Ok(ev)
+                if matches!(
+                    ev.kind,
+                    notify::EventKind::Access(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+                ) => {}
             Ok(ev) => {
                 for p in ev.paths {
                     let _ = raw_tx.send(p);
@@ -251,6 +260,30 @@ mod tests {
             all.extend(next_batch(w).await);
         }
         all
+    }
+
+    #[tokio::test]
+    async fn edits_in_existing_subfolders_are_seen_and_reads_cause_no_events() {
+        let t = Tmp::new("sub");
+        std::fs::create_dir_all(t.0.join("a/b")).unwrap();
+        let f = t.0.join("a/b/x.yaml");
+        std::fs::write(&f, "one").unwrap();
+        let mut w = watch(&t.0, vec![]).unwrap();
+        // Reading (as the scan does) must not report anything.
+        assert_eq!(scan(&t.0, &[]).unwrap().len(), 1);
+        // `sed -i`-style: temp file in the same folder, renamed over.
+        std::fs::write(t.0.join("a/b/sedTMP"), "two").unwrap();
+        std::fs::rename(t.0.join("a/b/sedTMP"), &f).unwrap();
+        let seen = until(&mut w, |c| {
+            c.contains(&FileChange::Changed(f.clone(), "two".into()))
+        })
+        .await;
+        assert!(
+            !seen
+                .iter()
+                .any(|c| matches!(c, FileChange::Changed(p, _) if p != &f)),
+            "only the edited file is reported: {seen:?}"
+        );
     }
 
     #[tokio::test]

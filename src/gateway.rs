@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
-use sluice_serving::ingress::IngressKey;
 use sluice_serving::GatewayConfig;
 use sluice_serving::ingress::HttpOption;
+use sluice_serving::ingress::IngressKey;
 use sluice_xds::resource::ROUTE;
 use sluice_xds::{Metrics, Nodes, SnapshotCache, Update, XdsServer, single_group};
 use tokio::sync::watch;
@@ -163,7 +163,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     };
 
     // Watch first, then scan: nothing written in between is missed.
-    let mut watch = crate::files::watch(&args.dir, Vec::new()).map_err(|e| CliError::Other(e.into()))?;
+    let mut watch =
+        crate::files::watch(&args.dir, Vec::new()).map_err(|e| CliError::Other(e.into()))?;
     let files = crate::files::scan(&args.dir, &[]).map_err(|e| CliError::Usage(e.to_string()))?;
     let mut source = FileSource::new();
     let mut state = GatewayState::new(config.clone());
@@ -197,8 +198,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let debug_listener = bind(args.debug, "--debug").await?;
 
     let shared = Arc::new(Mutex::new(Shared {
+        problems: input_problems(&source, &state),
         state,
-        problems: source.problems(),
         readiness: Readiness::default(),
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -211,9 +212,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         })
     };
     let mut rx = stop_rx.clone();
-    tokio::spawn(crate::debug::serve(debug_listener, Arc::new(registry), status_fn, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(crate::debug::serve(
+        debug_listener,
+        Arc::new(registry),
+        status_fn,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
     let mut rx = stop_rx.clone();
     let xds_task = tokio::spawn(server.clone().serve(xds_listener, async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -222,7 +228,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let envoy = if args.no_envoy {
         None
     } else {
-        let binary = find_envoy(args.envoy.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
+        let binary =
+            find_envoy(args.envoy.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
         let work_dir = std::env::temp_dir().join(format!("sluice-gateway-{}", std::process::id()));
         let yaml = render(&BootstrapParams {
             node_id: args.node_id.clone(),
@@ -232,11 +239,20 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
             ..BootstrapParams::default()
         });
         let cfg = LaunchConfig::new(binary, yaml, &work_dir);
-        Some(Envoy::start(cfg).await.map_err(|e| CliError::Other(e.into()))?)
+        Some(
+            Envoy::start(cfg)
+                .await
+                .map_err(|e| CliError::Other(e.into()))?,
+        )
     };
     eprintln!(
         "sluice gateway: {} KIngress(es) from {}\n  external http {}  internal http {}  external https {}  internal https {}\n  xDS {} ({mode})  debug http://{}  Envoy admin http://{}{}",
-        shared.lock().unwrap_or_else(|e| e.into_inner()).state.ingresses().len(),
+        shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state
+            .ingresses()
+            .len(),
         args.dir.display(),
         args.external_http,
         args.internal_http,
@@ -245,10 +261,19 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         args.xds,
         args.debug,
         args.envoy_admin,
-        if args.no_envoy { "  (--no-envoy: run Envoy yourself)" } else { "" },
+        if args.no_envoy {
+            "  (--no-envoy: run Envoy yourself)"
+        } else {
+            ""
+        },
     );
 
-    let readiness = tokio::spawn(readiness_loop(shared.clone(), server.nodes().clone(), config, stop_rx.clone()));
+    let readiness = tokio::spawn(readiness_loop(
+        shared.clone(),
+        server.nodes().clone(),
+        config,
+        stop_rx.clone(),
+    ));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::Other(e.into()))?;
@@ -256,6 +281,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         tokio::select! {
             batch = watch.changes.recv() => {
                 let Some(batch) = batch else { break };
+                tracing::debug!(files = batch.len(), "file changes");
                 let mut changes = Vec::new();
                 for c in batch {
                     match c {
@@ -264,12 +290,11 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
                     }
                 }
                 let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                s.problems = source.problems();
-                if changes.is_empty() {
-                    continue;
+                if !changes.is_empty() {
+                    let (update, keys) = s.state.apply(changes);
+                    publish(&cache, &mut s.state, update, &keys);
                 }
-                let (update, keys) = s.state.apply(changes);
-                publish(&cache, &mut s.state, update, &keys);
+                s.problems = input_problems(&source, &s.state);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -291,7 +316,43 @@ struct Shared {
     readiness: Readiness,
 }
 
-fn publish(cache: &SnapshotCache, state: &mut GatewayState, update: Update, keys: &BTreeSet<IngressKey>) {
+/// Every input problem: each file's own, plus each KIngress whose current spec cannot be
+/// translated (invalid, or naming a missing Service, port or Secret), named by its file, object
+/// and field. A KIngress losing a host to another (`DomainConflict`) is not an input problem of
+/// its own; its status says why.
+fn input_problems(source: &FileSource, state: &GatewayState) -> Vec<Problem> {
+    let mut problems = source.problems();
+    for (key, st) in state.ingresses() {
+        let (Some(message), Some(reason)) = (&st.error, &st.reason) else {
+            continue;
+        };
+        if reason == sluice_serving::conflict::DOMAIN_CONFLICT {
+            continue;
+        }
+        let object = documents::ObjectKey {
+            kind: documents::Kind::Ingress,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        };
+        let Some(file) = source.file_of(&object) else {
+            continue;
+        };
+        problems.push(Problem {
+            file: file.to_path_buf(),
+            object: Some(object.to_string()),
+            field: st.error_field.clone(),
+            message: message.clone(),
+        });
+    }
+    problems
+}
+
+fn publish(
+    cache: &SnapshotCache,
+    state: &mut GatewayState,
+    update: Update,
+    keys: &BTreeSet<IngressKey>,
+) {
     if update.is_empty() {
         return;
     }
@@ -307,19 +368,35 @@ fn publish(cache: &SnapshotCache, state: &mut GatewayState, update: Update, keys
             state.published(keys, applied.generation);
         }
         // The consistency check refused it: the previous snapshot keeps serving.
-        Err(e) => tracing::error!(error = %e, "update refused; the previous configuration keeps serving"),
+        Err(e) => {
+            tracing::error!(error = %e, "update refused; the previous configuration keeps serving")
+        }
     }
 }
+
+/// One KIngress to prove: key, hash, (listener, host) probe targets, and the
+/// route configurations (name, version) every node must have ACKed.
+type ProbeTask = (
+    IngressKey,
+    String,
+    Vec<(SocketAddr, String)>,
+    Vec<(String, String)>,
+);
 
 /// Proves readiness: for every KIngress whose served hash is not proven yet,
 /// waits for every connected node to ACK its route configuration at the
 /// served version, then probes it through Envoy.
-async fn readiness_loop(shared: Arc<Mutex<Shared>>, nodes: Nodes, config: GatewayConfig, mut stop: watch::Receiver<bool>) {
+async fn readiness_loop(
+    shared: Arc<Mutex<Shared>>,
+    nodes: Nodes,
+    config: GatewayConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let prober = Prober::new();
     let mut acks = nodes.ack_changes();
     loop {
         // Work out what to probe without holding the lock across awaits.
-        let todo: Vec<(IngressKey, String, Vec<(SocketAddr, String)>, Vec<(String, String)>)> = {
+        let todo: Vec<ProbeTask> = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
             s.state
                 .ingresses()
@@ -341,11 +418,7 @@ async fn readiness_loop(shared: Arc<Mutex<Shared>>, nodes: Nodes, config: Gatewa
                             t
                         })
                         .collect();
-                    let versions = s
-                        .state
-                        .route_versions(k)
-                        .into_iter()
-                        .collect();
+                    let versions = s.state.route_versions(k).into_iter().collect();
                     Some((k.clone(), hash, targets, versions))
                 })
                 .collect()
@@ -393,7 +466,11 @@ async fn readiness_loop(shared: Arc<Mutex<Shared>>, nodes: Nodes, config: Gatewa
         };
         // Re-check on the next ACK, or soon when a probe is pending (backoff-free
         // but bounded: Envoy applies config in milliseconds).
-        let wait = if pending { Duration::from_millis(100) } else { Duration::from_secs(1) };
+        let wait = if pending {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             _ = acks.changed() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -408,7 +485,8 @@ fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
         .ingresses()
         .iter()
         .map(|(k, st)| {
-            let proven = st.served_hash.is_some() && s.readiness.proven.get(k) == st.served_hash.as_ref();
+            let proven =
+                st.served_hash.is_some() && s.readiness.proven.get(k) == st.served_hash.as_ref();
             let (ready, reason, message) = match (&st.error, proven) {
                 (Some(e), _) => (
                     "False".to_string(),

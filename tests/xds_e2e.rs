@@ -685,12 +685,19 @@ async fn swap_to_new_cluster(mode: XdsMode, label: &str) {
     let gw = Gateway::start(label, mode).await;
     let c = support::start(BackendOptions::new("c")).await;
     let lp = Loop::start(gw.http);
-    wait_for("loop traffic", SETTLE, || async { (gw.a.requests() > 20).then_some(()) }).await;
+    wait_for("loop traffic", SETTLE, || async {
+        (gw.a.requests() > 20).then_some(())
+    })
+    .await;
     let route = Resource::new(
         "routes",
         &route_config(
             "routes",
-            vec![virtual_host("demo", &[HOST], vec![weighted_route("/", &[("c", 100)])])],
+            vec![virtual_host(
+                "demo",
+                &[HOST],
+                vec![weighted_route("/", &[("c", 100)])],
+            )],
         ),
     );
     gw.cache
@@ -708,9 +715,16 @@ async fn swap_to_new_cluster(mode: XdsMode, label: &str) {
         .unwrap();
     gw.wait_all_from("c").await;
     let before = c.requests();
-    wait_for("more traffic on c", SETTLE, || async { (c.requests() > before + 20).then_some(()) }).await;
+    wait_for("more traffic on c", SETTLE, || async {
+        (c.requests() > before + 20).then_some(())
+    })
+    .await;
     let stats = lp.finish().await;
-    assert!(stats.failures.is_empty(), "failed requests during the swap: {:?}", stats.failures);
+    assert!(
+        stats.failures.is_empty(),
+        "failed requests during the swap: {:?}",
+        stats.failures
+    );
     gw.envoy.stop().await;
 }
 

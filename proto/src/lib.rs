@@ -1,6 +1,7 @@
 //! Sluice's own gRPC APIs and the protobuf descriptors the control plane serves.
 //!
 //! - [`xds::v1`]: the snapshot debug service (`sluice.xds.v1.SnapshotDebug`).
+//! - [`autoscaler::v1`]: the stat stream to the autoscaler (`sluice.autoscaler.v1.Stats`).
 //! - [`SLUICE_DESCRIPTOR_SET`] / [`ENVOY_DESCRIPTOR_SET`]: encoded
 //!   `FileDescriptorSet`s for gRPC server reflection and for rendering Envoy
 //!   resources as JSON/YAML ([`descriptor_pool`]).
@@ -15,6 +16,15 @@ pub mod xds {
     #[allow(missing_docs, clippy::all)]
     pub mod v1 {
         tonic::include_proto!("sluice.xds.v1");
+    }
+}
+
+/// The stat stream from activators to the autoscaler.
+pub mod autoscaler {
+    /// Version 1.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("sluice.autoscaler.v1");
     }
 }
 

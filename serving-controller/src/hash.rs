@@ -9,7 +9,7 @@
 //! `omitempty` rules (mirrored by the serde attributes of [`crate::ingress`]), map keys sorted,
 //! no whitespace, and strings escaped the Go way — which differs from serde_json in one respect:
 //! Go also escapes `<`, `>`, `&` (as `\u003c`, `\u003e`, `\u0026`) and U+2028 / U+2029. The
-//! [`GoFormatter`] below adds exactly those escapes. Test vectors from knative/networking's own
+//! `GoFormatter` below adds exactly those escapes. Test vectors from knative/networking's own
 //! `TestInsertProbe` pin the result.
 
 use std::io;
@@ -29,7 +29,14 @@ pub const PROBE_HEADER: &str = "K-Network-Probe";
 /// The hex SHA-256 Knative's prober expects in `K-Network-Hash` for this KIngress generation.
 pub fn probe_hash(ingress: &Ingress) -> String {
     let mut bytes = go_json(&ingress.spec);
-    bytes.extend_from_slice(ingress.metadata.namespace.as_deref().unwrap_or("").as_bytes());
+    bytes.extend_from_slice(
+        ingress
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or("")
+            .as_bytes(),
+    );
     bytes.extend_from_slice(ingress.metadata.name.as_deref().unwrap_or("").as_bytes());
     let digest = Sha256::digest(&bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -159,6 +166,10 @@ mod tests {
         assert_ne!(h, probe_hash(&base));
         assert_ne!(h, probe_hash(&renamed));
         assert_ne!(h, probe_hash(&edited));
-        assert_eq!(h, probe_hash(&relabeled), "metadata other than ns/name is not hashed");
+        assert_eq!(
+            h,
+            probe_hash(&relabeled),
+            "metadata other than ns/name is not hashed"
+        );
     }
 }

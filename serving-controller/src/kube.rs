@@ -14,7 +14,8 @@
 //!   `deploy/ingress/`);
 //! - [`error`]: [`KubeError`] and the retry policy ([`error_policy`]).
 //!
-//! How the gateway core uses it:
+//! How the gateway core uses it (objects also come with the events, for a core that keeps its
+//! own store, as the file source's does):
 //!
 //! ```no_run
 //! # async fn run(client: ::kube::Client) {
@@ -26,8 +27,10 @@
 //!     match event {
 //!         Ok(KubeEvent::Synced) => { /* translate everything, then start serving xDS */ }
 //!         Ok(KubeEvent::IngressApplied(ingress)) => {
-//!             // translate_ingress(&ingress, source.cache()) …, push, probe; then:
-//!             let _ = status.update(&ingress, &Readiness::Ready).await;
+//!             // translate_ingress(&ingress, source.cache()) …, push; once Envoy ACKed and the
+//!             // probe returned its hash, write Ready — off the event loop (StatusWriter: Clone):
+//!             let status = status.clone();
+//!             tokio::spawn(async move { status.update(&ingress, &Readiness::Ready).await });
 //!         }
 //!         Ok(other) => { /* re-translate what `other` touches (see KubeEvent) */ }
 //!         Err(error) => tracing::warn!(%error, "kube source"), // the watch retries by itself

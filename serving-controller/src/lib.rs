@@ -23,6 +23,4 @@ pub use conflict::{DomainConflict, resolve_conflicts};
 pub use hash::probe_hash;
 pub use ingress::{FieldError, Ingress, IngressKey, is_ours, validate};
 pub use lookup::{Lookup, Objects};
-pub use translate::{
-    GatewayConfig, IngressResources, TranslateError, assemble, translate_ingress,
-};
+pub use translate::{GatewayConfig, IngressResources, TranslateError, assemble, translate_ingress};

@@ -23,15 +23,13 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use sluice_xds::Resource;
 
 use crate::hash::probe_hash;
-use crate::ingress::{
-    FieldError, HttpOption, Ingress, IngressKey, SLUICE_INGRESS_CLASS, Visibility, describe,
-    is_ours, validate,
-};
+use crate::ingress::{HttpOption, Ingress, IngressKey, Visibility, is_ours, validate};
 use crate::lookup::Lookup;
 
 mod assemble;
 pub mod clusters;
 pub mod endpoints;
+mod error;
 pub mod listeners;
 pub mod names;
 pub mod routes;
@@ -39,6 +37,7 @@ pub mod scopes;
 pub mod tls;
 
 pub use assemble::assemble;
+pub use error::TranslateError;
 pub use listeners::{GatewayConfig, TlsChain};
 pub use scopes::RouteTable;
 
@@ -74,8 +73,16 @@ impl IngressResources {
                 + self.load_assignments.len()
                 + self.secrets.len(),
         );
-        out.extend(self.secrets.iter().map(|s| Resource::new(s.name.clone(), s)));
-        out.extend(self.clusters.iter().map(|c| Resource::new(c.name.clone(), c)));
+        out.extend(
+            self.secrets
+                .iter()
+                .map(|s| Resource::new(s.name.clone(), s)),
+        );
+        out.extend(
+            self.clusters
+                .iter()
+                .map(|c| Resource::new(c.name.clone(), c)),
+        );
         out.extend(
             self.load_assignments
                 .iter()
@@ -97,138 +104,6 @@ impl IngressResources {
             .iter()
             .filter_map(|s| s.name.strip_prefix(&prefix))
             .collect()
-    }
-}
-
-/// Why a KIngress could not be translated. Each names the KIngress and, where it applies, the
-/// field (Knative's path syntax) that led to the problem. The previous translation of the
-/// KIngress, if any, keeps being served.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TranslateError {
-    /// The KIngress is not of Sluice's class; it must be left alone.
-    #[error("ingress {ingress} has ingress class {class:?}, not {SLUICE_INGRESS_CLASS:?}")]
-    OtherClass {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// Its class annotation, if any.
-        class: Option<String>,
-    },
-    /// Knative's validation rejects the KIngress (e.g. split percentages not summing to 100).
-    #[error("ingress {ingress} is invalid: {}", describe(.errors))]
-    Invalid {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// Knative's errors, with field paths.
-        errors: Vec<FieldError>,
-    },
-    /// A rule lists no host. Sluice routes by exact host, so a host-less (catch-all) rule
-    /// cannot be served.
-    #[error("ingress {ingress}: {field}: a rule needs at least one host")]
-    NoHosts {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.rules[i].hosts`.
-        field: String,
-    },
-    /// A host Sluice cannot route: empty, a wildcard, or carrying a port or path.
-    #[error("ingress {ingress}: {field}: host {host:?} is not supported: {reason}")]
-    UnsupportedHost {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.rules[i].hosts[j]`.
-        field: String,
-        /// The host.
-        host: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A split names a Service that does not exist (yet).
-    #[error("ingress {ingress}: {field}: service {namespace}/{name} not found")]
-    ServiceNotFound {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.rules[i].http.paths[j].splits[k].serviceName`.
-        field: String,
-        /// Service namespace.
-        namespace: String,
-        /// Service name.
-        name: String,
-    },
-    /// A split names a port its Service does not have.
-    #[error("ingress {ingress}: {field}: service {service} has no port {port}")]
-    PortNotFound {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.rules[i].http.paths[j].splits[k].servicePort`.
-        field: String,
-        /// `ns/name` of the Service.
-        service: String,
-        /// The port asked for (number, or quoted name).
-        port: String,
-    },
-    /// A Service of type ExternalName has no `spec.externalName`.
-    #[error("ingress {ingress}: {field}: service {service} is of type ExternalName but has no spec.externalName")]
-    ExternalNameMissing {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// The split's `serviceName` field.
-        field: String,
-        /// `ns/name` of the Service.
-        service: String,
-    },
-    /// A TLS block names a Secret that does not exist (yet).
-    #[error("ingress {ingress}: {field}: secret {namespace}/{name} not found")]
-    SecretNotFound {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.tls[i].secretName`.
-        field: String,
-        /// Secret namespace.
-        namespace: String,
-        /// Secret name.
-        name: String,
-    },
-    /// The Secret lacks `tls.crt` or `tls.key` (or it is empty).
-    #[error("ingress {ingress}: {field}: secret {secret} has no {key:?}")]
-    SecretKeyMissing {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.tls[i].secretName`.
-        field: String,
-        /// `ns/name` of the Secret.
-        secret: String,
-        /// `tls.crt` or `tls.key`.
-        key: &'static str,
-    },
-    /// The Secret's `tls.crt` or `tls.key` is not PEM.
-    #[error("ingress {ingress}: {field}: secret {secret} key {key:?} is not PEM")]
-    SecretNotPem {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.tls[i].secretName`.
-        field: String,
-        /// `ns/name` of the Secret.
-        secret: String,
-        /// `tls.crt` or `tls.key`.
-        key: &'static str,
-    },
-}
-
-impl TranslateError {
-    /// The KIngress the error is about.
-    pub fn ingress(&self) -> &IngressKey {
-        match self {
-            Self::OtherClass { ingress, .. }
-            | Self::Invalid { ingress, .. }
-            | Self::NoHosts { ingress, .. }
-            | Self::UnsupportedHost { ingress, .. }
-            | Self::ServiceNotFound { ingress, .. }
-            | Self::PortNotFound { ingress, .. }
-            | Self::ExternalNameMissing { ingress, .. }
-            | Self::SecretNotFound { ingress, .. }
-            | Self::SecretKeyMissing { ingress, .. }
-            | Self::SecretNotPem { ingress, .. } => ingress,
-        }
     }
 }
 
@@ -299,7 +174,9 @@ pub fn translate_ingress(
         });
         secrets.insert(secret.name.clone(), secret);
     }
-    let external_tls = chains.iter().any(|c| c.visibility == Visibility::ExternalIP);
+    let external_tls = chains
+        .iter()
+        .any(|c| c.visibility == Visibility::ExternalIP);
     let redirected = spec.http_option == Some(HttpOption::Redirected);
     let rc_name = names::route_configuration(&key);
     let redirect_name = names::redirect_route_configuration(&key);
@@ -327,7 +204,11 @@ pub fn translate_ingress(
         for (j, h) in rule.hosts.iter().enumerate() {
             check_host(&key, format!("{at}.hosts[{j}]"), h)?;
         }
-        let paths = rule.http.as_ref().map(|h| h.paths.as_slice()).unwrap_or_default();
+        let paths = rule
+            .http
+            .as_ref()
+            .map(|h| h.paths.as_slice())
+            .unwrap_or_default();
 
         let mut forwarding = Vec::with_capacity(paths.len());
         for (j, path) in paths.iter().enumerate() {
@@ -348,14 +229,17 @@ pub fn translate_ingress(
                     weight,
                     &split.append_headers,
                 ));
-                if let Some(t) = lookup.upstream_timeout(&split.service_namespace, &split.service_name)
+                if let Some(t) =
+                    lookup.upstream_timeout(&split.service_namespace, &split.service_name)
                 {
                     timeout = timeout.max(t);
                 }
                 if let Some(a) = up.assignment {
                     assignments.entry(a.cluster_name.clone()).or_insert(a);
                 }
-                clusters.entry(up.cluster.name.clone()).or_insert(up.cluster);
+                clusters
+                    .entry(up.cluster.name.clone())
+                    .or_insert(up.cluster);
             }
             let fwd = routes::Forwarding {
                 timeout,
@@ -366,7 +250,7 @@ pub fn translate_ingress(
         }
 
         let order = routes::route_order(paths);
-        let probes: Vec<Route> = order
+        let mut probes: Vec<Route> = order
             .iter()
             .map(|&j| {
                 let p = &paths[j];
@@ -377,6 +261,18 @@ pub fn translate_ingress(
                 )
             })
             .collect();
+        // Knative's prober asks for `/healthz`; a rule whose paths do not cover every path
+        // still answers it, with a catch-all probe after the per-path copies.
+        if !paths
+            .iter()
+            .any(|p| p.prefix() == "/" && p.headers.is_empty())
+        {
+            probes.push(routes::probe_route(
+                &names::catch_all_probe_route(&key, i),
+                routes::route_match("/", Vec::new()),
+                &hash,
+            ));
+        }
         let vhost_name = names::virtual_host(&key, i);
         let hosts = claim(&rule.hosts, &mut taken);
         if !hosts.is_empty() {
@@ -391,7 +287,11 @@ pub fn translate_ingress(
                     fwd,
                 )
             }));
-            vhosts.push(routes::virtual_host(&vhost_name, routes::domains(hosts), all));
+            vhosts.push(routes::virtual_host(
+                &vhost_name,
+                routes::domains(hosts),
+                all,
+            ));
         }
 
         let external = rule.visibility() == Visibility::ExternalIP;
@@ -401,7 +301,10 @@ pub fn translate_ingress(
                 let mut all = probes;
                 all.extend(order.iter().map(|&j| {
                     let p = &paths[j];
-                    routes::redirect_route(&names::route(&key, i, p.prefix()), routes::path_match(p))
+                    routes::redirect_route(
+                        &names::route(&key, i, p.prefix()),
+                        routes::path_match(p),
+                    )
                 }));
                 redirect_vhosts.push(routes::virtual_host(
                     &vhost_name,

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
-use kube::{Client, ResourceExt};
 use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use sluice_serving::Ingress;
 use sluice_serving::ingress::{INGRESS_CLASS_ANNOTATION, SLUICE_INGRESS_CLASS};
 use sluice_serving::kube::{
     EventPublisher, EventType, KubeError, KubeEvent, KubeSource, LoadBalancers, PatchOutcome,
-    Readiness, SourceConfig, StatusWriter, desired_status, error_policy, patch_status,
+    Readiness, Scope, SourceConfig, StatusWriter, desired_status, error_policy, patch_status,
 };
 use sluice_serving::lookup::Lookup;
 use tokio::task::JoinHandle;
@@ -128,11 +128,17 @@ enum Scenario {
     /// One status PATCH of `name`, answered 403 Forbidden.
     StatusPatchForbidden { name: &'static str },
     /// One event created for `name` with `reason`.
-    EventCreate { name: &'static str, reason: &'static str },
+    EventCreate {
+        name: &'static str,
+        reason: &'static str,
+    },
     /// No call at all.
     RadioSilence,
     /// The KIngress LIST answered 403 Forbidden (missing RBAC); every other call held open.
     IngressListForbidden,
+    /// Every LIST answered with an empty list and recorded (path and query) until the client
+    /// is dropped; the recorded LISTs must be exactly `expected`.
+    EmptyLists { expected: Vec<String> },
     /// The four initial LISTs answered (`ingresses` as the KIngress list), the first KIngress
     /// WATCH answered with `watch`; every other WATCH held open until the client is dropped.
     Watches {
@@ -163,6 +169,7 @@ impl ApiServerVerifier {
                 Scenario::EventCreate { name, reason } => self.handle_event(name, reason).await,
                 Scenario::RadioSilence => self.handle_silence().await,
                 Scenario::IngressListForbidden => self.handle_forbidden_list().await,
+                Scenario::EmptyLists { expected } => self.handle_empty_lists(expected).await,
                 Scenario::Watches { ingresses, watch } => {
                     self.handle_watches(ingresses, watch).await
                 }
@@ -199,7 +206,12 @@ impl ApiServerVerifier {
     async fn handle_forbidden(mut self, name: &str) {
         let (request, send) = self.next().await;
         assert_eq!(request.method(), Method::PATCH);
-        assert!(request.uri().path().ends_with(&format!("/ingresses/{name}/status")));
+        assert!(
+            request
+                .uri()
+                .path()
+                .ends_with(&format!("/ingresses/{name}/status"))
+        );
         send.send_response(forbidden(
             "ingresses.networking.internal.knative.dev \"hello\" is forbidden",
         ));
@@ -232,12 +244,32 @@ impl ApiServerVerifier {
         while let Some((request, send)) = self.0.next_request().await {
             if request.uri().path() == format!("{KINGRESS_API}/ingresses") && !refused {
                 refused = true;
-                send.send_response(forbidden("ingresses.networking.internal.knative.dev is forbidden"));
+                send.send_response(forbidden(
+                    "ingresses.networking.internal.knative.dev is forbidden",
+                ));
             } else {
                 held.push(send);
             }
         }
         assert!(refused, "the KIngress LIST was made");
+        drop(held);
+    }
+
+    async fn handle_empty_lists(mut self, expected: Vec<String>) {
+        let mut held = Vec::new();
+        let mut seen = Vec::new();
+        while let Some((request, send)) = self.0.next_request().await {
+            if query(&request).contains_key("watch") {
+                held.push(send);
+                continue;
+            }
+            seen.push(request.uri().to_string());
+            send.send_response(ok(&list("List", "v1", vec![])));
+        }
+        seen.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(seen, expected);
         drop(held);
     }
 
@@ -261,11 +293,18 @@ impl ApiServerVerifier {
             let path = request.uri().path().to_string();
             let q = query(&request);
             if q.get("watch").map(String::as_str) == Some("true") {
-                assert_eq!(q.get("allowWatchBookmarks").map(String::as_str), Some("true"));
+                assert_eq!(
+                    q.get("allowWatchBookmarks").map(String::as_str),
+                    Some("true")
+                );
                 let is_ingresses = path == format!("{KINGRESS_API}/ingresses");
                 if !is_ingresses || ingress_watches == 0 {
                     // Watches start where the LIST left off.
-                    assert_eq!(q.get("resourceVersion").map(String::as_str), Some("100"), "{path}");
+                    assert_eq!(
+                        q.get("resourceVersion").map(String::as_str),
+                        Some("100"),
+                        "{path}"
+                    );
                 }
                 if is_ingresses && ingress_watches == 0 {
                     ingress_watches += 1;
@@ -275,7 +314,11 @@ impl ApiServerVerifier {
                 }
                 continue;
             }
-            assert_eq!(q.get("limit").map(String::as_str), Some("500"), "{path}: a paged LIST");
+            assert_eq!(
+                q.get("limit").map(String::as_str),
+                Some("500"),
+                "{path}: a paged LIST"
+            );
             let body = match path.as_str() {
                 p if p == format!("{KINGRESS_API}/ingresses") => list(
                     "IngressList",
@@ -291,10 +334,12 @@ impl ApiServerVerifier {
                 "/apis/discovery.k8s.io/v1/endpointslices" => list(
                     "EndpointSliceList",
                     "discovery.k8s.io/v1",
-                    vec![json!({"metadata": {"name": "web-abc", "namespace": "default",
+                    vec![
+                        json!({"metadata": {"name": "web-abc", "namespace": "default",
                         "resourceVersion": "6", "labels": {"kubernetes.io/service-name": "web"}},
                         "addressType": "IPv4",
-                        "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": true}}]})],
+                        "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": true}}]}),
+                    ],
                 ),
                 "/api/v1/secrets" => list(
                     "SecretList",
@@ -305,7 +350,10 @@ impl ApiServerVerifier {
                 ),
                 other => panic!("unexpected LIST {other}"),
             };
-            assert!(listed.insert(path.clone(), ()).is_none(), "{path} listed twice");
+            assert!(
+                listed.insert(path.clone(), ()).is_none(),
+                "{path} listed twice"
+            );
             send.send_response(ok(&body));
         }
         assert_eq!(listed.len(), 4, "every kind listed: {listed:?}");
@@ -322,9 +370,7 @@ async fn status_patch_is_a_forced_server_side_apply_of_the_status() {
     let object = ingress("hello", Some(SLUICE_INGRESS_CLASS));
     let now = "2026-05-01T12:00:00Z".parse().expect("time");
     let status = desired_status(&object, &Readiness::Ready, &LoadBalancers::default(), now);
-    let condition = |type_: &str| {
-        json!({"type": type_, "status": "True", "lastTransitionTime": "2026-05-01T12:00:00Z"})
-    };
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": "2026-05-01T12:00:00Z"});
     let expected = json!({
         "apiVersion": "networking.internal.knative.dev/v1alpha1",
         "kind": "Ingress",
@@ -345,7 +391,9 @@ async fn status_patch_is_a_forced_server_side_apply_of_the_status() {
         name: "hello",
         body: expected,
     });
-    let outcome = patch_status(&client, &object, &status).await.expect("patched");
+    let outcome = patch_status(&client, &object, &status)
+        .await
+        .expect("patched");
     assert_eq!(outcome, PatchOutcome::Patched);
     timeout_after_5s(scenario).await;
 }
@@ -382,7 +430,9 @@ async fn status_writer_reports_failures_with_their_reason() {
         body: expected,
     });
     assert_eq!(
-        patch_status(&client, &object, &status).await.expect("patched"),
+        patch_status(&client, &object, &status)
+            .await
+            .expect("patched"),
         PatchOutcome::Patched
     );
     timeout_after_5s(scenario).await;
@@ -472,7 +522,10 @@ async fn warning_event_is_created_once_per_distinct_message() {
         )
     };
     assert!(publish().await.expect("created"));
-    assert!(!publish().await.expect("suppressed"), "a repeat is not sent");
+    assert!(
+        !publish().await.expect("suppressed"),
+        "a repeat is not sent"
+    );
     timeout_after_5s(scenario).await;
 }
 
@@ -496,8 +549,13 @@ async fn collect(source: &mut KubeSource, done: impl Fn(&[String]) -> bool) -> V
                 assert!(error.to_string().contains("unknownField"), "{error}");
                 format!("rejected {}", ingress.key())
             }
-            Ok(event @ (KubeEvent::EndpointSliceApplied(_) | KubeEvent::EndpointSliceDeleted(_))) => {
-                let service = event.service_key().map(|k| k.to_string()).unwrap_or_default();
+            Ok(
+                event @ (KubeEvent::EndpointSliceApplied(_) | KubeEvent::EndpointSliceDeleted(_)),
+            ) => {
+                let service = event
+                    .service_key()
+                    .map(|k| k.to_string())
+                    .unwrap_or_default();
                 format!("endpoints of {service}")
             }
             Ok(KubeEvent::ServiceApplied(s)) => format!("service {}", s.name_any()),
@@ -527,7 +585,11 @@ async fn watcher_keeps_only_ingresses_of_our_class() {
     });
     let mut source = KubeSource::new(client, &SourceConfig::default());
     let seen = collect(&mut source, |seen| seen.iter().any(|e| e == "synced")).await;
-    assert_eq!(seen.last().map(String::as_str), Some("synced"), "Synced comes last");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("synced"),
+        "Synced comes last"
+    );
     assert_eq!(
         sorted(seen),
         [
@@ -544,11 +606,20 @@ async fn watcher_keeps_only_ingresses_of_our_class() {
     let names: Vec<_> = cache.ingresses().map(|i| i.key().to_string()).collect();
     assert_eq!(names, ["default/ours"]);
     let ours = &cache.ingresses().next().expect("ours").metadata;
-    assert_eq!(ours.managed_fields, None, "managedFields dropped from the cache");
+    assert_eq!(
+        ours.managed_fields, None,
+        "managedFields dropped from the cache"
+    );
     assert!(cache.service("default", "web").is_some());
     assert_eq!(cache.endpoint_slices("default", "web").len(), 1);
     let secret = cache.secret("default", "tls").expect("secret");
-    let keys: Vec<_> = secret.data.as_ref().expect("data").keys().cloned().collect();
+    let keys: Vec<_> = secret
+        .data
+        .as_ref()
+        .expect("data")
+        .keys()
+        .cloned()
+        .collect();
     assert_eq!(keys, ["tls.crt", "tls.key"], "only TLS keys kept");
     drop(source);
     timeout_after_5s(scenario).await;
@@ -596,7 +667,11 @@ async fn watch_events_follow_class_changes_and_bad_objects_stay_contained() {
         .collect();
     assert_eq!(
         sorted(ingress_events[..3].to_vec()),
-        ["applied default/gone", "applied default/leaving", "rejected default/bad"],
+        [
+            "applied default/gone",
+            "applied default/leaving",
+            "rejected default/bad"
+        ],
         "the bad object is reported, the rest of the LIST still served"
     );
     assert_eq!(
@@ -630,7 +705,13 @@ async fn a_failing_watch_is_reported_with_the_resource_it_concerns() {
         .expect("the source does not end");
     let err = first.expect_err("the LIST was refused");
     assert!(
-        matches!(err, KubeError::Watch { resource: "ingresses.networking.internal.knative.dev", .. }),
+        matches!(
+            err,
+            KubeError::Watch {
+                resource: "ingresses.networking.internal.knative.dev",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("forbidden"), "{err}");
@@ -639,6 +720,36 @@ async fn a_failing_watch_is_reported_with_the_resource_it_concerns() {
         Action::requeue(Duration::from_millis(500))
     );
     assert!(!source.is_synced());
+    drop(source);
+    timeout_after_5s(scenario).await;
+}
+
+#[tokio::test]
+async fn scopes_choose_namespaces_and_label_selectors() {
+    let (client, verifier) = mocked_client();
+    let scenario = verifier.run(Scenario::EmptyLists {
+        expected: vec![
+            format!("{KINGRESS_API}/namespaces/team-a/ingresses?&limit=500"),
+            "/api/v1/namespaces/a/services?&limit=500".to_string(),
+            "/api/v1/namespaces/b/services?&limit=500".to_string(),
+            "/apis/discovery.k8s.io/v1/endpointslices?&limit=500".to_string(),
+            "/api/v1/secrets?&labelSelector=networking.internal.knative.dev%2Fcertificate-uid&limit=500"
+                .to_string(),
+        ],
+    });
+    let config = SourceConfig {
+        ingresses: Scope::namespaces(["team-a"]),
+        services: Scope::namespaces(["b", "a", "b"]),
+        endpoint_slices: Scope::all(),
+        secrets: Scope::all().with_labels("networking.internal.knative.dev/certificate-uid"),
+    };
+    let mut source = KubeSource::new(client, &config);
+    let seen = collect(&mut source, |seen| seen.iter().any(|e| e == "synced")).await;
+    assert_eq!(
+        seen,
+        ["synced"],
+        "empty lists, one watch per namespace, then synced"
+    );
     drop(source);
     timeout_after_5s(scenario).await;
 }

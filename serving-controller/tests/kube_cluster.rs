@@ -51,7 +51,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -125,7 +128,10 @@ async fn status_round_trips_through_the_api_server() {
         .iter()
         .filter_map(|m| m.manager.clone())
         .collect();
-    assert!(managers.iter().any(|m| m == "sluice-gateway"), "{managers:?}");
+    assert!(
+        managers.iter().any(|m| m == "sluice-gateway"),
+        "{managers:?}"
+    );
     api.delete(name, &DeleteParams::default())
         .await
         .expect("cleaned up");
@@ -182,7 +188,10 @@ async fn ksvc_becomes_ready_through_sluice() {
         .as_ref()
         .and_then(|lb| lb.ingress.first())
         .map(|i| i.domain_internal.clone());
-    assert_eq!(public.as_deref(), Some(LoadBalancers::default().public.as_str()));
+    assert_eq!(
+        public.as_deref(),
+        Some(LoadBalancers::default().public.as_str())
+    );
     eventually(Duration::from_secs(60), "the ksvc to be Ready", || {
         let services = services.clone();
         async move {

@@ -37,7 +37,10 @@ pub async fn fetch(debug: SocketAddr) -> Result<GatewayStatus, CliError> {
     };
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
-        client.get(uri.parse().map_err(|e| CliError::Usage(format!("--debug {debug}: {e}")))?),
+        client.get(
+            uri.parse()
+                .map_err(|e| CliError::Usage(format!("--debug {debug}: {e}")))?,
+        ),
     )
     .await
     .map_err(|_| unreachable("timed out".into()))?
@@ -48,8 +51,11 @@ pub async fn fetch(debug: SocketAddr) -> Result<GatewayStatus, CliError> {
         .await
         .map_err(|e| unreachable(e.to_string()))?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| CliError::Other(anyhow::anyhow!("{debug}/status is not a gateway status document: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        CliError::Other(anyhow::anyhow!(
+            "{debug}/status is not a gateway status document: {e}"
+        ))
+    })
 }
 
 /// Renders the status as tables.

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use serde::Deserialize;
 use sluice_serving::Ingress;
 
@@ -154,17 +154,24 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
             Ok(serde_yaml::Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
-                out.problems.push(problem(None, format!("document {}: {e}", i + 1)));
+                out.problems
+                    .push(problem(None, format!("document {}: {e}", i + 1)));
                 // A syntax error leaves the rest of the stream unreadable.
                 break;
             }
         };
-        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let kind_name = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
         if api_version.is_empty() || kind_name.is_empty() {
             out.problems.push(problem(
                 None,
-                format!("document {}: not a Kubernetes object (apiVersion and kind are required)", i + 1),
+                format!(
+                    "document {}: not a Kubernetes object (apiVersion and kind are required)",
+                    i + 1
+                ),
             ));
             continue;
         }
@@ -185,16 +192,23 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
             .unwrap_or("default")
             .to_string();
         let label = format!("{kind} {ns}/{name}");
-        let typed = match kind {
-            Kind::Ingress => serde_yaml::from_value::<Ingress>(value).map(|i| Object::Ingress(Box::new(i))),
-            Kind::Service => serde_yaml::from_value::<Service>(value).map(|s| Object::Service(Box::new(s))),
-            Kind::EndpointSlice => {
-                serde_yaml::from_value::<EndpointSlice>(value).map(|s| Object::EndpointSlice(Box::new(s)))
-            }
-            Kind::Endpoints => serde_yaml::from_value::<Endpoints>(value).map(|e| Object::Endpoints(Box::new(e))),
-            Kind::Secret => serde_yaml::from_value::<Secret>(value).map(|s| Object::Secret(Box::new(merge_string_data(s)))),
-            Kind::ConfigMap => serde_yaml::from_value::<ConfigMap>(value).map(|c| Object::ConfigMap(Box::new(c))),
-        };
+        let typed =
+            match kind {
+                Kind::Ingress => {
+                    serde_yaml::from_value::<Ingress>(value).map(|i| Object::Ingress(Box::new(i)))
+                }
+                Kind::Service => {
+                    serde_yaml::from_value::<Service>(value).map(|s| Object::Service(Box::new(s)))
+                }
+                Kind::EndpointSlice => serde_yaml::from_value::<EndpointSlice>(value)
+                    .map(|s| Object::EndpointSlice(Box::new(s))),
+                Kind::Endpoints => serde_yaml::from_value::<Endpoints>(value)
+                    .map(|e| Object::Endpoints(Box::new(e))),
+                Kind::Secret => serde_yaml::from_value::<Secret>(value)
+                    .map(|s| Object::Secret(Box::new(merge_string_data(s)))),
+                Kind::ConfigMap => serde_yaml::from_value::<ConfigMap>(value)
+                    .map(|c| Object::ConfigMap(Box::new(c))),
+            };
         let object = match typed {
             Ok(o) => o,
             Err(e) => {
@@ -289,11 +303,16 @@ metadata: {}
         let d = decode(Path::new("dir/x.yaml"), MULTI);
         let keys: Vec<String> = d.objects.iter().map(|(k, _)| k.to_string()).collect();
         assert_eq!(keys, vec!["Ingress default/hello", "Secret web/tls"]);
-        let Object::Secret(s) = &d.objects[1].1 else { panic!() };
+        let Object::Secret(s) = &d.objects[1].1 else {
+            panic!()
+        };
         assert_eq!(s.data.as_ref().unwrap()["tls.crt"].0, b"CERT");
         assert_eq!(d.skipped, vec!["apps/v1 Deployment"]);
         assert_eq!(d.problems.len(), 1);
-        assert_eq!(d.problems[0].to_string(), "dir/x.yaml: Service default/: metadata.name: is required");
+        assert_eq!(
+            d.problems[0].to_string(),
+            "dir/x.yaml: Service default/: metadata.name: is required"
+        );
     }
 
     #[test]
@@ -308,6 +327,10 @@ metadata: {}
     #[test]
     fn syntax_errors_name_the_document() {
         let d = decode(Path::new("b.yaml"), "apiVersion: v1\nkind: [\n");
-        assert!(d.problems[0].message.starts_with("document 1:"), "{}", d.problems[0]);
+        assert!(
+            d.problems[0].message.starts_with("document 1:"),
+            "{}",
+            d.problems[0]
+        );
     }
 }

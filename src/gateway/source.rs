@@ -33,7 +33,15 @@ impl FileSource {
 
     /// Every problem of every file, sorted by file.
     pub fn problems(&self) -> Vec<Problem> {
-        self.files.values().flat_map(|f| f.problems.clone()).collect()
+        self.files
+            .values()
+            .flat_map(|f| f.problems.clone())
+            .collect()
+    }
+
+    /// The file that defines `key`, if any does.
+    pub fn file_of(&self, key: &ObjectKey) -> Option<&Path> {
+        self.objects.get(key).map(|(path, _)| path.as_path())
     }
 
     /// A file was created or changed.
@@ -62,7 +70,10 @@ impl FileSource {
                     file: path.to_path_buf(),
                     object: Some(key.to_string()),
                     field: None,
-                    message: format!("already defined in {}; this copy is ignored", other.display()),
+                    message: format!(
+                        "already defined in {}; this copy is ignored",
+                        other.display()
+                    ),
                 });
                 continue;
             }
@@ -70,7 +81,8 @@ impl FileSource {
             if !same {
                 changes.push((key.clone(), Some(object.clone())));
             }
-            self.objects.insert(key.clone(), (path.to_path_buf(), object));
+            self.objects
+                .insert(key.clone(), (path.to_path_buf(), object));
             keys.push(key);
         }
         for k in old_keys {
@@ -79,7 +91,8 @@ impl FileSource {
                 changes.push((k, None));
             }
         }
-        self.files.insert(path.to_path_buf(), FileEntry { keys, problems });
+        self.files
+            .insert(path.to_path_buf(), FileEntry { keys, problems });
         changes
     }
 
@@ -108,17 +121,25 @@ impl FileSource {
 mod tests {
     use super::*;
 
-    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+    const SVC: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
 
     #[test]
     fn edits_and_deletes_produce_changes() {
         let mut s = FileSource::new();
         let c = s.file_changed(Path::new("d/a.yaml"), SVC);
         assert_eq!(c.len(), 1);
-        assert!(s.file_changed(Path::new("d/a.yaml"), SVC).is_empty(), "unchanged content, no change");
+        assert!(
+            s.file_changed(Path::new("d/a.yaml"), SVC).is_empty(),
+            "unchanged content, no change"
+        );
         // The same object in a second file is reported, not applied.
         assert!(s.file_changed(Path::new("d/b.yaml"), SVC).is_empty());
-        assert!(s.problems()[0].message.contains("already defined in d/a.yaml"));
+        assert!(
+            s.problems()[0]
+                .message
+                .contains("already defined in d/a.yaml")
+        );
         let c = s.removed(Path::new("d"));
         assert_eq!(c.len(), 1);
         assert!(c[0].1.is_none());

@@ -36,6 +36,8 @@ pub struct IngressState {
     pub error: Option<String>,
     /// Reason for `error` (`DomainConflict`, `TranslationFailed`, …).
     pub reason: Option<String>,
+    /// The field `error` is about (Knative's path syntax), when it names one.
+    pub error_field: Option<String>,
     /// Cache generation at which its current translation was published.
     pub generation: u64,
     /// Hosts per rule (for probing): (host, cluster-local).
@@ -78,7 +80,10 @@ impl GatewayState {
     /// Applies object changes (`Some` = added/changed, `None` = deleted) and
     /// returns the xDS update to publish plus the KIngresses whose served
     /// configuration changed in it.
-    pub fn apply(&mut self, changes: Vec<(ObjectKey, Option<Object>)>) -> (Update, BTreeSet<IngressKey>) {
+    pub fn apply(
+        &mut self,
+        changes: Vec<(ObjectKey, Option<Object>)>,
+    ) -> (Update, BTreeSet<IngressKey>) {
         let mut touched: BTreeSet<IngressKey> = BTreeSet::new();
         let mut hosts_changed = false;
         for (key, object) in changes {
@@ -111,6 +116,7 @@ impl GatewayState {
                             served_hash,
                             error: None,
                             reason: None,
+                            error_field: None,
                             generation,
                             hosts,
                         },
@@ -260,13 +266,19 @@ impl GatewayState {
 
     /// Re-translates one KIngress and records the resource changes; returns
     /// whether what is served for it changed.
-    fn retranslate(&mut self, key: &IngressKey, conflict: Option<&DomainConflict>, update: &mut Update) -> bool {
+    fn retranslate(
+        &mut self,
+        key: &IngressKey,
+        conflict: Option<&DomainConflict>,
+        update: &mut Update,
+    ) -> bool {
         let next: Option<IngressResources> = match self.ingresses.get_mut(key) {
             None => None,
             Some(state) => {
                 if let Some(c) = conflict {
                     state.error = Some(c.to_string());
                     state.reason = Some(c.reason().to_string());
+                    state.error_field = None;
                     state.served_hash = None;
                     None
                 } else {
@@ -274,11 +286,13 @@ impl GatewayState {
                         Ok(t) => {
                             state.error = None;
                             state.reason = None;
+                            state.error_field = None;
                             state.served_hash = Some(t.hash.clone());
                             Some(t)
                         }
                         Err(e) => {
                             state.reason = Some(reason_of(&e).to_string());
+                            state.error_field = field_of(&e);
                             state.error = Some(e.to_string());
                             tracing::warn!(ingress = %key, error = %e, "translation failed; the previous configuration keeps serving");
                             return false;
@@ -302,7 +316,10 @@ impl GatewayState {
         for (k, r) in &new_res {
             let owners = self.owners.entry(k.clone()).or_default();
             owners.insert(key.clone());
-            let differs = self.current.get(k).is_none_or(|c| c.version() != r.version());
+            let differs = self
+                .current
+                .get(k)
+                .is_none_or(|c| c.version() != r.version());
             // A shared resource follows its first owner; others only add a user.
             let leads = owners.iter().next() == Some(key);
             if differs && (leads || !self.current.contains_key(k)) {
@@ -312,7 +329,9 @@ impl GatewayState {
             }
         }
         for k in old_res.keys().filter(|k| !new_res.contains_key(*k)) {
-            let Some(owners) = self.owners.get_mut(k) else { continue };
+            let Some(owners) = self.owners.get_mut(k) else {
+                continue;
+            };
             owners.remove(key);
             if owners.is_empty() {
                 self.owners.remove(k);
@@ -320,11 +339,15 @@ impl GatewayState {
                 update.removals.push(k.clone());
                 changed = true;
             } else if let Some(first) = owners.iter().next().cloned()
-                && let Some(r) = self
-                    .served
-                    .get(&first)
-                    .and_then(|t| t.resources().into_iter().find(|r| (r.type_url(), r.name()) == (k.0.as_str(), k.1.as_str())))
-                && self.current.get(k).is_none_or(|c| c.version() != r.version())
+                && let Some(r) = self.served.get(&first).and_then(|t| {
+                    t.resources()
+                        .into_iter()
+                        .find(|r| (r.type_url(), r.name()) == (k.0.as_str(), k.1.as_str()))
+                })
+                && self
+                    .current
+                    .get(k)
+                    .is_none_or(|c| c.version() != r.version())
             {
                 self.current.insert(k.clone(), r.clone());
                 update.upserts.push(r);
@@ -344,13 +367,19 @@ impl GatewayState {
             .map(|l| (l.name.clone(), Resource::new(l.name.clone(), &l)))
             .collect();
         for (name, r) in &next {
-            if self.listeners.get(name).is_none_or(|o| o.version() != r.version()) {
+            if self
+                .listeners
+                .get(name)
+                .is_none_or(|o| o.version() != r.version())
+            {
                 update.upserts.push(r.clone());
             }
         }
         for (name, r) in &self.listeners {
             if !next.contains_key(name) {
-                update.removals.push((r.type_url().to_string(), name.clone()));
+                update
+                    .removals
+                    .push((r.type_url().to_string(), name.clone()));
             }
         }
         self.listeners = next;
@@ -373,9 +402,80 @@ fn rule_hosts(i: &Ingress) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The field a translation error is about: the paths of Knative's validation errors, or the
+/// field the error names.
+fn field_of(e: &TranslateError) -> Option<String> {
+    match e {
+        TranslateError::Invalid { errors, .. } => {
+            let mut paths: Vec<&str> = errors
+                .iter()
+                .flat_map(|e| e.paths.iter().map(String::as_str))
+                .collect();
+            paths.sort_unstable();
+            paths.dedup();
+            (!paths.is_empty()).then(|| paths.join(", "))
+        }
+        TranslateError::NoHosts { field, .. }
+        | TranslateError::UnsupportedHost { field, .. }
+        | TranslateError::ServiceNotFound { field, .. }
+        | TranslateError::PortNotFound { field, .. }
+        | TranslateError::ExternalNameMissing { field, .. }
+        | TranslateError::SecretNotFound { field, .. }
+        | TranslateError::SecretKeyMissing { field, .. }
+        | TranslateError::SecretNotPem { field, .. } => Some(field.clone()),
+        TranslateError::OtherClass { .. } => None,
+    }
+}
+
 fn reason_of(e: &TranslateError) -> &'static str {
     match e {
         TranslateError::Invalid { .. } => "InvalidIngress",
         _ => "TranslationFailed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_serving::FieldError;
+
+    #[test]
+    fn translation_errors_name_their_field() {
+        let ingress = IngressKey::new("default", "live");
+        let invalid = TranslateError::Invalid {
+            ingress: ingress.clone(),
+            errors: vec![
+                FieldError {
+                    message: "traffic split percentage must total to 100, but was 90".into(),
+                    paths: vec!["spec.rules[0].http.paths[0].splits".into()],
+                },
+                FieldError {
+                    message: "missing field(s)".into(),
+                    paths: vec![
+                        "spec.rules[1].hosts".into(),
+                        "spec.rules[0].http.paths[0].splits".into(),
+                    ],
+                },
+            ],
+        };
+        assert_eq!(
+            field_of(&invalid).as_deref(),
+            Some("spec.rules[0].http.paths[0].splits, spec.rules[1].hosts")
+        );
+        let missing = TranslateError::ServiceNotFound {
+            ingress: ingress.clone(),
+            field: "spec.rules[0].http.paths[0].splits[0].serviceName".into(),
+            namespace: "default".into(),
+            name: "a".into(),
+        };
+        assert_eq!(
+            field_of(&missing).as_deref(),
+            Some("spec.rules[0].http.paths[0].splits[0].serviceName")
+        );
+        let other = TranslateError::OtherClass {
+            ingress,
+            class: None,
+        };
+        assert_eq!(field_of(&other), None);
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod gateway;
 pub mod ports;
 pub mod wait;
 

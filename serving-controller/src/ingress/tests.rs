@@ -73,7 +73,10 @@ fn decodes_what_knative_writes() {
     let split = &ing.spec.rules[1].http.as_ref().unwrap().paths[0].splits[0];
     assert_eq!(split.service_port, IntOrString::Int(80));
     assert_eq!(split.percent, 100);
-    assert_eq!(split.append_headers["Knative-Serving-Revision"], "hello-00001");
+    assert_eq!(
+        split.append_headers["Knative-Serving-Revision"],
+        "hello-00001"
+    );
     assert_eq!(ing.status.observed_generation, Some(2));
     assert_eq!(ing.status.conditions[0].type_, CONDITION_READY);
     assert_eq!(
@@ -99,7 +102,10 @@ fn unknown_spec_fields_are_rejected_like_the_webhook() {
             "spec:\n  rules:\n  - hosts: [a]\n    http:\n      paths:\n      - splits:\n        - serviceName: s\n          weight: 3\n",
             "weight",
         ),
-        ("spec:\n  tls:\n  - secretName: s\n    certificate: x\n", "certificate"),
+        (
+            "spec:\n  tls:\n  - secretName: s\n    certificate: x\n",
+            "certificate",
+        ),
         ("spec: {}\nextra: 1\n", "extra"),
     ];
     for (yaml, field) in cases {
@@ -116,7 +122,9 @@ fn unknown_enum_values_are_rejected() {
 
 #[test]
 fn nulls_decode_as_empty() {
-    let ing = decode("spec:\n  tls: null\n  rules:\n  - hosts: null\n    http:\n      paths: null\n").unwrap();
+    let ing =
+        decode("spec:\n  tls: null\n  rules:\n  - hosts: null\n    http:\n      paths: null\n")
+            .unwrap();
     assert!(ing.spec.tls.is_empty());
     assert!(ing.spec.rules[0].hosts.is_empty());
     assert!(ing.spec.rules[0].http.as_ref().unwrap().paths.is_empty());
@@ -136,11 +144,10 @@ fn named_service_port() {
 fn class_decides_ownership() {
     let mut ing = decode(KNATIVE_YAML).unwrap();
     assert!(is_ours(&ing));
-    ing.metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert(INGRESS_CLASS_ANNOTATION.into(), "kourier.ingress.networking.knative.dev".into());
+    ing.metadata.annotations.as_mut().unwrap().insert(
+        INGRESS_CLASS_ANNOTATION.into(),
+        "kourier.ingress.networking.knative.dev".into(),
+    );
     assert!(!is_ours(&ing));
     ing.metadata.annotations = None;
     assert!(!is_ours(&ing));

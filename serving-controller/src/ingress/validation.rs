@@ -11,8 +11,8 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    HttpIngressPath, HttpIngressRuleValue, Ingress, IngressBackendSplit, IngressRule,
-    IngressSpec, IngressTls,
+    HttpIngressPath, HttpIngressRuleValue, Ingress, IngressBackendSplit, IngressRule, IngressSpec,
+    IngressTls,
 };
 
 /// One validation error: a message and the field paths it applies to.

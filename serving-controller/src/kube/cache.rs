@@ -372,9 +372,15 @@ mod tests {
     #[test]
     fn slices_are_found_by_service_and_follow_relabels() {
         let mut cache = KubeCache::new();
-        for s in [slice("ns", "web-1", "web", "1"), slice("ns", "web-2", "web", "1")] {
+        for s in [
+            slice("ns", "web-1", "web", "1"),
+            slice("ns", "web-2", "web", "1"),
+        ] {
             let change = cache.endpoint_slices.upsert(s).expect("new");
-            assert_eq!(cache.index_slice_change(&change), [ObjectKey::new("ns", "web")]);
+            assert_eq!(
+                cache.index_slice_change(&change),
+                [ObjectKey::new("ns", "web")]
+            );
         }
         let found: Vec<_> = cache
             .endpoint_slices("ns", "web")
@@ -399,7 +405,10 @@ mod tests {
             .endpoint_slices
             .remove(&ObjectKey::new("ns", "web-1"))
             .expect("removed");
-        assert_eq!(cache.index_slice_change(&gone), [ObjectKey::new("ns", "web")]);
+        assert_eq!(
+            cache.index_slice_change(&gone),
+            [ObjectKey::new("ns", "web")]
+        );
         assert!(cache.endpoint_slices("ns", "web").is_empty());
     }
 

@@ -182,7 +182,13 @@ mod tests {
         };
         let msg = e.to_string();
         assert!(msg.contains("ns/web"), "{msg}");
-        assert!(msg.contains("kourier.ingress.networking.knative.dev"), "{msg}");
-        assert!(msg.contains("sluice.ingress.networking.knative.dev"), "{msg}");
+        assert!(
+            msg.contains("kourier.ingress.networking.knative.dev"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("sluice.ingress.networking.knative.dev"),
+            "{msg}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use ::kube::Resource;
 use ::kube::core::{ApiResource, DynamicObject};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 
 use super::KubeError;
 use crate::ingress::{
@@ -111,45 +112,43 @@ pub fn strip_meta(meta: &mut ObjectMeta) {
 /// controllers, may carry fields of other Knative versions, and never feeds translation — if it
 /// does not decode it is taken as empty. Other top-level fields are ignored.
 pub fn decode_ingress(object: DynamicObject) -> Result<Ingress, KubeError> {
+    decode_or_stub(object).map_err(|failed| failed.1)
+}
+
+/// [`decode_ingress`], returning on failure also the object's metadata and status as a KIngress
+/// with an empty spec: enough to address it and write its status, nothing to translate.
+pub(crate) fn decode_or_stub(object: DynamicObject) -> Result<Ingress, Box<(Ingress, KubeError)>> {
     let DynamicObject { metadata, data, .. } = object;
     let mut data = match data {
         serde_json::Value::Object(map) => map,
         _ => serde_json::Map::new(),
     };
-    let spec = match data.remove("spec") {
-        None | Some(serde_json::Value::Null) => IngressSpec::default(),
-        Some(value) => {
-            serde_json::from_value(value).map_err(|source| KubeError::Decode {
-                ingress: key_of(&metadata),
-                source,
-            })?
-        }
-    };
     let status = data
         .remove("status")
-        .and_then(|value| serde_json::from_value::<IngressStatus>(value).ok())
+        .and_then(|value| IngressStatus::deserialize(value).ok())
         .unwrap_or_default();
-    Ok(Ingress {
+    // Decoded from a reference, so that the object is still whole if it fails.
+    let spec = match data.get("spec") {
+        None | Some(serde_json::Value::Null) => Ok(IngressSpec::default()),
+        Some(value) => IngressSpec::deserialize(value),
+    };
+    let ingress = |spec| Ingress {
         api_version: API_VERSION.to_string(),
         kind: KIND.to_string(),
         metadata,
         spec,
         status,
-    })
-}
-
-/// A KIngress carrying only the metadata and status of an object whose spec did not decode:
-/// enough to address it and to write its status, nothing to translate.
-pub fn undecodable_ingress(object: &DynamicObject) -> Ingress {
-    let status = object
-        .data
-        .get("status")
-        .and_then(|value| serde_json::from_value::<IngressStatus>(value.clone()).ok())
-        .unwrap_or_default();
-    Ingress {
-        metadata: object.metadata.clone(),
-        status,
-        ..Ingress::default()
+    };
+    match spec {
+        Ok(spec) => Ok(ingress(spec)),
+        Err(source) => {
+            let stub = ingress(IngressSpec::default());
+            let error = KubeError::Decode {
+                ingress: key_of(&stub.metadata),
+                source,
+            };
+            Err(Box::new((stub, error)))
+        }
     }
 }
 
@@ -192,7 +191,10 @@ mod tests {
         .expect("decodes");
         assert_eq!(ingress.key(), IngressKey::new("default", "hello"));
         assert_eq!(ingress.spec.rules[0].hosts, ["hello.default.example.com"]);
-        assert!(ingress.status.is_empty(), "undecodable status taken as empty");
+        assert!(
+            ingress.status.is_empty(),
+            "undecodable status taken as empty"
+        );
         assert!(crate::ingress::is_ours(&ingress));
 
         let err = decode_ingress(dynamic(json!({
@@ -202,7 +204,10 @@ mod tests {
         })))
         .expect_err("unknown spec field");
         let msg = err.to_string();
-        assert!(msg.contains("default/bad") && msg.contains("unknownField"), "{msg}");
+        assert!(
+            msg.contains("default/bad") && msg.contains("unknownField"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -213,7 +218,8 @@ mod tests {
             "spec": {"bogus": 1},
             "status": {"observedGeneration": 3}
         }));
-        let stub = undecodable_ingress(&object);
+        let (stub, error) = *decode_or_stub(object).expect_err("bogus spec field");
+        assert!(matches!(error, KubeError::Decode { .. }));
         assert_eq!(stub.key(), IngressKey::new("default", "bad"));
         assert_eq!(stub.metadata.generation, Some(4));
         assert_eq!(stub.status.observed_generation, Some(3));

@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use ::kube::api::{Api, DynamicObject};
-use ::kube::runtime::watcher::{self, Event};
 use ::kube::runtime::WatchStreamExt;
+use ::kube::runtime::watcher::{self, Event};
 use ::kube::{Client, Resource};
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
@@ -26,9 +26,7 @@ use serde::de::DeserializeOwned;
 
 use super::KubeError;
 use super::cache::{Change, KubeCache, ObjectKey, Store, service_of_slice};
-use super::resource::{
-    decode_ingress, ingress_api_resource, is_ours_meta, key_of, strip_meta, undecodable_ingress,
-};
+use super::resource::{decode_or_stub, ingress_api_resource, is_ours_meta, key_of, strip_meta};
 use crate::ingress::{Ingress, IngressKey};
 
 /// The KIngress resource, as named in errors and RBAC.
@@ -146,7 +144,9 @@ impl KubeEvent {
     /// EndpointSlice keeps the Service label it was created with, so one key suffices.)
     pub fn service_key(&self) -> Option<ObjectKey> {
         match self {
-            KubeEvent::ServiceApplied(s) | KubeEvent::ServiceDeleted(s) => Some(key_of(&s.metadata)),
+            KubeEvent::ServiceApplied(s) | KubeEvent::ServiceDeleted(s) => {
+                Some(key_of(&s.metadata))
+            }
             KubeEvent::EndpointSliceApplied(s) | KubeEvent::EndpointSliceDeleted(s) => {
                 service_of_slice(s)
             }
@@ -225,8 +225,11 @@ impl KubeSource {
             source.add(ns, stream.map(Item::Ingress));
         }
         for ns in config.services.targets() {
-            let stream = watch(api::<Service>(&client, &ns), config.services.watcher_config())
-                .modify(|s: &mut Service| strip_meta(&mut s.metadata));
+            let stream = watch(
+                api::<Service>(&client, &ns),
+                config.services.watcher_config(),
+            )
+            .modify(|s: &mut Service| strip_meta(&mut s.metadata));
             source.add(ns, stream.map(Item::Service));
         }
         for ns in config.endpoint_slices.targets() {
@@ -243,7 +246,11 @@ impl KubeSource {
         source
     }
 
-    fn add(&mut self, namespace: Option<String>, stream: impl Stream<Item = Item> + Send + 'static) {
+    fn add(
+        &mut self,
+        namespace: Option<String>,
+        stream: impl Stream<Item = Item> + Send + 'static,
+    ) {
         let index = self.info.len();
         self.info.push(StreamInfo {
             namespace,
@@ -277,20 +284,28 @@ impl KubeSource {
             }
             let (stream, item) = self.streams.next().await?;
             if let Err(error) = self.handle(stream, item) {
+                tracing::debug!(%error, "watch failed; retrying with backoff");
                 return Some(Err(error));
             }
         }
     }
 
     fn handle(&mut self, stream: usize, item: Item) -> Result<(), KubeError> {
-        let namespace = self.info.get(stream).and_then(|i| i.namespace.clone());
+        // The watched namespace (for a re-list); borrowed alongside the cache.
+        let namespace = self.info.get(stream).and_then(|i| i.namespace.as_deref());
         let listed = match item {
             Item::Ingress(event) => {
                 let event = event.map_err(|source| KubeError::Watch {
                     resource: INGRESSES,
                     source: Box::new(source),
                 })?;
-                self.ingress_event(stream, namespace, event)
+                ingress_event(
+                    &mut self.cache.ingresses,
+                    &mut self.pending,
+                    stream,
+                    namespace,
+                    event,
+                )
             }
             Item::Service(event) => {
                 let event = event.map_err(|source| KubeError::Watch {
@@ -298,10 +313,11 @@ impl KubeSource {
                     source: Box::new(source),
                 })?;
                 let (changes, listed) = apply(&mut self.cache.services, stream, namespace, event);
-                self.pending.extend(changes.into_iter().map(|change| match change {
-                    Change::Applied { new, .. } => KubeEvent::ServiceApplied(new),
-                    Change::Deleted(old) => KubeEvent::ServiceDeleted(old),
-                }));
+                self.pending
+                    .extend(changes.into_iter().map(|change| match change {
+                        Change::Applied { new, .. } => KubeEvent::ServiceApplied(new),
+                        Change::Deleted(old) => KubeEvent::ServiceDeleted(old),
+                    }));
                 listed
             }
             Item::EndpointSlice(event) => {
@@ -326,72 +342,76 @@ impl KubeSource {
                     source: Box::new(source),
                 })?;
                 let (changes, listed) = apply(&mut self.cache.secrets, stream, namespace, event);
-                self.pending.extend(changes.into_iter().map(|change| match change {
-                    Change::Applied { new, .. } => KubeEvent::SecretApplied(new),
-                    Change::Deleted(old) => KubeEvent::SecretDeleted(old),
-                }));
+                self.pending
+                    .extend(changes.into_iter().map(|change| match change {
+                        Change::Applied { new, .. } => KubeEvent::SecretApplied(new),
+                        Change::Deleted(old) => KubeEvent::SecretDeleted(old),
+                    }));
                 listed
             }
         };
-        if listed && let Some(info) = self.info.get_mut(stream) && !info.listed {
+        if listed
+            && let Some(info) = self.info.get_mut(stream)
+            && !info.listed
+        {
             info.listed = true;
             self.unlisted -= 1;
             if self.unlisted == 0 && !self.synced {
                 self.synced = true;
+                tracing::info!(cache = ?self.cache.counts(), "kube source synced");
                 self.pending.push_back(KubeEvent::Synced);
             }
         }
         Ok(())
     }
+}
 
-    /// Applies a KIngress watch event; returns whether it ended a list.
-    fn ingress_event(
-        &mut self,
-        stream: usize,
-        namespace: Option<String>,
-        event: Event<DynamicObject>,
-    ) -> bool {
-        let store = &mut self.cache.ingresses;
-        let mut changes = Vec::new();
-        let mut listed = false;
-        match event {
-            Event::Init => store.begin_relist(stream, namespace),
-            Event::InitApply(object) | Event::Apply(object) if !is_ours_meta(&object.metadata) => {
-                // Not ours: never decoded. Gone from a re-list by not being added; on a live
-                // change it may have just stopped being ours.
-                if !store.relist_active(stream) {
-                    changes.extend(store.remove(&key_of(&object.metadata)));
-                }
-            }
-            Event::InitApply(mut object) | Event::Apply(mut object) => {
-                strip_meta(&mut object.metadata);
-                let key = key_of(&object.metadata);
-                let stub = undecodable_ingress(&object);
-                match decode_ingress(object) {
-                    Ok(ingress) => changes.extend(store.relist_add(stream, Arc::new(ingress))),
-                    Err(error) => {
-                        store.relist_keep(stream, &key);
-                        self.pending.push_back(KubeEvent::IngressRejected {
-                            ingress: Arc::new(stub),
-                            error,
-                        });
-                    }
-                }
-            }
-            Event::Delete(object) => changes.extend(store.remove(&key_of(&object.metadata))),
-            Event::InitDone => {
-                changes = store.end_relist(stream);
-                listed = true;
+/// Applies a KIngress watch event to `store`, queueing the resulting events; returns whether
+/// the event ended a list.
+fn ingress_event(
+    store: &mut Store<Ingress>,
+    pending: &mut VecDeque<KubeEvent>,
+    stream: usize,
+    namespace: Option<&str>,
+    event: Event<DynamicObject>,
+) -> bool {
+    let mut changes = Vec::new();
+    let mut listed = false;
+    match event {
+        Event::Init => store.begin_relist(stream, namespace.map(str::to_string)),
+        Event::InitApply(object) | Event::Apply(object) if !is_ours_meta(&object.metadata) => {
+            // Not ours: never decoded. Gone from a re-list by not being added; on a live
+            // change it may have just stopped being ours.
+            if !store.relist_active(stream) {
+                changes.extend(store.remove(&key_of(&object.metadata)));
             }
         }
-        for change in changes {
-            self.pending.push_back(match change {
-                Change::Applied { new, .. } => KubeEvent::IngressApplied(new),
-                Change::Deleted(old) => KubeEvent::IngressDeleted(old.key()),
-            });
+        Event::InitApply(mut object) | Event::Apply(mut object) => {
+            strip_meta(&mut object.metadata);
+            match decode_or_stub(object) {
+                Ok(ingress) => changes.extend(store.relist_add(stream, Arc::new(ingress))),
+                Err(failed) => {
+                    let (stub, error) = *failed;
+                    tracing::warn!(%error, "KIngress rejected; its last good version keeps serving");
+                    store.relist_keep(stream, &stub.key());
+                    pending.push_back(KubeEvent::IngressRejected {
+                        ingress: Arc::new(stub),
+                        error,
+                    });
+                }
+            }
         }
-        listed
+        Event::Delete(object) => changes.extend(store.remove(&key_of(&object.metadata))),
+        Event::InitDone => {
+            changes = store.end_relist(stream);
+            listed = true;
+        }
     }
+    pending.extend(changes.into_iter().map(|change| match change {
+        Change::Applied { new, .. } => KubeEvent::IngressApplied(new),
+        Change::Deleted(old) => KubeEvent::IngressDeleted(old.key()),
+    }));
+    listed
 }
 
 /// An `Api` for all namespaces or one.
@@ -408,7 +428,10 @@ where
 
 /// A kube-runtime watcher with the default backoff (0.8 s doubling to 30 s, jittered, reset
 /// after 2 min of health), so a failing API server is not hammered.
-fn watch<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -420,17 +443,26 @@ where
 fn apply<K: Resource>(
     store: &mut Store<K>,
     stream: usize,
-    namespace: Option<String>,
+    namespace: Option<&str>,
     event: Event<K>,
 ) -> (Vec<Change<K>>, bool) {
     match event {
         Event::Init => {
-            store.begin_relist(stream, namespace);
+            store.begin_relist(stream, namespace.map(str::to_string));
             (Vec::new(), false)
         }
-        Event::InitApply(object) => (store.relist_add(stream, Arc::new(object)).into_iter().collect(), false),
+        Event::InitApply(object) => (
+            store
+                .relist_add(stream, Arc::new(object))
+                .into_iter()
+                .collect(),
+            false,
+        ),
         Event::Apply(object) => (store.upsert(Arc::new(object)).into_iter().collect(), false),
-        Event::Delete(object) => (store.remove(&key_of(object.meta())).into_iter().collect(), false),
+        Event::Delete(object) => (
+            store.remove(&key_of(object.meta())).into_iter().collect(),
+            false,
+        ),
         Event::InitDone => (store.end_relist(stream), true),
     }
 }

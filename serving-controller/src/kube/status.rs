@@ -250,6 +250,7 @@ pub async fn patch_status(
     });
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &ingress_api_resource());
+    tracing::debug!(ingress = %ingress.key(), generation = ?status.observed_generation, "patching KIngress status");
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(name, &params, &Patch::Apply(&body))
         .await
@@ -312,7 +313,11 @@ mod tests {
         ingress.metadata.namespace = Some("default".into());
         ingress.metadata.generation = Some(generation);
         ingress.metadata.annotations = Some(
-            [(INGRESS_CLASS_ANNOTATION.to_string(), SLUICE_INGRESS_CLASS.to_string())].into(),
+            [(
+                INGRESS_CLASS_ANNOTATION.to_string(),
+                SLUICE_INGRESS_CLASS.to_string(),
+            )]
+            .into(),
         );
         ingress
     }
@@ -340,11 +345,18 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(
             summary(&status),
-            ["LoadBalancerReady=True ", "NetworkConfigured=True ", "Ready=True "]
+            [
+                "LoadBalancerReady=True ",
+                "NetworkConfigured=True ",
+                "Ready=True "
+            ]
         );
-        assert!(status.conditions.iter().all(
-            |c| c.last_transition_time.as_deref() == Some("2026-01-02T03:04:05Z")
-        ));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.last_transition_time.as_deref() == Some("2026-01-02T03:04:05Z"))
+        );
         let json = serde_json::to_value(&status).expect("json");
         assert_eq!(
             json["publicLoadBalancer"],
@@ -385,7 +397,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            summary(&desired_status(&ingress(1), &Readiness::waiting(), &lbs, now)),
+            summary(&desired_status(
+                &ingress(1),
+                &Readiness::waiting(),
+                &lbs,
+                now
+            )),
             [
                 "LoadBalancerReady=Unknown Uninitialized",
                 "NetworkConfigured=True ",
@@ -398,7 +415,12 @@ mod tests {
     fn transition_time_kept_while_status_unchanged() {
         let lbs = LoadBalancers::default();
         let mut object = ingress(1);
-        object.status = desired_status(&object, &Readiness::waiting(), &lbs, at("2026-01-01T00:00:00Z"));
+        object.status = desired_status(
+            &object,
+            &Readiness::waiting(),
+            &lbs,
+            at("2026-01-01T00:00:00Z"),
+        );
         let later = desired_status(&object, &Readiness::Ready, &lbs, at("2026-01-01T00:00:09Z"));
         let time = |status: &IngressStatus, t: &str| {
             status
@@ -420,8 +442,11 @@ mod tests {
     fn only_our_addressable_ingresses_are_written() {
         let mut other = ingress(1);
         other.metadata.annotations = Some(
-            [(INGRESS_CLASS_ANNOTATION.to_string(), "kourier.ingress.networking.knative.dev".to_string())]
-                .into(),
+            [(
+                INGRESS_CLASS_ANNOTATION.to_string(),
+                "kourier.ingress.networking.knative.dev".to_string(),
+            )]
+            .into(),
         );
         assert!(matches!(
             ours_and_addressable(&other),
@@ -433,7 +458,10 @@ mod tests {
             ours_and_addressable(&nameless),
             Err(KubeError::MissingMetadata { field: "name" })
         ));
-        assert_eq!(ours_and_addressable(&ingress(1)).ok(), Some(("default", "hello")));
+        assert_eq!(
+            ours_and_addressable(&ingress(1)).ok(),
+            Some(("default", "hello"))
+        );
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub fn http_connection_manager(stat_prefix: &str, table: RouteTable) -> HttpConn
         )),
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(
+                any(&Router::default()),
+            )),
             ..Default::default()
         }],
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
@@ -203,7 +205,12 @@ pub fn listeners<'a>(
     config: &GatewayConfig,
     chains: impl IntoIterator<Item = &'a TlsChain> + Clone,
 ) -> Vec<Listener> {
-    let of = |v: Visibility| chains.clone().into_iter().filter(move |c| c.visibility == v);
+    let of = |v: Visibility| {
+        chains
+            .clone()
+            .into_iter()
+            .filter(move |c| c.visibility == v)
+    };
     let mut out = vec![
         http_listener(EXTERNAL_HTTP, config.external_http, RouteTable::External),
         http_listener(INTERNAL_HTTP, config.internal_http, RouteTable::Internal),

@@ -23,6 +23,11 @@ pub fn probe_route(ingress: &IngressKey, rule: usize, prefix: &str) -> String {
     format!("{}.Probe", route(ingress, rule, prefix))
 }
 
+/// The probe route answering probes on any path of a rule: `(ns/name).Rules[0].Probe`.
+pub fn catch_all_probe_route(ingress: &IngressKey, rule: usize) -> String {
+    format!("({ingress}).Rules[{rule}].Probe")
+}
+
 /// The route configuration of a KIngress: `ns/name`.
 pub fn route_configuration(ingress: &IngressKey) -> String {
     ingress.to_string()

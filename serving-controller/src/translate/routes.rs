@@ -9,7 +9,9 @@
 //! - no retry policy (a backend's 503 reaches the client), route timeout `0s` (none) unless a
 //!   revision timeout is known;
 //! - every path has a probe copy placed first that matches `K-Network-Hash: override` and is
-//!   answered by Envoy itself with 200 and `K-Network-Hash: <hash>` (DESIGN.md);
+//!   answered by Envoy itself with 200 and `K-Network-Hash: <hash>` (DESIGN.md); a rule with
+//!   no plain `/` path also gets a catch-all probe, so the prober's `GET /healthz` is always
+//!   answered;
 //! - virtual host domains are each host and `host:*` (a `Host` header with a port).
 
 use std::collections::BTreeMap;
@@ -20,8 +22,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, RedirectAction, Route, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster, header_matcher, redirect_action, route,
-    route_action, route_match, weighted_cluster::ClusterWeight,
+    RouteMatch, VirtualHost, WeightedCluster, header_matcher, redirect_action, route, route_action,
+    route_match, weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::UInt32Value;
@@ -162,9 +164,9 @@ pub fn redirect_route(name: &str, matcher: RouteMatch) -> Route {
         name: name.to_string(),
         r#match: Some(matcher),
         action: Some(route::Action::Redirect(RedirectAction {
-            scheme_rewrite_specifier: Some(
-                redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true),
-            ),
+            scheme_rewrite_specifier: Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(
+                true,
+            )),
             response_code: redirect_action::RedirectResponseCode::MovedPermanently as i32,
             ..Default::default()
         })),
@@ -241,10 +243,7 @@ mod tests {
     fn longest_prefix_then_headers_first() {
         let cases: Vec<(Vec<HttpIngressPath>, Vec<usize>)> = vec![
             (vec![path("", &[]), path("/foo", &[])], vec![1, 0]),
-            (
-                vec![path("/", &[]), path("/", &[("a", "1")])],
-                vec![1, 0],
-            ),
+            (vec![path("/", &[]), path("/", &[("a", "1")])], vec![1, 0]),
             (
                 vec![
                     path("/a", &[]),
@@ -282,7 +281,10 @@ mod tests {
                 exact_header("K-Network-Hash", "override")
             ]
         );
-        assert_eq!(r.response_headers_to_add, vec![set_header("K-Network-Hash", "abc")]);
+        assert_eq!(
+            r.response_headers_to_add,
+            vec![set_header("K-Network-Hash", "abc")]
+        );
         let Some(route::Action::DirectResponse(d)) = r.action else {
             panic!("not a direct response");
         };

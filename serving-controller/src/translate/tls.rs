@@ -5,7 +5,9 @@
 //! sent once, not copied into each chain (net-kourier's AutoTLS memory problem). Filter chains
 //! refer to it by name over ADS.
 
-use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source, transport_socket};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate, secret,
 };

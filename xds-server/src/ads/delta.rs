@@ -46,6 +46,10 @@ struct TypeState {
     synced: Option<u64>,
     /// The subscription changed since the last diff.
     dirty: bool,
+    /// Whether this type was answered at least once on the stream: the
+    /// first answer is sent even when empty, so Envoy's initial fetch of a
+    /// type with no resources completes at once instead of timing out.
+    answered: bool,
     pending: HashMap<String, Pending>,
 }
 
@@ -200,6 +204,9 @@ impl Stream {
         if first_request {
             st.known = req.initial_resource_versions.clone();
             self.held.seed(&type_url, &req.initial_resource_versions);
+            // A reconnecting client that lists what it holds is initialised
+            // already: it needs no empty first answer.
+            st.answered = !req.initial_resource_versions.is_empty();
             st.wildcard = is_wildcard_type(&type_url) && req.resource_names_subscribe.is_empty();
         }
         for n in &req.resource_names_subscribe {
@@ -248,7 +255,11 @@ impl Stream {
                     }
                 }
             }
-            diffs.retain(|d| !d.upserts.is_empty() || !d.removals.is_empty());
+            diffs.retain(|d| {
+                !d.upserts.is_empty()
+                    || !d.removals.is_empty()
+                    || self.types.get(&d.type_url).is_some_and(|st| !st.answered)
+            });
         }
         if diffs.is_empty() {
             return Ok(());
@@ -267,7 +278,8 @@ impl Stream {
             if !removals.is_empty() {
                 later.push((d.type_url.clone(), d.version, removals));
             }
-            if !d.upserts.is_empty() || !d.removals.is_empty() {
+            let first = self.types.get(&d.type_url).is_some_and(|st| !st.answered);
+            if !d.upserts.is_empty() || !d.removals.is_empty() || first {
                 let removed = std::mem::take(&mut d.removals);
                 self.send(&d.type_url, d.version, &d.upserts, removed)
                     .await?;
@@ -314,10 +326,11 @@ impl Stream {
                 }
             }
             removals.sort();
+            let first_answer = !st.answered;
             let before = upserts.len();
             upserts.retain(|r| self.held.ready(r, snap, &subscribed));
             deferred.push((type_url.clone(), ts.version, upserts.len() < before));
-            if !upserts.is_empty() || !removals.is_empty() {
+            if !upserts.is_empty() || !removals.is_empty() || first_answer {
                 out.push(Diff {
                     type_url: type_url.clone(),
                     version: ts.version,
@@ -347,6 +360,7 @@ impl Stream {
         let Some(st) = self.types.get_mut(type_url) else {
             return Ok(());
         };
+        st.answered = true;
         let nonce = next_nonce();
         let version_s = version.to_string();
         let resp = DeltaDiscoveryResponse {

@@ -22,7 +22,10 @@ fn spec(host: &str, service: &str, extra: &str) -> String {
 }
 
 fn count(resources: &[Resource], type_url: &str) -> usize {
-    resources.iter().filter(|r| r.type_url() == type_url).count()
+    resources
+        .iter()
+        .filter(|r| r.type_url() == type_url)
+        .count()
 }
 
 fn names_of(resources: &[Resource], type_url: &str) -> Vec<String> {
@@ -140,4 +143,57 @@ fn conflict_resolution_then_assembly() {
     assert_eq!(accepted[0].ingress.name, "old");
     let resources = assemble(&accepted, &GatewayConfig::default());
     assert_eq!(names_of(&resources, ROUTE), vec!["default/old"]);
+}
+
+#[test]
+fn an_edit_touches_only_its_own_route_configuration() {
+    let objects = objects();
+    let cache = SnapshotCache::new();
+    let config = GatewayConfig::default();
+    let mut ingresses = [
+        named("a", &spec("a.example.com", "hello-00001", "")),
+        named("b", &spec("b.example.com", "hello-00001", "")),
+        named("c", &spec("c.example.com", "grpc-00001", "")),
+    ];
+    let translate = |ings: &[Ingress]| {
+        let t: Vec<_> = ings
+            .iter()
+            .map(|i| translate_ingress(i, &objects).unwrap())
+            .collect();
+        assemble(&t, &config)
+    };
+    cache
+        .set_snapshot("gateway", translate(&ingresses))
+        .unwrap();
+
+    // A header edit on b: b's route configuration, nothing else.
+    let path = &mut ingresses[1].spec.rules[0].http.as_mut().unwrap().paths[0];
+    path.append_headers.insert("X-Edit".into(), "1".into());
+    let applied = cache
+        .set_snapshot("gateway", translate(&ingresses))
+        .unwrap();
+    assert_eq!((applied.changed, applied.removed), (1, 0));
+    assert_eq!(applied.changed_types, [ROUTE.to_string()].into());
+    let generation = applied.generation;
+    let snapshot = cache.snapshot("gateway");
+    let changed: Vec<&str> = snapshot.types[ROUTE]
+        .resources
+        .values()
+        .filter(|r| r.generation() == generation)
+        .map(|r| r.name())
+        .collect();
+    assert_eq!(changed, vec!["default/b"]);
+
+    // A new host on c: c's route configuration and the new host's scopes.
+    ingresses[2].spec.rules[0]
+        .hosts
+        .push("c2.example.com".into());
+    let applied = cache
+        .set_snapshot("gateway", translate(&ingresses))
+        .unwrap();
+    assert_eq!((applied.changed, applied.removed), (3, 0));
+    assert_eq!(
+        applied.changed_types,
+        [ROUTE.to_string(), SCOPED_ROUTE.to_string()].into()
+    );
 }

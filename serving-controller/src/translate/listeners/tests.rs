@@ -67,7 +67,9 @@ fn connection_manager_serves_knative_traffic() {
         )),
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(
+                any(&Router::default()),
+            )),
             ..Default::default()
         }],
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
@@ -100,8 +102,16 @@ fn plain_listeners_always_exist() {
     assert_eq!(
         listeners(&config, &[]),
         vec![
-            http_listener(EXTERNAL_HTTP, "0.0.0.0:8080".parse().unwrap(), RouteTable::External),
-            http_listener(INTERNAL_HTTP, "0.0.0.0:8081".parse().unwrap(), RouteTable::Internal),
+            http_listener(
+                EXTERNAL_HTTP,
+                "0.0.0.0:8080".parse().unwrap(),
+                RouteTable::External
+            ),
+            http_listener(
+                INTERNAL_HTTP,
+                "0.0.0.0:8081".parse().unwrap(),
+                RouteTable::Internal
+            ),
         ]
     );
     let l = http_listener(EXTERNAL_HTTP, config.external_http, RouteTable::External);
@@ -128,7 +138,12 @@ fn https_listeners_get_one_sni_chain_per_tls_block() {
             address: Some(socket_address(config.external_https)),
             listener_filters: vec![tls_inspector()],
             filter_chains: vec![
-                sni_chain(EXTERNAL_HTTPS, RouteTable::ExternalTls, &a, &["a.com", "www.a.com"]),
+                sni_chain(
+                    EXTERNAL_HTTPS,
+                    RouteTable::ExternalTls,
+                    &a,
+                    &["a.com", "www.a.com"]
+                ),
                 sni_chain(EXTERNAL_HTTPS, RouteTable::ExternalTls, &b, &["b.com"]),
             ],
             ..Default::default()

@@ -1,0 +1,69 @@
+//! What the activator knows about a revision: its key and its data-path
+//! settings.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Header naming the revision a request is for (set by the gateway's split).
+pub const REVISION_HEADER: &str = "knative-serving-revision";
+/// Header naming the revision's namespace (set by the gateway's split).
+pub const NAMESPACE_HEADER: &str = "knative-serving-namespace";
+/// Header the activator adds to every request it forwards, valued
+/// [`PROXY_HEADER_VALUE`], so other measurements can tell them apart.
+pub const PROXY_HEADER: &str = "k-proxy-request";
+/// Value of [`PROXY_HEADER`].
+pub const PROXY_HEADER_VALUE: &str = "activator";
+
+/// Identifies a revision: `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevisionKey {
+    /// The revision's namespace.
+    pub namespace: String,
+    /// The revision's name, e.g. `hello-00001`.
+    pub name: String,
+}
+
+impl RevisionKey {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for RevisionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Knative's default `timeoutSeconds`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A revision's data-path settings, from its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionConfig {
+    /// `containerConcurrency`: the most requests one instance serves at once;
+    /// 0 = unlimited.
+    pub container_concurrency: u32,
+    /// `timeoutSeconds`: how long a request may take, from its arrival at the
+    /// activator, until the response starts. Time spent waiting for capacity
+    /// counts: a request still waiting when it runs out gets 503, one whose
+    /// instance has not answered by then gets 504.
+    pub timeout: Duration,
+    /// The revision speaks HTTP/2 without TLS (port named `h2c`/`http2`):
+    /// forward with h2 prior knowledge (gRPC needs this).
+    pub h2c: bool,
+}
+
+impl Default for RevisionConfig {
+    fn default() -> Self {
+        Self {
+            container_concurrency: 0,
+            timeout: DEFAULT_TIMEOUT,
+            h2c: false,
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Gateway scale benchmark: N KIngresses (each one host, a 2-way split over two
+//! Services with their EndpointSlices) as files, served by `sluice gateway
+//! --dir` and a real Envoy.
+//!
+//! Measures, per N:
+//! - cold start: from launching the gateway to every KIngress Ready (ACKed by
+//!   Envoy and probed through it);
+//! - one split edit (a file rewritten) → Envoy serving the new generation of
+//!   that KIngress (its probe answers the new hash), p50/p99;
+//! - bytes pushed over xDS per edit, and the gateway's RSS;
+//! - in-process, the translation cost of one edit: Sluice's incremental path
+//!   versus a full rebuild of every KIngress into one snapshot (net-kourier's
+//!   approach), as a ratio.
+//!
+//! ```text
+//! cargo build --release --bin sluice --example gateway_bench
+//! target/release/examples/gateway_bench [--sizes 1000,10000] [--edits 50]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use sluice::gateway::documents::{Object, decode};
+use sluice::gateway::probe::Prober;
+use sluice::gateway::state::GatewayState;
+use sluice_serving::{GatewayConfig, Ingress, Objects, assemble, probe_hash, translate_ingress};
+use sluice_xds::SnapshotCache;
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn host(i: usize) -> String {
+    format!("svc-{i}.bench.example.com")
+}
+
+fn ingress_yaml(i: usize, a: u32) -> String {
+    format!(
+        r#"apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: svc-{i}
+  namespace: bench
+  annotations:
+    networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev
+spec:
+  rules:
+  - hosts: [{host}]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {{serviceName: svc-{i}-a, serviceNamespace: bench, servicePort: 80, percent: {a}}}
+        - {{serviceName: svc-{i}-b, serviceNamespace: bench, servicePort: 80, percent: {b}}}
+"#,
+        host = host(i),
+        b = 100 - a
+    )
+}
+
+fn backing_yaml(i: usize) -> String {
+    let mut s = String::new();
+    for (side, port) in [("a", 20_000 + (i % 1000)), ("b", 30_000 + (i % 1000))] {
+        s.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i}-{side}, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: svc-{i}-{side}-x
+  namespace: bench
+  labels: {{kubernetes.io/service-name: svc-{i}-{side}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: true}}
+"#
+        ));
+    }
+    s
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn expected_hash(yaml: &str) -> anyhow::Result<String> {
+    let d = decode(Path::new("x.yaml"), yaml);
+    let Some((_, Object::Ingress(i))) = d.objects.into_iter().next() else {
+        bail!("fixture did not decode: {:?}", d.problems)
+    };
+    let mut i: Ingress = *i;
+    i.set_defaults();
+    Ok(probe_hash(&i))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let resp = client.get(format!("http://{addr}{path}").parse()?).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// In-process: one edit, incremental vs full rebuild.
+fn translation_cost(dir: &Path, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    let mut state = GatewayState::new(GatewayConfig::default());
+    let mut objects = Objects::new();
+    let mut ingresses = Vec::new();
+    let mut changes = Vec::new();
+    for (path, text) in sluice::files::scan(dir, &[])? {
+        for (k, o) in decode(&path, &text).objects {
+            match &o {
+                Object::Service(s) => {
+                    objects.add_service((**s).clone());
+                }
+                Object::EndpointSlice(s) => {
+                    objects.add_endpoint_slice((**s).clone());
+                }
+                Object::Ingress(i) => {
+                    let mut i = (**i).clone();
+                    i.set_defaults();
+                    ingresses.push(i);
+                }
+                _ => {}
+            }
+            changes.push((k, Some(o)));
+        }
+    }
+    let cache = SnapshotCache::new();
+    let (update, _) = state.apply(changes);
+    cache.update("g", update)?;
+    let edit = ingress_yaml(n / 2, 10);
+    let edit_obj = decode(Path::new("e.yaml"), &edit).objects;
+    let t = Instant::now();
+    let (update, _) = state.apply(
+        edit_obj
+            .iter()
+            .map(|(k, o)| (k.clone(), Some(o.clone())))
+            .collect(),
+    );
+    cache.update("g", update)?;
+    let incremental = t.elapsed();
+
+    // Full rebuild: translate every KIngress, assemble, replace the snapshot.
+    let full_cache = SnapshotCache::new();
+    let first: Vec<_> = ingresses
+        .iter()
+        .filter_map(|i| translate_ingress(i, &objects).ok())
+        .collect();
+    full_cache.set_snapshot("g", assemble(&first, &GatewayConfig::default()))?;
+    if let Some(Object::Ingress(e)) = edit_obj.into_iter().next().map(|(_, o)| o) {
+        let mut e = *e;
+        e.set_defaults();
+        if let Some(slot) = ingresses.iter_mut().find(|i| i.key() == e.key()) {
+            *slot = e;
+        }
+    }
+    let t = Instant::now();
+    let all: Vec<_> = ingresses
+        .iter()
+        .filter_map(|i| translate_ingress(i, &objects).ok())
+        .collect();
+    full_cache.set_snapshot("g", assemble(&all, &GatewayConfig::default()))?;
+    let full = t.elapsed();
+    Ok((incremental, full))
+}
+
+async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("sluice-gw-bench-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("ingresses"))?;
+    std::fs::create_dir_all(dir.join("services"))?;
+    for i in 0..n {
+        std::fs::write(
+            dir.join(format!("ingresses/svc-{i}.yaml")),
+            ingress_yaml(i, 50),
+        )?;
+        std::fs::write(dir.join(format!("services/svc-{i}.yaml")), backing_yaml(i))?;
+    }
+    let (ext, int, exts, ints, xds, debug, admin) = (
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+    );
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(sluice_bin)
+        .arg("gateway")
+        .arg("--dir")
+        .arg(&dir)
+        .args([
+            "--external-http",
+            &ext.to_string(),
+            "--internal-http",
+            &int.to_string(),
+        ])
+        .args([
+            "--external-https",
+            &exts.to_string(),
+            "--internal-https",
+            &ints.to_string(),
+        ])
+        .args([
+            "--xds",
+            &xds.to_string(),
+            "--debug",
+            &debug.to_string(),
+            "--envoy-admin",
+            &admin.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start sluice gateway")?;
+    let pid = child.id().unwrap_or(0);
+    loop {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("not all {n} KIngresses Ready after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(body) = get(debug, "/status").await else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        let ready = v["ingresses"]
+            .as_array()
+            .map(|a| a.iter().filter(|i| i["ready"] == "True").count())
+            .unwrap_or(0);
+        if ready == n {
+            break;
+        }
+    }
+    let cold = started.elapsed();
+    let rss = rss_mb(pid);
+    let before = get(debug, "/metrics").await?;
+    let prober = Prober::new();
+    let mut hist = Histogram::<u64>::new(3)?;
+    for e in 0..edits {
+        let i = (e * 7919) % n;
+        let yaml = ingress_yaml(i, if e % 2 == 0 { 10 } else { 90 });
+        let want = expected_hash(&yaml)?;
+        let t = Instant::now();
+        write_atomic(&dir.join(format!("ingresses/svc-{i}.yaml")), &yaml)?;
+        loop {
+            if prober.probe(ext, &host(i), &want).await.is_ok() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("edit {e} not served after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        hist.record(t.elapsed().as_micros() as u64)?;
+    }
+    let after = get(debug, "/metrics").await?;
+    let bytes = (metric(&after, "sluice_xds_push_bytes_total")
+        - metric(&before, "sluice_xds_push_bytes_total"))
+        / edits as f64;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let (inc, full) = translation_cost(&dir, n)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "| {n} | {:.2} s | {:.1} / {:.1} / {:.1} | {:.0} | {:.0} MB | {:.2} ms | {:.1} ms | {:.0}× |",
+        cold.as_secs_f64(),
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
+        bytes,
+        rss,
+        inc.as_secs_f64() * 1000.0,
+        full.as_secs_f64() * 1000.0,
+        full.as_secs_f64() / inc.as_secs_f64().max(1e-9),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut sizes = vec![1000usize, 10_000];
+    let mut edits = 50usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--sizes" => {
+                sizes = v
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--edits" => edits = v.parse()?,
+            _ => bail!("unknown flag {a}: use --sizes, --edits"),
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let sluice_bin: PathBuf = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("sluice"))
+        .context("locate the sluice binary next to this example")?;
+    if !sluice_bin.exists() {
+        bail!(
+            "{} not found: cargo build --release --bin sluice first",
+            sluice_bin.display()
+        );
+    }
+    println!(
+        "| KIngresses | cold start → all Ready | edit → Envoy serves it p50 / p99 / max (ms) | xDS bytes per edit | gateway RSS | translate+publish one edit (incremental) | same edit, full rebuild (Kourier approach) | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        eprintln!("N = {n}…");
+        run(n, edits, &sluice_bin).await?;
+    }
+    Ok(())
+}
