@@ -5,6 +5,7 @@
 pub(crate) mod delta;
 mod held;
 pub(crate) mod sotw;
+mod stream;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,7 +95,11 @@ impl AggregatedDiscoveryService for AdsService {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        tokio::spawn(sotw::run(self.shared.clone(), request.into_inner(), tx));
+        tokio::spawn(stream::run::<sotw::Stream>(
+            self.shared.clone(),
+            request.into_inner(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -103,7 +108,11 @@ impl AggregatedDiscoveryService for AdsService {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        tokio::spawn(delta::run(self.shared.clone(), request.into_inner(), tx));
+        tokio::spawn(stream::run::<delta::Stream>(
+            self.shared.clone(),
+            request.into_inner(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -15,16 +15,12 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
 };
-use futures::StreamExt;
 use prost::Message;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::WatchStream;
-use tonic::{Status, Streaming};
-use tracing::Instrument;
+use tonic::Status;
 
-use super::{Shared, next_nonce};
+use super::next_nonce;
+use super::stream::Common;
 use crate::cache::Snapshot;
 use crate::nodes::{Answered, Mode, Sent};
 use crate::resource::{ROUTE, Resource, is_wildcard_type, push_rank, short_name};
@@ -53,14 +49,9 @@ struct TypeState {
     pending: HashMap<String, Pending>,
 }
 
-struct Stream {
-    shared: Shared,
-    held: super::held::Held,
-    node: Node,
-    group: String,
+pub(crate) struct Stream {
+    c: Common<DeltaDiscoveryResponse>,
     types: BTreeMap<String, TypeState>,
-    watches: StreamMap<String, WatchStream<u64>>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 }
 
 /// One type's changes in a round.
@@ -71,71 +62,33 @@ struct Diff<'a> {
     removals: Vec<String>,
 }
 
-pub(crate) async fn run(
-    shared: Shared,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) {
-    let first = match requests.next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "Delta stream failed before its first request");
-            return;
-        }
-        None => return,
-    };
-    let Some(node) = first.node.clone() else {
-        let _ = tx
-            .send(Err(Status::invalid_argument(
-                "the first DeltaDiscoveryRequest on a stream must carry `node`",
-            )))
-            .await;
-        return;
-    };
-    let group = (shared.grouping)(&node);
-    shared.nodes.connected_stream(&node, &group, Mode::Delta);
-    let span = tracing::info_span!("ads", node = %node.id, mode = "delta");
-    let mut s = Stream {
-        shared,
-        held: Default::default(),
-        node,
-        group,
-        types: BTreeMap::new(),
-        watches: StreamMap::new(),
-        tx,
-    };
-    let stopping = super::shutting_down(s.shared.shutdown.clone());
-    tokio::pin!(stopping);
-    let reason = async {
-        let mut next = Some(first);
-        loop {
-            if let Some(req) = next.take()
-                && let Err(status) = s.on_request(req)
-            {
-                let msg = status.message().to_string();
-                let _ = s.tx.send(Err(status)).await;
-                return msg;
-            }
-            if let Err(reason) = s.sync().await {
-                return reason;
-            }
-            tokio::select! {
-                req = requests.next() => match req {
-                    Some(Ok(r)) => next = Some(r),
-                    Some(Err(e)) => return format!("stream error: {e}"),
-                    None => return "stream closed by client".to_string(),
-                },
-                Some(_) = s.watches.next() => {}
-                () = &mut stopping => return "server shutting down".to_string(),
-            }
+impl super::stream::Variant for Stream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const MODE: Mode = Mode::Delta;
+
+    fn node(req: &Self::Req) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn new(c: Common<Self::Resp>) -> Self {
+        Self {
+            c,
+            types: BTreeMap::new(),
         }
     }
-    .instrument(span)
-    .await;
-    tracing::debug!(node = %s.node.id, %reason, "Delta stream ended");
-    s.shared
-        .nodes
-        .disconnected_stream(&s.node.id, Mode::Delta, &reason);
+
+    fn common(&mut self) -> &mut Common<Self::Resp> {
+        &mut self.c
+    }
+
+    fn on_request(&mut self, req: Self::Req) -> Result<(), Status> {
+        Stream::on_request(self, req)
+    }
+
+    async fn sync(&mut self) -> Result<(), String> {
+        Stream::sync(self).await
+    }
 }
 
 impl Stream {
@@ -147,12 +100,7 @@ impl Stream {
         }
         let type_url = req.type_url.clone();
         let first_request = !self.types.contains_key(&type_url);
-        if first_request {
-            self.watches.insert(
-                type_url.clone(),
-                WatchStream::new(self.shared.cache.watch(&self.group, &type_url)),
-            );
-        }
+        self.c.watch(&type_url);
         let st = self.types.entry(type_url.clone()).or_default();
 
         if !req.response_nonce.is_empty() {
@@ -168,10 +116,12 @@ impl Stream {
                         latency: p.at.elapsed(),
                     };
                     match &req.error_detail {
-                        Some(_) => self.held.rejected(&type_url),
-                        None => self
-                            .held
-                            .apply(&type_url, &answered.resources, &answered.removed),
+                        Some(_) => self.c.held.rejected(&type_url),
+                        None => {
+                            self.c
+                                .held
+                                .apply(&type_url, &answered.resources, &answered.removed)
+                        }
                     }
                     match &req.error_detail {
                         Some(err) => {
@@ -181,17 +131,18 @@ impl Stream {
                                 error = err.message,
                                 "Envoy rejected (NACK)"
                             );
-                            self.shared.nodes.nacked(
-                                &self.node.id,
+                            self.c.shared.nodes.nacked(
+                                &self.c.node.id,
                                 Mode::Delta,
                                 answered,
                                 err.message.clone(),
                             )
                         }
                         None => self
+                            .c
                             .shared
                             .nodes
-                            .acked(&self.node.id, Mode::Delta, answered),
+                            .acked(&self.c.node.id, Mode::Delta, answered),
                     }
                 }
                 None => tracing::trace!(type_url, nonce = req.response_nonce, "stale nonce"),
@@ -203,7 +154,7 @@ impl Stream {
             || !req.resource_names_unsubscribe.is_empty();
         if first_request {
             st.known = req.initial_resource_versions.clone();
-            self.held.seed(&type_url, &req.initial_resource_versions);
+            self.c.held.seed(&type_url, &req.initial_resource_versions);
             // A reconnecting client that lists what it holds is initialised
             // already: it needs no empty first answer.
             st.answered = !req.initial_resource_versions.is_empty();
@@ -232,15 +183,16 @@ impl Stream {
         }
         if changes_subscription {
             st.dirty = true;
-            self.shared
+            self.c
+                .shared
                 .nodes
-                .subscribed(&self.node.id, &type_url, st.wildcard, &st.subscribed);
+                .subscribed(&self.c.node.id, &type_url, st.wildcard, &st.subscribed);
         }
         Ok(())
     }
 
     async fn sync(&mut self) -> Result<(), String> {
-        let snap = self.shared.cache.snapshot(&self.group);
+        let snap = self.c.shared.cache.snapshot(&self.c.group);
         if snap.generation == 0 {
             return Ok(());
         }
@@ -328,7 +280,7 @@ impl Stream {
             removals.sort();
             let first_answer = !st.answered;
             let before = upserts.len();
-            upserts.retain(|r| self.held.ready(r, snap, &subscribed));
+            upserts.retain(|r| self.c.held.ready(r, snap, &subscribed));
             deferred.push((type_url.clone(), ts.version, upserts.len() < before));
             if !upserts.is_empty() || !removals.is_empty() || first_answer {
                 out.push(Diff {
@@ -382,7 +334,7 @@ impl Stream {
         let bytes = resp.encoded_len();
         tracing::info_span!(
             "xds_push",
-            node = %self.node.id,
+            node = %self.c.node.id,
             r#type = short_name(type_url),
             version,
             resources = upserts.len(),
@@ -420,8 +372,8 @@ impl Stream {
                 at: Instant::now(),
             },
         );
-        self.shared.nodes.pushed(
-            &self.node.id,
+        self.c.shared.nodes.pushed(
+            &self.c.node.id,
             Mode::Delta,
             type_url,
             Sent {
@@ -432,9 +384,6 @@ impl Stream {
             },
             bytes,
         );
-        self.tx
-            .send(Ok(resp))
-            .await
-            .map_err(|_| "client went away".to_string())
+        self.c.send(resp).await
     }
 }

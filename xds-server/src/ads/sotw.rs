@@ -13,16 +13,12 @@ use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use futures::StreamExt;
 use prost::Message;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::WatchStream;
-use tonic::{Status, Streaming};
-use tracing::Instrument;
+use tonic::Status;
 
-use super::{Shared, next_nonce};
+use super::next_nonce;
+use super::stream::Common;
 use crate::cache::Snapshot;
 use crate::nodes::{Answered, Mode, Sent};
 use crate::resource::{CLUSTER, Resource, is_wildcard_type, push_rank, short_name};
@@ -49,82 +45,38 @@ struct TypeState {
     interim_for: Option<u64>,
 }
 
-struct Stream {
-    shared: Shared,
-    held: super::held::Held,
-    node: Node,
-    group: String,
+pub(crate) struct Stream {
+    c: Common<DiscoveryResponse>,
     types: BTreeMap<String, TypeState>,
-    watches: StreamMap<String, WatchStream<u64>>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 }
 
-pub(crate) async fn run(
-    shared: Shared,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    // The first request names the node.
-    let first = match requests.next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "SotW stream failed before its first request");
-            return;
-        }
-        None => return,
-    };
-    let Some(node) = first.node.clone() else {
-        let _ = tx
-            .send(Err(Status::invalid_argument(
-                "the first DiscoveryRequest on a stream must carry `node`",
-            )))
-            .await;
-        return;
-    };
-    let group = (shared.grouping)(&node);
-    shared.nodes.connected_stream(&node, &group, Mode::Sotw);
-    let span = tracing::info_span!("ads", node = %node.id, mode = "sotw");
-    let mut s = Stream {
-        shared,
-        held: Default::default(),
-        node,
-        group,
-        types: BTreeMap::new(),
-        watches: StreamMap::new(),
-        tx,
-    };
-    let stopping = super::shutting_down(s.shared.shutdown.clone());
-    tokio::pin!(stopping);
-    let reason = async {
-        let mut next = Some(first);
-        loop {
-            if let Some(req) = next.take()
-                && let Err(status) = s.on_request(req)
-            {
-                let msg = status.message().to_string();
-                let _ = s.tx.send(Err(status)).await;
-                return msg;
-            }
-            if let Err(reason) = s.sync().await {
-                return reason;
-            }
-            tokio::select! {
-                req = requests.next() => match req {
-                    Some(Ok(r)) => next = Some(r),
-                    Some(Err(e)) => return format!("stream error: {e}"),
-                    None => return "stream closed by client".to_string(),
-                },
-                Some(_) = s.watches.next() => {}
-                () = &mut stopping => return "server shutting down".to_string(),
-            }
+impl super::stream::Variant for Stream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const MODE: Mode = Mode::Sotw;
+
+    fn node(req: &Self::Req) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn new(c: Common<Self::Resp>) -> Self {
+        Self {
+            c,
+            types: BTreeMap::new(),
         }
     }
-    .instrument(span)
-    .await;
-    tracing::debug!(node = %s.node.id, %reason, "SotW stream ended");
-    s.shared
-        .nodes
-        .disconnected_stream(&s.node.id, Mode::Sotw, &reason);
+
+    fn common(&mut self) -> &mut Common<Self::Resp> {
+        &mut self.c
+    }
+
+    fn on_request(&mut self, req: Self::Req) -> Result<(), Status> {
+        Stream::on_request(self, req)
+    }
+
+    async fn sync(&mut self) -> Result<(), String> {
+        Stream::sync(self).await
+    }
 }
 
 impl Stream {
@@ -135,12 +87,7 @@ impl Stream {
             ));
         }
         let type_url = req.type_url.clone();
-        if !self.types.contains_key(&type_url) {
-            self.watches.insert(
-                type_url.clone(),
-                WatchStream::new(self.shared.cache.watch(&self.group, &type_url)),
-            );
-        }
+        self.c.watch(&type_url);
         let first_request = !self.types.contains_key(&type_url);
         let st = self.types.entry(type_url.clone()).or_default();
 
@@ -161,8 +108,8 @@ impl Stream {
                     latency: p.at.elapsed(),
                 };
                 match &req.error_detail {
-                    Some(_) => self.held.rejected(&type_url),
-                    None => self.held.replace(&type_url, &answered.resources),
+                    Some(_) => self.c.held.rejected(&type_url),
+                    None => self.c.held.replace(&type_url, &answered.resources),
                 }
                 match &req.error_detail {
                     Some(err) => {
@@ -172,14 +119,18 @@ impl Stream {
                             error = err.message,
                             "Envoy rejected (NACK)"
                         );
-                        self.shared.nodes.nacked(
-                            &self.node.id,
+                        self.c.shared.nodes.nacked(
+                            &self.c.node.id,
                             Mode::Sotw,
                             answered,
                             err.message.clone(),
                         )
                     }
-                    None => self.shared.nodes.acked(&self.node.id, Mode::Sotw, answered),
+                    None => self
+                        .c
+                        .shared
+                        .nodes
+                        .acked(&self.c.node.id, Mode::Sotw, answered),
                 }
             }
             st.pending.clear();
@@ -197,9 +148,10 @@ impl Stream {
             st.force = true;
             st.names = names;
             st.wildcard = wildcard;
-            self.shared
+            self.c
+                .shared
                 .nodes
-                .subscribed(&self.node.id, &type_url, st.wildcard, &st.names);
+                .subscribed(&self.c.node.id, &type_url, st.wildcard, &st.names);
         }
         Ok(())
     }
@@ -208,7 +160,7 @@ impl Stream {
     /// clusters linger in an interim response until the types that referred
     /// to them were sent.
     async fn sync(&mut self) -> Result<(), String> {
-        let snap = self.shared.cache.snapshot(&self.group);
+        let snap = self.c.shared.cache.snapshot(&self.c.group);
         if snap.generation == 0 {
             return Ok(());
         }
@@ -237,7 +189,7 @@ impl Stream {
             };
             chosen
                 .iter()
-                .all(|r| self.held.ready(r, &snap, &subscribed))
+                .all(|r| self.c.held.ready(r, &snap, &subscribed))
         });
         // Clusters that go away linger (an interim CDS response with old and
         // new) until every type that may still refer to them was sent.
@@ -297,7 +249,7 @@ impl Stream {
         let bytes = resp.encoded_len();
         tracing::info_span!(
             "xds_push",
-            node = %self.node.id,
+            node = %self.c.node.id,
             r#type = short_name(type_url),
             version,
             resources = chosen.len(),
@@ -330,8 +282,8 @@ impl Stream {
         }
         let names: Vec<String> = chosen.keys().cloned().collect();
         st.sent = chosen;
-        self.shared.nodes.pushed(
-            &self.node.id,
+        self.c.shared.nodes.pushed(
+            &self.c.node.id,
             Mode::Sotw,
             type_url,
             Sent {
@@ -342,9 +294,6 @@ impl Stream {
             },
             bytes,
         );
-        self.tx
-            .send(Ok(resp))
-            .await
-            .map_err(|_| "client went away".to_string())
+        self.c.send(resp).await
     }
 }
