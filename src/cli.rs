@@ -24,7 +24,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway: KIngresses from a directory of YAML files, served by Envoy.
+    /// Run the gateway: KIngresses from a directory of YAML files (--dir) or the cluster (--kube),
+    /// served by Envoy.
     Gateway(Box<crate::gateway::GatewayArgs>),
     /// Show what a running gateway serves: KIngresses, readiness, input problems, Envoy nodes.
     Status(status::StatusArgs),

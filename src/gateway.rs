@@ -1,36 +1,40 @@
-//! `sluice gateway --dir DIR`: KIngresses (and the Services, endpoints and
-//! Secrets they name) from a directory of YAML/JSON files, translated
-//! incrementally and served over xDS to an Envoy that Sluice launches.
+//! `sluice gateway --dir DIR | --kube`: KIngresses (and the Services, endpoints
+//! and Secrets they name) from a directory of YAML/JSON files or from the
+//! cluster, translated incrementally and served over xDS to an Envoy that
+//! Sluice launches (or one you run, `--no-envoy`). Both sources feed one core
+//! ([`Input`]s in, snapshots out).
 //!
 //! Readiness is proven, not assumed: a KIngress is Ready once every connected
 //! Envoy ACKed its route configuration and a probe through Envoy answered its
 //! `K-Network-Hash`.
 
 pub mod documents;
+pub mod kube;
 pub mod probe;
 pub mod source;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use serde::Serialize;
 use sluice_serving::GatewayConfig;
 use sluice_serving::ingress::HttpOption;
 use sluice_serving::ingress::IngressKey;
+use sluice_serving::kube::LoadBalancers;
 use sluice_xds::resource::ROUTE;
 use sluice_xds::{Metrics, Nodes, SnapshotCache, Update, XdsServer, single_group};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::cli::CliError;
 use crate::envoy::{BootstrapParams, Envoy, LaunchConfig, XdsMode, find_envoy, render};
 use documents::Problem;
 use probe::Prober;
-use source::FileSource;
+use source::{Change, FileSource, Input};
 use state::GatewayState;
 
 /// The snapshot group every gateway Envoy is served from.
@@ -38,11 +42,17 @@ pub const GROUP: &str = "gateway";
 
 /// `sluice gateway` flags (names as in DESIGN.md's command-line contract).
 #[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["dir", "kube"])))]
 pub struct GatewayArgs {
     /// Directory of YAML/JSON files (KIngress, Service, EndpointSlice, Endpoints, Secret), read
     /// recursively and watched.
     #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
+    /// Read the cluster instead (kubeconfig: KUBECONFIG or ~/.kube/config, else the in-cluster
+    /// config): KIngresses of our class and the Services, EndpointSlices and Secrets they name;
+    /// writes KIngress status and events.
+    #[arg(long)]
+    pub kube: bool,
     /// External plain-HTTP listener (ExternalIP hosts).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub external_http: SocketAddr,
@@ -76,6 +86,18 @@ pub struct GatewayArgs {
     /// xDS variant the launched Envoy speaks: delta or sotw.
     #[arg(long, default_value = "delta", value_parser = ["delta", "sotw"])]
     pub xds_mode: String,
+    /// With --kube: the external gateway Service's cluster DNS name, written to each KIngress's
+    /// status.publicLoadBalancer.
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "dir", default_value_t = LoadBalancers::default().public)]
+    pub public_service: String,
+    /// With --kube: the internal gateway Service's cluster DNS name, written to each KIngress's
+    /// status.privateLoadBalancer.
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "dir", default_value_t = LoadBalancers::default().private)]
+    pub private_service: String,
+    /// With --kube: this gateway's name in the Events it publishes (default: $POD_NAME, else the
+    /// host name).
+    #[arg(long, value_name = "NAME", conflicts_with = "dir")]
+    pub instance: Option<String>,
 }
 
 /// One KIngress in `/status`.
@@ -143,49 +165,51 @@ struct Readiness {
 }
 
 /// Runs the gateway until Ctrl-C / SIGTERM.
+///
+/// Both sources share one core: inputs (object changes, rejections) are buffered until the
+/// source is synced (the directory scanned, every watch listed once), then translated and
+/// published; from there on each batch is applied incrementally. Readiness is proven by ACK +
+/// probe and shown in `/status`; under `--kube` it is also written to each KIngress's status.
 pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let _telemetry = crate::telemetry::init_server();
     let mode: XdsMode = args
         .xds_mode
         .parse()
         .map_err(|e| CliError::Usage(format!("--xds-mode: {e}")))?;
-    if !args.dir.is_dir() {
-        return Err(CliError::Usage(format!(
-            "--dir {}: not a directory",
-            args.dir.display()
-        )));
-    }
     let config = GatewayConfig {
         external_http: args.external_http,
         internal_http: args.internal_http,
         external_https: args.external_https,
         internal_https: args.internal_https,
     };
+    let (mut source, reporter) = match &args.dir {
+        Some(dir) => (Source::Dir(DirSource::open(dir)?), None),
+        None => {
+            let kube_config = ::kube::Config::infer().await.map_err(|e| {
+                CliError::Usage(format!(
+                    "--kube: no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+                ))
+            })?;
+            let origin = kube_config.cluster_url.to_string();
+            let client = ::kube::Client::try_from(kube_config)
+                .map_err(|e| CliError::Usage(format!("--kube: {e}")))?;
+            let instance = kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
+            let reporter = kube::StatusReporter::new(
+                client.clone(),
+                LoadBalancers {
+                    public: args.public_service.clone(),
+                    private: args.private_service.clone(),
+                },
+                instance,
+            );
+            (
+                Source::Kube(Box::new(kube::KubeInputs::new(client)), origin),
+                Some(reporter),
+            )
+        }
+    };
 
-    // Watch first, then scan: nothing written in between is missed.
-    let mut watch =
-        crate::files::watch(&args.dir, Vec::new()).map_err(|e| CliError::Other(e.into()))?;
-    let files = crate::files::scan(&args.dir, &[]).map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut source = FileSource::new();
-    let mut state = GatewayState::new(config.clone());
-    let mut initial = Vec::new();
-    for (path, text) in &files {
-        initial.extend(source.file_changed(path, text));
-    }
     let cache = SnapshotCache::new();
-    let (update, keys) = state.apply(initial);
-    // Publish before serving: Envoy never sees a half-read directory.
-    let applied = cache
-        .update(GROUP, update)
-        .map_err(|e| CliError::Other(anyhow::anyhow!("initial configuration: {e}")))?;
-    state.published(&keys, applied.generation);
-    tracing::info!(
-        files = files.len(),
-        ingresses = state.ingresses().len(),
-        generation = applied.generation,
-        "initial configuration translated"
-    );
-
     let mut registry = crate::debug::registry();
     let metrics = Metrics::register(&mut registry);
     let server = XdsServer::with_metrics(cache.clone(), single_group(GROUP), metrics);
@@ -198,9 +222,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let debug_listener = bind(args.debug, "--debug").await?;
 
     let shared = Arc::new(Mutex::new(Shared {
-        problems: input_problems(&source, &state),
-        state,
+        state: GatewayState::new(config.clone()),
+        problems: Vec::new(),
         readiness: Readiness::default(),
+        rejected: BTreeMap::new(),
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
     let status_fn: crate::debug::StatusFn = {
@@ -220,6 +245,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
             let _ = rx.wait_for(|s| *s).await;
         },
     ));
+    // Nothing is sent to Envoy before the first publish (the cache is at generation 0), so
+    // serving xDS before the source is synced is safe.
     let mut rx = stop_rx.clone();
     let xds_task = tokio::spawn(server.clone().serve(xds_listener, async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -246,14 +273,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         )
     };
     eprintln!(
-        "sluice gateway: {} KIngress(es) from {}\n  external http {}  internal http {}  external https {}  internal https {}\n  xDS {} ({mode})  debug http://{}  Envoy admin http://{}{}",
-        shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state
-            .ingresses()
-            .len(),
-        args.dir.display(),
+        "sluice gateway: reading {}\n  external http {}  internal http {}  external https {}  internal https {}\n  xDS {} ({mode})  debug http://{}  Envoy admin http://{}{}",
+        source.describe(),
         args.external_http,
         args.internal_http,
         args.external_https,
@@ -268,52 +289,228 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         },
     );
 
+    // Poked whenever a KIngress's readiness may have changed (for the status reporter).
+    let changed = Arc::new(Notify::new());
     let readiness = tokio::spawn(readiness_loop(
         shared.clone(),
         server.nodes().clone(),
         config,
+        changed.clone(),
         stop_rx.clone(),
     ));
+    let reporter = reporter.map(|r| tokio::spawn(r.run(shared.clone(), changed.clone(), stop_rx)));
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| CliError::Other(e.into()))?;
-    loop {
-        tokio::select! {
-            batch = watch.changes.recv() => {
-                let Some(batch) = batch else { break };
-                tracing::debug!(files = batch.len(), "file changes");
-                let mut changes = Vec::new();
-                for c in batch {
-                    match c {
-                        crate::files::FileChange::Changed(p, text) => changes.extend(source.file_changed(&p, &text)),
-                        crate::files::FileChange::Removed(p) => changes.extend(source.removed(&p)),
-                    }
-                }
-                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                if !changes.is_empty() {
-                    let (update, keys) = s.state.apply(changes);
-                    publish(&cache, &mut s.state, update, &keys);
-                }
-                s.problems = input_problems(&source, &s.state);
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
+    let result = core_loop(&mut source, &shared, &cache, &changed).await;
     eprintln!("sluice gateway: shutting down");
     if let Some(e) = envoy {
         e.stop().await;
     }
     stop_tx.send_replace(true);
     readiness.abort();
+    if let Some(r) = reporter {
+        r.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), xds_task).await;
-    Ok(())
+    result
+}
+
+/// Where the gateway's objects come from.
+enum Source {
+    /// `--dir`: files, scanned and watched.
+    Dir(DirSource),
+    /// `--kube`: the cluster (and its API server's URL, for humans).
+    Kube(Box<kube::KubeInputs>, String),
+}
+
+impl Source {
+    /// The next inputs, in order; `None` when the source has ended. Cancel-safe.
+    async fn next(&mut self) -> Option<Vec<Input>> {
+        match self {
+            Source::Dir(d) => d.next().await,
+            Source::Kube(k, _) => k.next().await,
+        }
+    }
+
+    /// Every input problem, for `/status`.
+    fn problems(&self, s: &Shared) -> Vec<Problem> {
+        match self {
+            Source::Dir(d) => input_problems(&d.files, &s.state),
+            Source::Kube(k, _) => k.problems(&s.state, &s.rejected),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Dir(d) => d.dir.display().to_string(),
+            Source::Kube(_, url) => format!("the cluster at {url}"),
+        }
+    }
+}
+
+/// The directory source: a watch on the directory and what its files define.
+struct DirSource {
+    dir: PathBuf,
+    watch: crate::files::DirWatch,
+    files: FileSource,
+    /// The scan, handed out as the first batch.
+    initial: Option<Vec<(PathBuf, String)>>,
+}
+
+impl DirSource {
+    fn open(dir: &Path) -> Result<Self, CliError> {
+        if !dir.is_dir() {
+            return Err(CliError::Usage(format!(
+                "--dir {}: not a directory",
+                dir.display()
+            )));
+        }
+        // Watch first, then scan: nothing written in between is missed.
+        let watch = crate::files::watch(dir, Vec::new()).map_err(|e| CliError::Other(e.into()))?;
+        let files = crate::files::scan(dir, &[]).map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            watch,
+            files: FileSource::new(),
+            initial: Some(files),
+        })
+    }
+
+    async fn next(&mut self) -> Option<Vec<Input>> {
+        let mut inputs = Vec::new();
+        if let Some(files) = self.initial.take() {
+            tracing::info!(files = files.len(), dir = %self.dir.display(), "directory scanned");
+            for (path, text) in &files {
+                inputs.extend(
+                    self.files
+                        .file_changed(path, text)
+                        .into_iter()
+                        .map(Input::Change),
+                );
+            }
+            inputs.push(Input::Synced);
+            return Some(inputs);
+        }
+        let batch = self.watch.changes.recv().await?;
+        tracing::debug!(files = batch.len(), "file changes");
+        for c in batch {
+            let changes = match c {
+                crate::files::FileChange::Changed(p, text) => self.files.file_changed(&p, &text),
+                crate::files::FileChange::Removed(p) => self.files.removed(&p),
+            };
+            inputs.extend(changes.into_iter().map(Input::Change));
+        }
+        Some(inputs)
+    }
+}
+
+/// The core: inputs from `source` until it ends or a signal arrives. Until the source is
+/// synced, inputs are only buffered (Envoy is not served a half-read state); then everything
+/// is translated and published at once, and each later batch incrementally.
+async fn core_loop(
+    source: &mut Source,
+    shared: &Arc<Mutex<Shared>>,
+    cache: &SnapshotCache,
+    changed: &Notify,
+) -> Result<(), CliError> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Other(e.into()))?;
+    let mut pending: Vec<Input> = Vec::new();
+    let mut synced = false;
+    loop {
+        tokio::select! {
+            inputs = source.next() => {
+                let Some(inputs) = inputs else { return Ok(()) };
+                let mut initial = false;
+                for input in inputs {
+                    match input {
+                        Input::Synced => {
+                            initial |= !synced;
+                            synced = true;
+                        }
+                        other => pending.push(other),
+                    }
+                }
+                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if synced {
+                    let changes = absorb(&mut s.rejected, std::mem::take(&mut pending));
+                    if initial {
+                        let (update, keys) = s.state.apply(changes);
+                        let applied = cache
+                            .update(GROUP, update)
+                            .map_err(|e| CliError::Other(anyhow::anyhow!("initial configuration: {e}")))?;
+                        s.state.published(&keys, applied.generation);
+                        tracing::info!(
+                            ingresses = s.state.ingresses().len(),
+                            generation = applied.generation,
+                            "initial configuration translated"
+                        );
+                        eprintln!(
+                            "sluice gateway: {} KIngress(es) from {}, serving",
+                            s.state.ingresses().len(),
+                            source.describe()
+                        );
+                    } else if !changes.is_empty() {
+                        let (update, keys) = s.state.apply(changes);
+                        publish(cache, &mut s.state, update, &keys);
+                    }
+                    // A KIngress deleted (and maybe re-created later) must be proven again.
+                    let Shared { state, readiness, .. } = &mut *s;
+                    readiness.proven.retain(|k, _| state.ingresses().contains_key(k));
+                    readiness.waiting.retain(|k, _| state.ingresses().contains_key(k));
+                }
+                s.problems = source.problems(&s);
+                drop(s);
+                changed.notify_one();
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+        }
+    }
+}
+
+/// The object changes among `inputs`, in order; rejections are recorded in `rejected`, and a
+/// change to a KIngress clears its rejection (the new version reads, or it is gone).
+fn absorb(rejected: &mut BTreeMap<IngressKey, Rejected>, inputs: Vec<Input>) -> Vec<Change> {
+    let mut changes = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        match input {
+            Input::Change(change) => {
+                if change.0.kind == documents::Kind::Ingress {
+                    rejected.remove(&IngressKey::new(&change.0.namespace, &change.0.name));
+                }
+                changes.push(change);
+            }
+            Input::Rejected { ingress, message } => {
+                rejected.insert(
+                    ingress.key(),
+                    Rejected {
+                        ingress: *ingress,
+                        message,
+                    },
+                );
+            }
+            Input::Synced => {}
+        }
+    }
+    changes
+}
+
+/// A KIngress of our class that the source could not read (`--kube`: it does not decode).
+/// The state keeps its previous version.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// Its metadata and status (for the status write).
+    pub ingress: sluice_serving::Ingress,
+    /// Why.
+    pub message: String,
 }
 
 struct Shared {
     state: GatewayState,
     problems: Vec<Problem>,
     readiness: Readiness,
+    /// KIngresses the source could not read, by key.
+    rejected: BTreeMap<IngressKey, Rejected>,
 }
 
 /// Every input problem: each file's own, plus each KIngress whose current spec cannot be
@@ -390,6 +587,7 @@ async fn readiness_loop(
     shared: Arc<Mutex<Shared>>,
     nodes: Nodes,
     config: GatewayConfig,
+    changed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let prober = Prober::new();
@@ -436,8 +634,26 @@ async fn readiness_loop(
                         })
                     })
                 });
-            let verdict = if !acked {
-                Err("waiting for Envoy to ACK its route configuration".to_string())
+            let verdict = if connected.is_empty() {
+                Err("waiting for an Envoy to connect".to_string())
+            } else if !acked {
+                // Say why when Envoy rejected something: the NACK is the reason.
+                let nack = connected.iter().find_map(|n| {
+                    let st = nodes.get(n)?;
+                    st.types.iter().find_map(|(t, ts)| {
+                        ts.last_nack.as_ref().map(|k| {
+                            format!(
+                                "Envoy {n} rejected {} version {}: {}",
+                                sluice_xds::resource::short_name(t),
+                                k.version,
+                                k.error
+                            )
+                        })
+                    })
+                });
+                Err(nack.unwrap_or_else(|| {
+                    "waiting for Envoy to ACK its route configuration".to_string()
+                }))
             } else {
                 let mut result = Ok(());
                 for (addr, host) in &targets {
@@ -454,6 +670,7 @@ async fn readiness_loop(
                     tracing::info!(ingress = %key, hash, "ready: ACKed and probed through Envoy");
                     s.readiness.waiting.remove(&key);
                     s.readiness.proven.insert(key, hash);
+                    changed.notify_one();
                 }
                 Err(why) => {
                     s.readiness.waiting.insert(key, why);
@@ -554,5 +771,111 @@ fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
         ingresses,
         problems,
         nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<GatewayArgs, clap::Error> {
+        let cli =
+            crate::cli::Cli::try_parse_from(["sluice", "gateway"].iter().chain(args).copied())?;
+        match cli.command {
+            crate::cli::Command::Gateway(args) => Ok(*args),
+            other => panic!("not gateway: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let dir = parse(&["--dir", "d"]).expect("--dir");
+        assert_eq!(dir.dir.as_deref(), Some(Path::new("d")));
+        assert!(!dir.kube);
+        let kube = parse(&["--kube", "--no-envoy"]).expect("--kube");
+        assert!(kube.kube && kube.dir.is_none());
+        assert_eq!(kube.public_service, LoadBalancers::default().public);
+        assert_eq!(kube.private_service, LoadBalancers::default().private);
+        assert_eq!(kube.instance, None);
+        use clap::error::ErrorKind;
+        assert_eq!(
+            parse(&["--dir", "d", "--kube"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn status_flags_only_with_kube() {
+        let kube = parse(&[
+            "--kube",
+            "--public-service",
+            "gw.ingress.svc.cluster.local",
+            "--private-service",
+            "local.ingress.svc.cluster.local",
+            "--instance",
+            "gw-0",
+        ])
+        .expect("--kube with status flags");
+        assert_eq!(kube.public_service, "gw.ingress.svc.cluster.local");
+        assert_eq!(kube.private_service, "local.ingress.svc.cluster.local");
+        assert_eq!(kube.instance.as_deref(), Some("gw-0"));
+        for flag in ["--public-service", "--private-service", "--instance"] {
+            assert!(
+                parse(&["--dir", "d", flag, "x"]).is_err(),
+                "{flag} needs --kube"
+            );
+        }
+    }
+
+    fn ingress_change(name: &str, present: bool) -> Input {
+        let key = documents::ObjectKey {
+            kind: documents::Kind::Ingress,
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        let object = present.then(|| {
+            let mut i = sluice_serving::Ingress::default();
+            i.metadata.namespace = Some("default".into());
+            i.metadata.name = Some(name.into());
+            documents::Object::Ingress(Box::new(i))
+        });
+        Input::Change((key, object))
+    }
+
+    fn rejection(name: &str) -> Input {
+        let mut i = sluice_serving::Ingress::default();
+        i.metadata.namespace = Some("default".into());
+        i.metadata.name = Some(name.into());
+        Input::Rejected {
+            ingress: Box::new(i),
+            message: "does not decode".into(),
+        }
+    }
+
+    #[test]
+    fn rejections_hold_until_the_kingress_changes() {
+        let mut rejected = BTreeMap::new();
+        // Applied, then rejected in the same batch: the good version applies, the rejection stays.
+        let changes = absorb(
+            &mut rejected,
+            vec![ingress_change("a", true), rejection("a"), rejection("b")],
+        );
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            rejected.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            ["default/a", "default/b"]
+        );
+        // A readable version clears it; so does a deletion.
+        let changes = absorb(
+            &mut rejected,
+            vec![ingress_change("a", true), ingress_change("b", false)],
+        );
+        assert_eq!(changes.len(), 2);
+        assert!(rejected.is_empty());
     }
 }

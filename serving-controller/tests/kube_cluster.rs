@@ -19,6 +19,14 @@
 //! `source_syncs_against_the_cluster` and `status_round_trips_through_the_api_server` need only
 //! the Knative CRDs; `ksvc_becomes_ready_through_sluice` needs the whole stack above (it creates
 //! a Knative Service and waits for Sluice to mark its KIngress Ready).
+//!
+//! The `sluice gateway --kube` binary itself, run here against the same kubeconfig (with the
+//! Knative CRDs, and without the in-cluster `sluice-gateway` Deployment: two gateways would both
+//! write KIngress status):
+//!
+//! ```text
+//! cargo test -p sluice --test gateway_kube -- --ignored
+//! ```
 
 use std::time::Duration;
 

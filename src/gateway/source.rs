@@ -25,6 +25,25 @@ struct FileEntry {
 /// A change to hand to the gateway state: `None` = deleted.
 pub type Change = (ObjectKey, Option<Object>);
 
+/// What a source (the directory, or the cluster) hands the gateway core, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// An object was created, changed or (`None`) deleted.
+    Change(Change),
+    /// A KIngress of our class that cannot be read: the state keeps its previous version (if
+    /// any) and the problem is reported — in `/status`, and in the KIngress's status under
+    /// `--kube`. A later change of the same KIngress clears it.
+    Rejected {
+        /// Metadata and status of the object (its spec may be empty).
+        ingress: Box<sluice_serving::Ingress>,
+        /// Why it was rejected (names the field).
+        message: String,
+    },
+    /// The source has delivered everything it holds (the directory scanned, every watch
+    /// listed once): the core translates and publishes only from here on.
+    Synced,
+}
+
 impl FileSource {
     /// An empty source.
     pub fn new() -> Self {

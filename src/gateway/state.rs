@@ -10,7 +10,7 @@
 //! last user goes. A KIngress that fails translation keeps its previous,
 //! good translation in service and carries the error for its status.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_serving::ingress::IngressKey;
 use sluice_serving::lookup::SERVICE_NAME_LABEL;
@@ -206,7 +206,35 @@ impl GatewayState {
             }
         }
         self.refresh_listeners(&mut update);
+        self.settle(&mut update);
         (update, changed)
+    }
+
+    /// One action per resource in `update`: what [`Self::apply`] ended with. A resource one
+    /// KIngress dropped and another took up in the same batch (a deleted KIngress's host passing
+    /// to the one it blocked, both naming the same Service) is kept, not removed after being
+    /// upserted; a resource upserted twice is sent once, as it is now.
+    fn settle(&self, update: &mut Update) {
+        let key = |r: &Resource| (r.type_url().to_string(), r.name().to_string());
+        let mut seen: HashSet<ResKey> = HashSet::new();
+        let mut upserts: Vec<Resource> = std::mem::take(&mut update.upserts)
+            .into_iter()
+            .rev()
+            .filter(|r| seen.insert(key(r)))
+            .collect();
+        upserts.reverse();
+        let removed: HashSet<ResKey> = update.removals.iter().cloned().collect();
+        // `current` holds the served shared resources (listeners are never both upserted and
+        // removed): present means the upsert came last, absent means the removal did.
+        upserts.retain(|r| {
+            let k = key(r);
+            !removed.contains(&k) || self.current.contains_key(&k)
+        });
+        let mut removals_seen: HashSet<ResKey> = HashSet::new();
+        update.removals.retain(|k| {
+            !(seen.contains(k) && self.current.contains_key(k)) && removals_seen.insert(k.clone())
+        });
+        update.upserts = upserts;
     }
 
     /// The route configurations served for a KIngress: (name, content version).
@@ -438,6 +466,112 @@ fn reason_of(e: &TranslateError) -> &'static str {
 mod tests {
     use super::*;
     use sluice_serving::FieldError;
+
+    const HANDOVER: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: hello-1, labels: {kubernetes.io/service-name: hello}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.0.1]}]
+ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: first
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  annotations: {networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.example.com]
+    http: {paths: [{splits: [{serviceName: hello, serviceNamespace: default, servicePort: 80}]}]}
+---
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: second
+  creationTimestamp: "2026-02-01T00:00:00Z"
+  annotations: {networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.example.com]
+    http: {paths: [{splits: [{serviceName: hello, serviceNamespace: default, servicePort: 80}]}]}
+"#;
+
+    #[test]
+    fn a_host_handed_over_keeps_the_shared_cluster() {
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let mut state = GatewayState::new(GatewayConfig {
+            external_http: addr(1),
+            internal_http: addr(2),
+            external_https: addr(3),
+            internal_https: addr(4),
+        });
+        let decoded = super::super::documents::decode(std::path::Path::new("x.yaml"), HANDOVER);
+        assert!(decoded.problems.is_empty(), "{:?}", decoded.problems);
+        let (first, _) = state.apply(
+            decoded
+                .objects
+                .into_iter()
+                .map(|(k, o)| (k, Some(o)))
+                .collect(),
+        );
+        let second = IngressKey::new("default", "second");
+        assert_eq!(
+            state.ingresses()[&second].reason.as_deref(),
+            Some(sluice_serving::conflict::DOMAIN_CONFLICT)
+        );
+        let cluster = |u: &Update| {
+            u.upserts
+                .iter()
+                .filter(|r| r.type_url() == sluice_xds::resource::CLUSTER)
+                .count()
+        };
+        assert_eq!(cluster(&first), 1);
+        // The winner goes: the loser takes the host and the same cluster, which must stay.
+        let (update, changed) = state.apply(vec![(
+            ObjectKey {
+                kind: Kind::Ingress,
+                namespace: "default".into(),
+                name: "first".into(),
+            },
+            None,
+        )]);
+        assert!(changed.contains(&second), "{changed:?}");
+        assert_eq!(state.ingresses()[&second].error, None);
+        assert!(
+            !update
+                .removals
+                .iter()
+                .any(|(t, _)| t == sluice_xds::resource::CLUSTER),
+            "the shared cluster is not removed: {:?}",
+            update.removals
+        );
+        let mut keys: Vec<(&str, &str)> = update
+            .upserts
+            .iter()
+            .map(|r| (r.type_url(), r.name()))
+            .collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "each resource once");
+        for (t, name) in &update.removals {
+            assert!(
+                !keys.contains(&(t.as_str(), name.as_str())),
+                "{name} both upserted and removed"
+            );
+        }
+        // And the cache accepts it as consistent.
+        let cache = sluice_xds::SnapshotCache::new();
+        cache.update("g", first).expect("first snapshot");
+        cache.update("g", update).expect("handover is consistent");
+    }
 
     #[test]
     fn translation_errors_name_their_field() {

@@ -1,7 +1,9 @@
-//! `sluice gateway --dir` as a child process, for end-to-end tests through its real Envoy.
+//! `sluice gateway --dir` (or `--kube`) as a child process, for end-to-end tests through its
+//! real Envoy.
 //!
 //! [`Gateway::start`] writes the given files into a fresh directory, starts the binary on free
 //! loopback ports (listeners, xDS, debug, Envoy admin) and waits until its debug server answers.
+//! [`Gateway::start_kube`] does the same with `--kube` and a given kubeconfig.
 //! Files are edited live with [`Gateway::write`] (write a hidden temporary file, then rename:
 //! the watcher never sees half a file) and [`Gateway::remove`]. Readiness and problems are read
 //! from the debug server's `/status` — the document `sluice status --json` prints.
@@ -37,7 +39,7 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 /// Lines of the gateway's log shown when a test fails.
 const LOG_TAIL: usize = 60;
 
-/// A running `sluice gateway --dir`.
+/// A running `sluice gateway --dir` (or `--kube`).
 pub struct Gateway {
     /// External plain-HTTP listener (ExternalIP hosts).
     pub external_http: SocketAddr,
@@ -62,6 +64,16 @@ impl Gateway {
     /// Starts a gateway over a new directory holding `files` (name → content) and waits until
     /// its debug server answers. `label` names the directory (for humans reading /tmp).
     pub async fn start(label: &str, files: &[(&str, String)]) -> Gateway {
+        Self::spawn(label, files, None).await
+    }
+
+    /// Starts `sluice gateway --kube` reading the cluster of `kubeconfig` (set as `KUBECONFIG`)
+    /// and waits until its debug server answers.
+    pub async fn start_kube(label: &str, kubeconfig: &Path) -> Gateway {
+        Self::spawn(label, &[], Some(kubeconfig)).await
+    }
+
+    async fn spawn(label: &str, files: &[(&str, String)], kubeconfig: Option<&Path>) -> Gateway {
         static N: AtomicU64 = AtomicU64::new(0);
         let root = std::env::temp_dir().join(format!(
             "sluice-gateway-e2e-{label}-{}-{}",
@@ -89,10 +101,18 @@ impl Gateway {
         let log = std::fs::File::create(gw.log_path()).expect("creating the gateway log");
         let addr = |a: SocketAddr| a.to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("gateway")
-            .arg("--dir")
-            .arg(&gw.dir)
-            .args(["--external-http", &addr(gw.external_http)])
+        cmd.arg("gateway");
+        match kubeconfig {
+            Some(path) => {
+                cmd.arg("--kube")
+                    .args(["--instance", &format!("e2e-{label}")])
+                    .env("KUBECONFIG", path);
+            }
+            None => {
+                cmd.arg("--dir").arg(&gw.dir);
+            }
+        }
+        cmd.args(["--external-http", &addr(gw.external_http)])
             .args(["--internal-http", &addr(gw.internal_http)])
             .args(["--external-https", &addr(gw.external_https)])
             .args(["--internal-https", &addr(gw.internal_https)])

@@ -1,0 +1,588 @@
+//! `sluice gateway --kube` end to end, without a cluster: the real binary (and the real Envoy
+//! it launches) against a small fake API server that lists and watches KIngresses, Services,
+//! EndpointSlices and Secrets, and records the status patches and events the gateway writes.
+//! Traffic goes through Envoy to a real test backend.
+//!
+//! The fake answers what kube-runtime's watchers and Sluice's status writer ask: `GET` of a
+//! collection (a list, or with `watch=true` a stream of watch events that stays open), `PATCH`
+//! of `ingresses/NAME/status` (merged into the object, which is then sent to the watchers as
+//! `MODIFIED`, as an API server would), and `POST` of `events.k8s.io/v1` events.
+//!
+//! `gateway_serves_the_current_cluster` (ignored) does the same against the cluster of the
+//! current kubeconfig; see its docs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use support::gateway::{Gateway, SETTLE, endpoint_slice, service, simple_kingress};
+use support::{BackendOptions, wait_for};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+const INGRESSES: &str = "/apis/networking.internal.knative.dev/v1alpha1/ingresses";
+const SERVICES: &str = "/api/v1/services";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+const SECRETS: &str = "/api/v1/secrets";
+const HOST: &str = "hello.example.com";
+
+/// One open watch stream: JSON lines, one watch event each.
+type WatchStream = mpsc::UnboundedSender<Result<Bytes, Infallible>>;
+
+/// What the fake API server holds and saw.
+#[derive(Default)]
+struct ApiState {
+    /// Collection path → objects by `namespace/name`.
+    objects: Mutex<BTreeMap<&'static str, BTreeMap<String, Value>>>,
+    /// Collection path → open watch streams.
+    watchers: Mutex<BTreeMap<&'static str, Vec<WatchStream>>>,
+    /// Status patches: (KIngress name, the status applied).
+    patches: Mutex<Vec<(String, Value)>>,
+    /// Events created.
+    events: Mutex<Vec<Value>>,
+    resource_version: AtomicU64,
+    /// Status patches still to refuse with a 500 (the gateway must retry).
+    refuse_patches: AtomicU64,
+}
+
+fn collection(path: &str) -> Option<&'static str> {
+    [INGRESSES, SERVICES, SLICES, SECRETS]
+        .into_iter()
+        .find(|c| *c == path)
+}
+
+fn object_key(object: &Value) -> String {
+    format!(
+        "{}/{}",
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default"),
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+impl ApiState {
+    fn next_version(&self) -> String {
+        (self.resource_version.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+    }
+
+    /// Stores (or, for `DELETED`, removes) `object` and tells the watchers of `path`.
+    fn push(&self, path: &'static str, type_: &str, mut object: Value) {
+        object["metadata"]["resourceVersion"] = json!(self.next_version());
+        let key = object_key(&object);
+        {
+            let mut objects = self.objects.lock().unwrap();
+            let of = objects.entry(path).or_default();
+            if type_ == "DELETED" {
+                of.remove(&key);
+            } else {
+                of.insert(key, object.clone());
+            }
+        }
+        let line = format!("{}\n", json!({"type": type_, "object": object}));
+        let mut watchers = self.watchers.lock().unwrap();
+        for w in watchers.entry(path).or_default().iter() {
+            let _ = w.send(Ok(Bytes::from(line.clone())));
+        }
+    }
+
+    fn patches_of(&self, name: &str) -> Vec<Value> {
+        self.patches
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+async fn handle(
+    State(api): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let query = uri.query().unwrap_or_default();
+    if method == Method::GET
+        && let Some(c) = collection(path)
+    {
+        if query
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1")
+        {
+            let (tx, rx) = mpsc::unbounded_channel();
+            api.watchers.lock().unwrap().entry(c).or_default().push(tx);
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(UnboundedReceiverStream::new(rx)))
+                .unwrap();
+        }
+        let items: Vec<Value> = api
+            .objects
+            .lock()
+            .unwrap()
+            .get(c)
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default();
+        let version = api.resource_version.load(Ordering::Relaxed).to_string();
+        return axum::Json(json!({
+            "kind": "List", "apiVersion": "v1",
+            "metadata": {"resourceVersion": version},
+            "items": items,
+        }))
+        .into_response();
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        (
+            "PATCH",
+            [
+                "apis",
+                "networking.internal.knative.dev",
+                "v1alpha1",
+                "namespaces",
+                ns,
+                "ingresses",
+                name,
+                "status",
+            ],
+        ) => {
+            if api
+                .refuse_patches
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": "try again", "reason": "InternalError",
+                    "code": 500});
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
+            }
+            let patch: Value = serde_json::from_slice(&body).expect("a JSON apply patch");
+            api.patches
+                .lock()
+                .unwrap()
+                .push((name.to_string(), patch["status"].clone()));
+            let key = format!("{ns}/{name}");
+            let current = api
+                .objects
+                .lock()
+                .unwrap()
+                .get(INGRESSES)
+                .and_then(|o| o.get(&key).cloned());
+            let Some(mut object) = current else {
+                return (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response();
+            };
+            object["status"] = patch["status"].clone();
+            api.push(INGRESSES, "MODIFIED", object.clone());
+            axum::Json(object).into_response()
+        }
+        ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
+            let event: Value = serde_json::from_slice(&body).expect("a JSON event");
+            api.events.lock().unwrap().push(event.clone());
+            (StatusCode::CREATED, axum::Json(event)).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, axum::Json(not_found(path))).into_response(),
+    }
+}
+
+fn not_found(what: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{what} not found"), "reason": "NotFound", "code": 404})
+}
+
+/// A fake API server on a loopback port, and a kubeconfig pointing at it.
+struct FakeApi {
+    state: Arc<ApiState>,
+    kubeconfig: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeApi {
+    async fn start(label: &str) -> FakeApi {
+        let state = Arc::new(ApiState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the fake API server");
+        let addr: SocketAddr = listener.local_addr().expect("its address");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let kubeconfig =
+            std::env::temp_dir().join(format!("sluice-{label}-{}.kubeconfig", std::process::id()));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+                 clusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
+                 contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]\n\
+                 users: [{{name: fake, user: {{}}}}]\n"
+            ),
+        )
+        .expect("writing the kubeconfig");
+        FakeApi {
+            state,
+            kubeconfig,
+            task,
+        }
+    }
+
+    /// Waits until the last status patch of KIngress `default/name` satisfies `check`.
+    async fn wait_status(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(
+            &format!("status of KIngress {name}: {what}"),
+            SETTLE,
+            || async {
+                let patches = self.state.patches_of(name);
+                match patches.last() {
+                    Some(s) if check(s) => Ok(s.clone()),
+                    Some(s) => Err(anyhow::anyhow!("last status written: {s}")),
+                    None => Err(anyhow::anyhow!("no status written")),
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+/// `type=status reason` of each condition, sorted by type.
+fn conditions(status: &Value) -> Vec<String> {
+    let mut c: Vec<String> = status["conditions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    format!(
+                        "{}={} {}",
+                        c["type"].as_str().unwrap_or_default(),
+                        c["status"].as_str().unwrap_or_default(),
+                        c["reason"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    c.sort();
+    c
+}
+
+fn ready(status: &Value) -> bool {
+    conditions(status)
+        == [
+            "LoadBalancerReady=True ",
+            "NetworkConfigured=True ",
+            "Ready=True ",
+        ]
+}
+
+/// A KIngress as the API server holds it: generation and creation time set.
+fn kingress(name: &str, service: &str, generation: i64, created: &str) -> Value {
+    let mut k = simple_kingress(name, HOST, service);
+    k["metadata"]["generation"] = json!(generation);
+    k["metadata"]["creationTimestamp"] = json!(created);
+    k
+}
+
+#[tokio::test]
+async fn kube_source_serves_and_writes_status() {
+    let backend = support::start(BackendOptions::new("hello")).await;
+    let port = backend.addr.port();
+    let api = FakeApi::start("gateway-kube").await;
+    // The first two status writes fail: they are retried (with backoff).
+    api.state.refuse_patches.store(2, Ordering::Relaxed);
+    let hello = kingress("hello", "hello", 1, "2026-01-01T00:00:00Z");
+    api.state.push(INGRESSES, "ADDED", hello.clone());
+    api.state
+        .push(SERVICES, "ADDED", service("hello", "http", None, port));
+    api.state
+        .push(SLICES, "ADDED", endpoint_slice("hello", "http", port));
+    let gw = Gateway::start_kube("kube", &api.kubeconfig).await;
+
+    // Listed, translated, served through Envoy, proven, and Ready written back with the load
+    // balancers and the observed generation.
+    let status = api.wait_status("hello", "Ready=True", ready).await;
+    assert_eq!(status["observedGeneration"], 1, "{status}");
+    assert_eq!(
+        api.state.refuse_patches.load(Ordering::Relaxed),
+        0,
+        "the refused writes were retried"
+    );
+    assert_eq!(
+        status["publicLoadBalancer"]["ingress"][0]["domainInternal"],
+        "sluice-gateway.knative-serving.svc.cluster.local"
+    );
+    assert_eq!(
+        status["privateLoadBalancer"]["ingress"][0]["domainInternal"],
+        "sluice-internal.knative-serving.svc.cluster.local"
+    );
+    let first = api.state.patches_of("hello");
+    assert!(
+        first.len() <= 2,
+        "at most InProgress then Ready: {first:#?}"
+    );
+    gw.wait_backend(gw.external_http, HOST, "hello", 5).await;
+    let served = gw.wait_ready("hello").await;
+    // Our own status write comes back as a watch event: it must not cause another write.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        api.state.patches_of("hello").len(),
+        first.len(),
+        "no write loop"
+    );
+
+    // A new generation naming a missing Service: NotConfigured (and a Warning event) for
+    // generation 2, while Envoy keeps serving generation 1.
+    api.state.push(
+        INGRESSES,
+        "MODIFIED",
+        kingress("hello", "missing", 2, "2026-01-01T00:00:00Z"),
+    );
+    let status = api
+        .wait_status("hello", "NetworkConfigured=False", |s| {
+            s["observedGeneration"] == 2
+        })
+        .await;
+    assert_eq!(
+        conditions(&status),
+        [
+            "LoadBalancerReady=Unknown TranslationFailed",
+            "NetworkConfigured=False TranslationFailed",
+            "Ready=False TranslationFailed",
+        ]
+    );
+    let message = status["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("service default/missing not found"),
+        "{status}"
+    );
+    let event = wait_for("a Warning event", SETTLE, || async {
+        let events = api.state.events.lock().unwrap().clone();
+        events
+            .into_iter()
+            .find(|e| e["reason"] == "TranslationFailed")
+            .ok_or_else(|| anyhow::anyhow!("no event yet"))
+    })
+    .await;
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(event["regarding"]["name"], "hello", "{event}");
+    assert_eq!(event["reportingInstance"], "e2e-kube", "{event}");
+    gw.wait_backend(gw.external_http, HOST, "hello", 5).await;
+    let problems = gw.status().await.expect("/status").problems;
+    assert!(
+        problems.iter().any(|p| p.file == "kube"
+            && p.object.as_deref() == Some("Ingress default/hello")
+            && p.message.contains("not found")),
+        "{problems:#?}"
+    );
+
+    // Fixed: Ready again at generation 3.
+    api.state.push(
+        INGRESSES,
+        "MODIFIED",
+        kingress("hello", "hello", 3, "2026-01-01T00:00:00Z"),
+    );
+    api.wait_status("hello", "Ready=True at generation 3", |s| {
+        ready(s) && s["observedGeneration"] == 3
+    })
+    .await;
+
+    // A later KIngress claiming the same host loses it: DomainConflict; the first keeps it.
+    api.state.push(
+        INGRESSES,
+        "ADDED",
+        kingress("late", "hello", 1, "2026-02-01T00:00:00Z"),
+    );
+    let status = api
+        .wait_status("late", "DomainConflict", |s| {
+            conditions(s).contains(&"LoadBalancerReady=False DomainConflict".to_string())
+        })
+        .await;
+    assert!(
+        conditions(&status).contains(&"Ready=False DomainConflict".to_string()),
+        "{status}"
+    );
+    assert!(ready(api.state.patches_of("hello").last().unwrap()));
+
+    // A version that does not decode (an unknown spec field): InvalidIngress on its status and
+    // in /status, and the last good version keeps serving.
+    let mut broken = kingress("hello", "hello", 4, "2026-01-01T00:00:00Z");
+    broken["spec"]["rulez"] = json!([]);
+    api.state.push(INGRESSES, "MODIFIED", broken);
+    let status = api
+        .wait_status("hello", "InvalidIngress", |s| s["observedGeneration"] == 4)
+        .await;
+    assert!(
+        conditions(&status).contains(&"NetworkConfigured=False InvalidIngress".to_string()),
+        "{status}"
+    );
+    assert!(
+        status["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rulez")),
+        "{status}"
+    );
+    wait_for("the rejection in /status", SETTLE, || async {
+        let s = gw.status().await?;
+        s.problems
+            .iter()
+            .find(|p| {
+                p.object.as_deref() == Some("Ingress default/hello") && p.message.contains("rulez")
+            })
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("{:?}", s.problems))
+    })
+    .await;
+    gw.wait_backend(gw.external_http, HOST, "hello", 5).await;
+    assert_eq!(
+        gw.ingress("hello").await.unwrap().map(|i| i.hash),
+        Some(served.hash),
+        "the last good generation is still served"
+    );
+
+    // Deleted: the host goes away.
+    api.state.push(INGRESSES, "DELETED", hello);
+    api.state.push(
+        INGRESSES,
+        "DELETED",
+        kingress("late", "hello", 1, "2026-02-01T00:00:00Z"),
+    );
+    gw.wait_status(gw.external_http, HOST, 404).await;
+    gw.stop().await;
+    backend.shutdown().await;
+}
+
+#[tokio::test]
+async fn kube_problems_shown_until_synced() {
+    // An API server that refuses everything: the gateway keeps running, serves nothing, and
+    // says why in /status.
+    let api = FakeApi::start("gateway-kube-unsynced").await;
+    std::fs::write(
+        &api.kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+         clusters: [{name: fake, cluster: {server: 'http://127.0.0.1:1'}}]\n\
+         contexts: [{name: fake, context: {cluster: fake, user: fake}}]\n\
+         users: [{name: fake, user: {}}]\n",
+    )
+    .expect("kubeconfig");
+    let gw = Gateway::start_kube("kube-unsynced", &api.kubeconfig).await;
+    let problems = wait_for("watch failures in /status", SETTLE, || async {
+        let s = gw.status().await?;
+        anyhow::ensure!(
+            s.problems
+                .iter()
+                .any(|p| p.file == "kube" && p.message.starts_with("not synced yet:")),
+            "{:?}",
+            s.problems
+        );
+        anyhow::Ok(s.problems)
+    })
+    .await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object.as_deref() == Some("ingresses.networking.internal.knative.dev")),
+        "{problems:#?}"
+    );
+    // Nothing is served before the source is synced: Envoy has no listener.
+    assert!(
+        support::get(gw.internal_http, "x.example.com", "/", &[])
+            .await
+            .is_err(),
+        "Envoy serves nothing before the source is synced"
+    );
+    assert!(gw.status().await.expect("/status").ingresses.is_empty());
+    gw.stop().await;
+}
+
+/// Against the cluster of the current kubeconfig (kind or k3d with the Knative Serving CRDs,
+/// and no other gateway of class `sluice.ingress.networking.knative.dev` running — the two would
+/// fight over status; see `serving-controller/tests/kube_cluster.rs` for setting one up):
+///
+/// ```text
+/// cargo test -p sluice --test gateway_kube -- --ignored
+/// ```
+///
+/// Runs `sluice gateway --kube` here (with its local Envoy), creates a selector-less Service and
+/// a KIngress of our class in `default`, and waits for the KIngress to be Ready on the API
+/// server: the probe is answered by Envoy itself, so the Service's endpoints need not be
+/// reachable from here.
+#[tokio::test]
+#[ignore = "needs cluster: kubeconfig pointing at kind/k3d with the Knative Serving CRDs"]
+async fn gateway_serves_the_current_cluster() {
+    use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+    use sluice_serving::kube::{decode_ingress, ingress_api_resource};
+
+    let client = kube::Client::try_default()
+        .await
+        .expect("a kubeconfig or in-cluster config");
+    let name = "sluice-gateway-kube-test";
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "default");
+    let ingresses: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ingress_api_resource());
+    let _ = ingresses.delete(name, &DeleteParams::default()).await;
+    let _ = services.delete(name, &DeleteParams::default()).await;
+    let svc: k8s_openapi::api::core::v1::Service =
+        serde_json::from_value(service(name, "http", None, 8080)).expect("service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("Service created");
+    let object: DynamicObject =
+        serde_json::from_value(simple_kingress(name, "gateway-kube-test.example.com", name))
+            .expect("KIngress");
+    ingresses
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("KIngress created (CRDs installed?)");
+
+    let kubeconfig = std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".kube/config")
+        });
+    let gw = Gateway::start_kube("cluster", &kubeconfig).await;
+    wait_for("the KIngress Ready on the API server", SETTLE, || async {
+        let ingress = decode_ingress(ingresses.get(name).await?)?;
+        let ready = ingress
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        anyhow::ensure!(
+            ready && ingress.status.observed_generation == ingress.metadata.generation,
+            "{:?}",
+            ingress.status
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    gw.wait_ready(name).await;
+    gw.stop().await;
+    let _ = ingresses.delete(name, &DeleteParams::default()).await;
+    let _ = services.delete(name, &DeleteParams::default()).await;
+}
