@@ -622,16 +622,17 @@ async fn readiness_loop(
                 .collect()
         };
         let connected = nodes.connected();
+        // One copy of each node's state per round, not per KIngress.
+        let states: Vec<_> = connected.iter().filter_map(|n| nodes.get(n)).collect();
         for (key, hash, targets, versions) in todo {
-            let acked = !connected.is_empty()
-                && connected.iter().all(|n| {
-                    nodes.get(n).is_some_and(|st| {
-                        versions.iter().all(|(name, v)| {
-                            st.types
-                                .get(ROUTE)
-                                .and_then(|t| t.acked.get(name))
-                                .is_some_and(|(av, _)| av == v)
-                        })
+            let acked = !states.is_empty()
+                && states.len() == connected.len()
+                && states.iter().all(|st| {
+                    versions.iter().all(|(name, v)| {
+                        st.types
+                            .get(ROUTE)
+                            .and_then(|t| t.acked.get(name))
+                            .is_some_and(|(av, _)| av == v)
                     })
                 });
             let verdict = if connected.is_empty() {

@@ -8,5 +8,6 @@ pub mod debug;
 pub mod envoy;
 pub mod files;
 pub mod gateway;
+pub mod runtime;
 pub mod table;
 pub mod telemetry;

@@ -17,6 +17,7 @@ pub mod hash;
 pub mod ingress;
 pub mod kube;
 pub mod lookup;
+pub mod serving;
 pub mod translate;
 
 pub use conflict::{DomainConflict, resolve_conflicts};

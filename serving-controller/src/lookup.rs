@@ -40,8 +40,13 @@ type Key = (String, String);
 pub struct Objects {
     /// Services.
     pub services: BTreeMap<Key, Service>,
-    /// EndpointSlices by (namespace, slice name).
-    pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
+    /// EndpointSlices by (namespace, slice name); change them with
+    /// [`Objects::add_endpoint_slice`] / [`Objects::remove_endpoint_slice`] so the
+    /// per-Service index stays right.
+    endpoint_slices: BTreeMap<Key, EndpointSlice>,
+    /// (namespace, Service) → names of its EndpointSlices: a lookup costs the
+    /// Service's slices, not every slice of the namespace.
+    slices_by_service: BTreeMap<Key, std::collections::BTreeSet<String>>,
     /// Endpoints by (namespace, service name).
     pub endpoints: BTreeMap<Key, Endpoints>,
     /// Secrets.
@@ -71,8 +76,38 @@ impl Objects {
 
     /// Adds or replaces an EndpointSlice.
     pub fn add_endpoint_slice(&mut self, s: EndpointSlice) -> &mut Self {
-        self.endpoint_slices.insert(key_of(&s.metadata), s);
+        let key = key_of(&s.metadata);
+        self.remove_endpoint_slice(&key.0, &key.1);
+        if let Some(service) = slice_service(&s) {
+            self.slices_by_service
+                .entry((key.0.clone(), service))
+                .or_default()
+                .insert(key.1.clone());
+        }
+        self.endpoint_slices.insert(key, s);
         self
+    }
+
+    /// Removes an EndpointSlice by namespace and slice name; returns it.
+    pub fn remove_endpoint_slice(&mut self, namespace: &str, name: &str) -> Option<EndpointSlice> {
+        let old = self
+            .endpoint_slices
+            .remove(&(namespace.to_string(), name.to_string()))?;
+        if let Some(service) = slice_service(&old) {
+            let k = (namespace.to_string(), service);
+            if let Some(set) = self.slices_by_service.get_mut(&k) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.slices_by_service.remove(&k);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    /// Every EndpointSlice, by (namespace, slice name).
+    pub fn all_endpoint_slices(&self) -> &BTreeMap<Key, EndpointSlice> {
+        &self.endpoint_slices
     }
 
     /// Adds or replaces an Endpoints object.
@@ -98,18 +133,11 @@ impl Lookup for Objects {
     }
 
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<&EndpointSlice> {
-        let start = (namespace.to_string(), String::new());
-        self.endpoint_slices
-            .range(start..)
-            .take_while(|((ns, _), _)| ns == namespace)
-            .map(|(_, s)| s)
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|n| n == service)
-            })
+        self.slices_by_service
+            .get(&(namespace.to_string(), service.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|name| get(&self.endpoint_slices, namespace, name))
             .collect()
     }
 
@@ -124,4 +152,8 @@ impl Lookup for Objects {
     fn upstream_timeout(&self, namespace: &str, service: &str) -> Option<Duration> {
         get(&self.timeouts, namespace, service).copied()
     }
+}
+
+fn slice_service(s: &EndpointSlice) -> Option<String> {
+    s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
 }

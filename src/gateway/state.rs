@@ -56,6 +56,79 @@ pub struct GatewayState {
     /// Resource → its current body (shared ones: the first owner's).
     current: HashMap<ResKey, Resource>,
     listeners: BTreeMap<String, Resource>,
+    /// Which KIngresses name each Service / Secret, so an event on one touches
+    /// only those (no scan over every KIngress).
+    refs: Refs,
+    /// KIngresses rejected for a host another one holds; recomputed only when
+    /// some KIngress's hosts change.
+    conflicts: BTreeMap<IngressKey, DomainConflict>,
+}
+
+/// Reverse index: (namespace, name) of a Service or Secret → the KIngresses naming it.
+#[derive(Debug, Default)]
+struct Refs {
+    services: HashMap<(String, String), BTreeSet<IngressKey>>,
+    secrets: HashMap<(String, String), BTreeSet<IngressKey>>,
+    by_ingress: HashMap<IngressKey, (Vec<(String, String)>, Vec<(String, String)>)>,
+}
+
+impl Refs {
+    /// Records what `ingress` names now (`None`: it is gone).
+    fn set(&mut self, key: &IngressKey, ingress: Option<&Ingress>) {
+        if let Some((services, secrets)) = self.by_ingress.remove(key) {
+            for s in services {
+                remove_ref(&mut self.services, &s, key);
+            }
+            for s in secrets {
+                remove_ref(&mut self.secrets, &s, key);
+            }
+        }
+        let Some(i) = ingress else { return };
+        let mut services: Vec<(String, String)> = i
+            .spec
+            .rules
+            .iter()
+            .flat_map(|r| r.http.iter().flat_map(|h| &h.paths))
+            .flat_map(|p| &p.splits)
+            .map(|sp| (sp.service_namespace.clone(), sp.service_name.clone()))
+            .collect();
+        services.sort();
+        services.dedup();
+        let mut secrets: Vec<(String, String)> = i
+            .spec
+            .tls
+            .iter()
+            .map(|t| (t.secret_namespace.clone(), t.secret_name.clone()))
+            .collect();
+        secrets.sort();
+        secrets.dedup();
+        for s in &services {
+            self.services
+                .entry(s.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        for s in &secrets {
+            self.secrets
+                .entry(s.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.by_ingress.insert(key.clone(), (services, secrets));
+    }
+}
+
+fn remove_ref(
+    map: &mut HashMap<(String, String), BTreeSet<IngressKey>>,
+    target: &(String, String),
+    key: &IngressKey,
+) {
+    if let Some(set) = map.get_mut(target) {
+        set.remove(key);
+        if set.is_empty() {
+            map.remove(target);
+        }
+    }
 }
 
 impl GatewayState {
@@ -69,6 +142,8 @@ impl GatewayState {
             owners: HashMap::new(),
             current: HashMap::new(),
             listeners: BTreeMap::new(),
+            refs: Refs::default(),
+            conflicts: BTreeMap::new(),
         }
     }
 
@@ -94,6 +169,7 @@ impl GatewayState {
                     if !is_ours(&i) {
                         // Another class (or it left ours): never touched.
                         if self.ingresses.remove(&ik).is_some() {
+                            self.refs.set(&ik, None);
                             touched.insert(ik);
                             hosts_changed = true;
                         }
@@ -121,11 +197,14 @@ impl GatewayState {
                             hosts,
                         },
                     );
+                    self.refs
+                        .set(&ik, self.ingresses.get(&ik).map(|s| &s.ingress));
                     touched.insert(ik);
                 }
                 (Kind::Ingress, _) => {
                     let ik = IngressKey::new(&key.namespace, &key.name);
                     if self.ingresses.remove(&ik).is_some() {
+                        self.refs.set(&ik, None);
                         touched.insert(ik);
                         hosts_changed = true;
                     }
@@ -142,11 +221,11 @@ impl GatewayState {
                     touched.extend(self.naming_service(&key.namespace, &key.name));
                 }
                 (Kind::EndpointSlice, o) => {
-                    let old = self.objects.endpoint_slices.remove(&k);
+                    let old = self.objects.remove_endpoint_slice(&k.0, &k.1);
                     let mut services: Vec<String> = old.iter().filter_map(slice_service).collect();
                     if let Some(Object::EndpointSlice(s)) = o {
                         services.extend(slice_service(&s));
-                        self.objects.endpoint_slices.insert(k.clone(), *s);
+                        self.objects.add_endpoint_slice(*s);
                     }
                     for svc in services {
                         touched.extend(self.naming_service(&key.namespace, &svc));
@@ -178,11 +257,10 @@ impl GatewayState {
             }
         }
         // Host ownership can only move when some KIngress's hosts changed.
-        let conflicts = if hosts_changed || !touched.is_empty() {
-            resolve_conflicts(self.ingresses.values().map(|s| &s.ingress))
-        } else {
-            BTreeMap::new()
-        };
+        if hosts_changed {
+            self.conflicts = resolve_conflicts(self.ingresses.values().map(|s| &s.ingress));
+        }
+        let conflicts = std::mem::take(&mut self.conflicts);
         if hosts_changed {
             // A removed or re-hosted KIngress may free a host for a rejected one.
             for (k, s) in &self.ingresses {
@@ -205,6 +283,7 @@ impl GatewayState {
                 changed.insert(key);
             }
         }
+        self.conflicts = conflicts;
         self.refresh_listeners(&mut update);
         self.settle(&mut update);
         (update, changed)
@@ -239,18 +318,18 @@ impl GatewayState {
 
     /// The route configurations served for a KIngress: (name, content version).
     pub fn route_versions(&self, key: &IngressKey) -> Vec<(String, String)> {
-        self.served
-            .get(key)
-            .map(|t| {
-                t.route_configurations
-                    .iter()
-                    .map(|rc| {
-                        let r = Resource::new(rc.name.clone(), rc);
-                        (r.name().to_string(), r.version().to_string())
-                    })
-                    .collect()
+        let Some(t) = self.served.get(key) else {
+            return Vec::new();
+        };
+        t.route_configurations
+            .iter()
+            .filter_map(|rc| {
+                let k = (sluice_xds::resource::ROUTE.to_string(), rc.name.clone());
+                self.current
+                    .get(&k)
+                    .map(|r| (rc.name.clone(), r.version().to_string()))
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Records that the update holding `keys` was published at `generation`.
@@ -263,32 +342,24 @@ impl GatewayState {
     }
 
     fn naming_service(&self, namespace: &str, name: &str) -> Vec<IngressKey> {
-        self.ingresses
-            .iter()
-            .filter(|(_, s)| {
-                s.ingress.spec.rules.iter().any(|r| {
-                    r.http.iter().flat_map(|h| &h.paths).any(|p| {
-                        p.splits
-                            .iter()
-                            .any(|sp| sp.service_namespace == namespace && sp.service_name == name)
-                    })
-                })
-            })
-            .map(|(k, _)| k.clone())
+        let k = (namespace.to_string(), name.to_string());
+        self.refs
+            .services
+            .get(&k)
+            .into_iter()
+            .flatten()
+            .cloned()
             .collect()
     }
 
     fn naming_secret(&self, namespace: &str, name: &str) -> Vec<IngressKey> {
-        self.ingresses
-            .iter()
-            .filter(|(_, s)| {
-                s.ingress
-                    .spec
-                    .tls
-                    .iter()
-                    .any(|t| t.secret_namespace == namespace && t.secret_name == name)
-            })
-            .map(|(k, _)| k.clone())
+        let k = (namespace.to_string(), name.to_string());
+        self.refs
+            .secrets
+            .get(&k)
+            .into_iter()
+            .flatten()
+            .cloned()
             .collect()
     }
 
