@@ -6,7 +6,7 @@
 //! - `GET /healthz` with 200 `ok`,
 //! - anything else with 404.
 //!
-//! `CRASH_AFTER=N` makes it exit with status 1 after answering N requests (to watch the
+//! `CRASH_AFTER=N` makes it exit with status 1 after answering N requests to `/` (to watch the
 //! runtime restart it). On SIGTERM or Ctrl-C it stops accepting, lets open requests finish
 //! and exits 0.
 //!

@@ -64,12 +64,15 @@ pub struct GatewayState {
     conflicts: BTreeMap<IngressKey, DomainConflict>,
 }
 
+/// A namespace and a name.
+type NsName = (String, String);
+
 /// Reverse index: (namespace, name) of a Service or Secret → the KIngresses naming it.
 #[derive(Debug, Default)]
 struct Refs {
     services: HashMap<(String, String), BTreeSet<IngressKey>>,
     secrets: HashMap<(String, String), BTreeSet<IngressKey>>,
-    by_ingress: HashMap<IngressKey, (Vec<(String, String)>, Vec<(String, String)>)>,
+    by_ingress: HashMap<IngressKey, (Vec<NsName>, Vec<NsName>)>,
 }
 
 impl Refs {
