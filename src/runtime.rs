@@ -8,8 +8,9 @@
 //! answered 2xx/3xx, or a TCP connect; by default a TCP connect to `PORT`), polled every
 //! ~100 ms until then. An instance whose process exits is restarted with exponential backoff
 //! (100 ms doubling to 10 s, starting over once a run lasted 10 s) on a fresh port, and shows as
-//! [`InstanceState::Crashed`] meanwhile. Stopping is SIGTERM to the instance's process group,
-//! SIGKILL after the grace period.
+//! [`InstanceState::Crashed`] meanwhile. Stopping takes the instance out of the ready set at
+//! once, then (after a short drain delay) sends SIGTERM to its process group, and SIGKILL after
+//! the grace period.
 //!
 //! The controller learns about changes through [`ProcessRuntime::subscribe`] (each change
 //! carries the revision's ready addresses, for its EDS/EndpointSlice) and reads
@@ -84,6 +85,9 @@ pub struct RuntimeOptions {
     pub max_backoff: Duration,
     /// A run that lasted this long counts as healthy: the backoff starts over.
     pub reset_after: Duration,
+    /// How long a stopped instance keeps running, already out of the ready set, before it
+    /// gets SIGTERM: time for Envoy to learn (over EDS) not to send it new requests.
+    pub drain_delay: Duration,
     /// How long a stopped instance may take to exit after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
     /// How often a not-yet-ready instance is probed.
@@ -102,6 +106,7 @@ impl Default for RuntimeOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             reset_after: Duration::from_secs(10),
+            drain_delay: Duration::from_millis(300),
             stop_grace: Duration::from_secs(10),
             probe_interval: Duration::from_millis(100),
             ready_probe_period: Duration::from_secs(1),
@@ -124,6 +129,9 @@ struct Inner {
     state_dir: PathBuf,
     options: RuntimeOptions,
     revisions: Mutex<BTreeMap<RevisionKey, Revision>>,
+    /// The next instance number per revision. Kept when a revision is removed, so a new
+    /// instance never shares a number with one of the same revision still stopping.
+    next_index: Mutex<BTreeMap<RevisionKey, u32>>,
     board: Arc<Board>,
 }
 
@@ -132,7 +140,6 @@ struct Inner {
 struct Revision {
     spec: Arc<RevisionSpec>,
     instances: Vec<Handle>,
-    next_index: u32,
 }
 
 /// A live (not yet asked to stop) instance. Dropping `stop` stops it.
@@ -169,6 +176,7 @@ impl ProcessRuntime {
                 state_dir,
                 options,
                 revisions: Mutex::default(),
+                next_index: Mutex::default(),
                 board: Arc::new(Board::new()),
             }),
         }
@@ -199,7 +207,6 @@ impl ProcessRuntime {
         let revision = revisions.entry(key.clone()).or_insert_with(|| Revision {
             spec: Arc::new(spec.clone()),
             instances: Vec::new(),
-            next_index: 0,
         });
         if !same_process(&revision.spec, &spec) {
             tracing::warn!(
@@ -237,8 +244,13 @@ impl ProcessRuntime {
                     revision: key.clone(),
                     source,
                 })?;
-            let index = revision.next_index;
-            revision.next_index += 1;
+            let index = {
+                let mut next = lock(&inner.next_index);
+                let next = next.entry(key.clone()).or_default();
+                let index = *next;
+                *next = next.saturating_add(1);
+                index
+            };
             revision
                 .instances
                 .push(self.start(&revision.spec, index, port));

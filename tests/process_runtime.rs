@@ -493,3 +493,43 @@ async fn a_revision_without_command_is_refused_clearly() {
     assert!(runtime.instances(&spec.key()).is_empty());
     assert!(runtime.revisions().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_spec_replaces_the_instances_and_numbers_are_not_reused() {
+    let dir = state_dir("respec");
+    let runtime = ProcessRuntime::with_options(dir.clone(), fast());
+    let mut spec = python_spec("respec-00001", ENV_APP);
+    spec.env = vec![("TARGET".into(), "one".into())];
+    let key = spec.key();
+    runtime.ensure(spec.clone(), 1).await.unwrap();
+    timeout(WAIT, runtime.wait_ready(&key, 1))
+        .await
+        .expect("ready");
+    let old = runtime.instances(&key)[0].clone();
+
+    // containerConcurrency does not change the process: nothing restarts.
+    spec.container_concurrency = 1;
+    runtime.ensure(spec.clone(), 1).await.unwrap();
+    assert_eq!(runtime.instances(&key), vec![old.clone()]);
+
+    spec.env = vec![("TARGET".into(), "two".into())];
+    runtime.ensure(spec.clone(), 1).await.unwrap();
+    let new = eventually("the replacement alone, ready", || {
+        let instances = runtime.instances(&key);
+        (instances.len() == 1 && instances[0].ready).then(|| instances[0].clone())
+    })
+    .await;
+    assert_eq!(new.index, 1);
+    let (_, body) = get(new.addr, "/").await;
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["env"]["TARGET"], "two");
+    assert!(old.pid.is_some_and(is_gone));
+
+    // Removed and added again: numbering goes on.
+    runtime.remove(&key).await;
+    runtime.ensure(spec, 1).await.unwrap();
+    assert_eq!(runtime.instances(&key)[0].index, 2);
+    runtime.shutdown().await;
+    assert!(runtime.instances(&key).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

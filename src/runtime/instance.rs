@@ -192,6 +192,12 @@ impl Instance {
             biased;
             _ = stop => {
                 self.board.update(&self.key, self.index, |s| s.state = InstanceState::Stopping);
+                // Out of the ready set already; let Envoy catch up before the app stops
+                // accepting.
+                tokio::select! {
+                    () = tokio::time::sleep(self.options.drain_delay) => {}
+                    _ = child.wait() => {}
+                }
                 log.note("stopping (SIGTERM)").await;
                 terminate(&mut child, self.options.stop_grace, log).await;
                 Outcome::Stopped

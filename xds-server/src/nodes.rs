@@ -307,6 +307,30 @@ impl Nodes {
         self.emit(e);
     }
 
+    /// A Delta subscription change: names added and removed (the whole set
+    /// is not copied on every request — Envoy may send thousands).
+    pub(crate) fn subscription_changed(
+        &self,
+        node_id: &str,
+        type_url: &str,
+        wildcard: bool,
+        added: &[String],
+        removed: &[String],
+    ) {
+        self.with(|m| {
+            if let Some(n) = m.get_mut(node_id) {
+                let t = n.types.entry(type_url.to_string()).or_default();
+                t.wildcard = wildcard;
+                for a in added.iter().filter(|a| *a != "*") {
+                    t.subscribed.insert(a.clone());
+                }
+                for r in removed {
+                    t.subscribed.remove(r);
+                }
+            }
+        });
+    }
+
     pub(crate) fn subscribed(
         &self,
         node_id: &str,

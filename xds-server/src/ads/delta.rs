@@ -40,8 +40,11 @@ struct TypeState {
     known: HashMap<String, String>,
     /// Cache version this type was last diffed against.
     synced: Option<u64>,
-    /// The subscription changed since the last diff.
+    /// Everything must be diffed again (first request, wildcard toggled).
     dirty: bool,
+    /// Names subscribed since the last diff: only these need a look when the
+    /// cache did not move (Envoy subscribes scopes' routes one by one).
+    fresh: BTreeSet<String>,
     /// Whether this type was answered at least once on the stream: the
     /// first answer is sent even when empty, so Envoy's initial fetch of a
     /// type with no resources completes at once instead of timing out.
@@ -149,9 +152,11 @@ impl Stream {
             }
         }
 
-        let changes_subscription = first_request
-            || !req.resource_names_subscribe.is_empty()
-            || !req.resource_names_unsubscribe.is_empty();
+        let changes_subscription =
+            !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
+        if first_request {
+            st.dirty = true;
+        }
         if first_request {
             st.known = req.initial_resource_versions.clone();
             self.c.held.seed(&type_url, &req.initial_resource_versions);
@@ -163,8 +168,10 @@ impl Stream {
         for n in &req.resource_names_subscribe {
             if n == "*" {
                 st.wildcard = true;
+                st.dirty = true;
             } else {
                 st.subscribed.insert(n.clone());
+                st.fresh.insert(n.clone());
                 // An explicit subscription asks for the resource even if it
                 // was sent before (e.g. Envoy re-subscribes a cluster's
                 // assignment after the cluster changed).
@@ -176,17 +183,21 @@ impl Stream {
         for n in &req.resource_names_unsubscribe {
             if n == "*" {
                 st.wildcard = false;
+                st.dirty = true;
             } else {
                 st.subscribed.remove(n);
+                st.fresh.remove(n);
                 st.known.remove(n);
             }
         }
-        if changes_subscription {
-            st.dirty = true;
-            self.c
-                .shared
-                .nodes
-                .subscribed(&self.c.node.id, &type_url, st.wildcard, &st.subscribed);
+        if changes_subscription || first_request {
+            self.c.shared.nodes.subscription_changed(
+                &self.c.node.id,
+                &type_url,
+                st.wildcard,
+                &req.resource_names_subscribe,
+                &req.resource_names_unsubscribe,
+            );
         }
         Ok(())
     }
@@ -253,7 +264,8 @@ impl Stream {
             let Some(ts) = snap.types.get(type_url) else {
                 continue;
             };
-            if !st.dirty && st.synced == Some(ts.version) {
+            let full = st.dirty || st.synced != Some(ts.version);
+            if !full && st.fresh.is_empty() {
                 continue;
             }
             let mut upserts = Vec::new();
@@ -261,7 +273,16 @@ impl Stream {
             let differs = |known: &HashMap<String, String>, r: &Resource| {
                 known.get(r.name()).is_none_or(|v| v != r.version())
             };
-            if st.wildcard {
+            if !full {
+                // Only new subscriptions: look at those names alone.
+                for n in &st.fresh {
+                    match ts.resources.get(n) {
+                        Some(r) if differs(&st.known, r) => upserts.push(r),
+                        None if st.known.contains_key(n) => removals.push(n.clone()),
+                        _ => {}
+                    }
+                }
+            } else if st.wildcard {
                 upserts.extend(ts.resources.values().filter(|r| differs(&st.known, r)));
                 removals.extend(
                     st.known
@@ -270,11 +291,13 @@ impl Stream {
                         .cloned(),
                 );
             }
-            for n in &st.subscribed {
-                match ts.resources.get(n) {
-                    Some(r) if !st.wildcard && differs(&st.known, r) => upserts.push(r),
-                    None if st.known.contains_key(n) => removals.push(n.clone()),
-                    _ => {}
+            if full {
+                for n in &st.subscribed {
+                    match ts.resources.get(n) {
+                        Some(r) if !st.wildcard && differs(&st.known, r) => upserts.push(r),
+                        None if st.known.contains_key(n) => removals.push(n.clone()),
+                        _ => {}
+                    }
                 }
             }
             removals.sort();
@@ -297,6 +320,7 @@ impl Stream {
             if let Some(st) = self.types.get_mut(&type_url) {
                 st.synced = (!held_back).then_some(version);
                 st.dirty = false;
+                st.fresh.clear();
             }
         }
         (out, any_held)
