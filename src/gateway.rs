@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
+use futures::StreamExt;
 use serde::Serialize;
 use sluice_serving::GatewayConfig;
 use sluice_serving::ingress::HttpOption;
@@ -624,6 +625,22 @@ async fn readiness_loop(
         let connected = nodes.connected();
         // One copy of each node's state per round, not per KIngress.
         let states: Vec<_> = connected.iter().filter_map(|n| nodes.get(n)).collect();
+        // Say why when Envoy rejected something: the NACK is the reason.
+        let nack = states.iter().find_map(|st| {
+            st.types.iter().find_map(|(t, ts)| {
+                ts.last_nack.as_ref().map(|k| {
+                    format!(
+                        "Envoy {} rejected {} version {}: {}",
+                        st.node.id,
+                        sluice_xds::resource::short_name(t),
+                        k.version,
+                        k.error
+                    )
+                })
+            })
+        });
+        let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
+        let mut to_probe = Vec::new();
         for (key, hash, targets, versions) in todo {
             let acked = !states.is_empty()
                 && states.len() == connected.len()
@@ -635,46 +652,50 @@ async fn readiness_loop(
                             .is_some_and(|(av, _)| av == v)
                     })
                 });
-            let verdict = if connected.is_empty() {
-                Err("waiting for an Envoy to connect".to_string())
+            if connected.is_empty() {
+                verdicts.push((key, hash, Err("waiting for an Envoy to connect".into())));
             } else if !acked {
-                // Say why when Envoy rejected something: the NACK is the reason.
-                let nack = connected.iter().find_map(|n| {
-                    let st = nodes.get(n)?;
-                    st.types.iter().find_map(|(t, ts)| {
-                        ts.last_nack.as_ref().map(|k| {
-                            format!(
-                                "Envoy {n} rejected {} version {}: {}",
-                                sluice_xds::resource::short_name(t),
-                                k.version,
-                                k.error
-                            )
-                        })
-                    })
-                });
-                Err(nack.unwrap_or_else(|| {
-                    "waiting for Envoy to ACK its route configuration".to_string()
-                }))
+                let why = nack
+                    .clone()
+                    .unwrap_or_else(|| "waiting for Envoy to ACK its route configuration".into());
+                verdicts.push((key, hash, Err(why)));
             } else {
-                let mut result = Ok(());
-                for (addr, host) in &targets {
-                    if let Err(e) = prober.probe(*addr, host, &hash).await {
-                        result = Err(e.to_string());
-                        break;
+                to_probe.push((key, hash, targets));
+            }
+        }
+        // Probes run concurrently (bounded): thousands of KIngresses become
+        // ready together at start-up.
+        let probed: Vec<_> = futures::stream::iter(to_probe)
+            .map(|(key, hash, targets)| {
+                let prober = prober.clone();
+                async move {
+                    let mut result = Ok(());
+                    for (addr, host) in &targets {
+                        if let Err(e) = prober.probe(*addr, host, &hash).await {
+                            result = Err(e.to_string());
+                            break;
+                        }
                     }
+                    (key, hash, result)
                 }
-                result
-            };
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        verdicts.extend(probed);
+        {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            match verdict {
-                Ok(()) => {
-                    tracing::info!(ingress = %key, hash, "ready: ACKed and probed through Envoy");
-                    s.readiness.waiting.remove(&key);
-                    s.readiness.proven.insert(key, hash);
-                    changed.notify_one();
-                }
-                Err(why) => {
-                    s.readiness.waiting.insert(key, why);
+            for (key, hash, verdict) in verdicts {
+                match verdict {
+                    Ok(()) => {
+                        tracing::info!(ingress = %key, hash, "ready: ACKed and probed through Envoy");
+                        s.readiness.waiting.remove(&key);
+                        s.readiness.proven.insert(key, hash);
+                        changed.notify_one();
+                    }
+                    Err(why) => {
+                        s.readiness.waiting.insert(key, why);
+                    }
                 }
             }
         }
