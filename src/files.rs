@@ -16,7 +16,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// How long to wait for more events before reporting a batch.
-pub const DEBOUNCE: Duration = Duration::from_millis(30);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq)]
