@@ -1,7 +1,6 @@
 //! What the activator knows about a revision: its key and its data-path
 //! settings.
 
-use std::fmt;
 use std::time::Duration;
 
 /// Header naming the revision a request is for (set by the gateway's split).
@@ -14,30 +13,7 @@ pub const PROXY_HEADER: &str = "k-proxy-request";
 /// Value of [`PROXY_HEADER`].
 pub const PROXY_HEADER_VALUE: &str = "activator";
 
-/// Identifies a revision: `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RevisionKey {
-    /// The revision's namespace.
-    pub namespace: String,
-    /// The revision's name, e.g. `hello-00001`.
-    pub name: String,
-}
-
-impl RevisionKey {
-    /// A key from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for RevisionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use sluice_proto::RevisionKey;
 
 /// Knative's default `timeoutSeconds`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);

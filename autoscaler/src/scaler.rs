@@ -2,33 +2,9 @@
 //! runtime of `sluice up`, the Kubernetes scale subresource) implement
 //! [`Scaler`].
 
-use std::fmt;
 use std::future::Future;
 
-/// Identifies a revision: `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RevisionKey {
-    /// The revision's namespace.
-    pub namespace: String,
-    /// The revision's name, e.g. `hello-00001`.
-    pub name: String,
-}
-
-impl RevisionKey {
-    /// A key from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for RevisionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use sluice_proto::RevisionKey;
 
 /// A scale request the runtime could not carry out.
 #[derive(Debug, thiserror::Error)]

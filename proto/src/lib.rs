@@ -50,6 +50,32 @@ pub fn descriptor_pool() -> Result<prost_reflect::DescriptorPool, prost_reflect:
     Ok(pool)
 }
 
+/// Identifies a revision: `namespace/name`. Shared by the activator and the
+/// autoscaler (and carried in their stats messages as two strings).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevisionKey {
+    /// The revision's namespace.
+    pub namespace: String,
+    /// The revision's name, e.g. `hello-00001`.
+    pub name: String,
+}
+
+impl RevisionKey {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RevisionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
