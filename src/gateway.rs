@@ -11,8 +11,14 @@
 pub mod documents;
 pub mod kube;
 pub mod probe;
+mod readiness;
 pub mod source;
 pub mod state;
+mod status;
+
+use readiness::{Readiness, readiness_loop};
+use status::status_of;
+pub use status::{GatewayStatus, IngressStatusView, NodeView, ProblemView};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -21,20 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
-use futures::StreamExt;
-use serde::Serialize;
 use sluice_serving::GatewayConfig;
-use sluice_serving::ingress::HttpOption;
 use sluice_serving::ingress::IngressKey;
 use sluice_serving::kube::LoadBalancers;
-use sluice_xds::resource::ROUTE;
-use sluice_xds::{Metrics, Nodes, SnapshotCache, Update, XdsServer, single_group};
+use sluice_xds::{Metrics, SnapshotCache, Update, XdsServer, single_group};
 use tokio::sync::{Notify, watch};
 
 use crate::cli::CliError;
 use crate::envoy::{BootstrapParams, Envoy, LaunchConfig, XdsMode, find_envoy, render};
 use documents::Problem;
-use probe::Prober;
 use source::{Change, FileSource, Input};
 use state::GatewayState;
 
@@ -99,70 +100,6 @@ pub struct GatewayArgs {
     /// host name).
     #[arg(long, value_name = "NAME", conflicts_with = "dir")]
     pub instance: Option<String>,
-}
-
-/// One KIngress in `/status`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct IngressStatusView {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// `True`, `False` or `Unknown`.
-    pub ready: String,
-    /// Condition reason.
-    pub reason: String,
-    /// Human message.
-    pub message: String,
-    /// Hosts.
-    pub hosts: Vec<String>,
-    /// Probe hash being served.
-    pub hash: String,
-}
-
-/// The `/status` document of a gateway.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct GatewayStatus {
-    /// Every KIngress of our class.
-    pub ingresses: Vec<IngressStatusView>,
-    /// Input problems (file, object, field, message).
-    pub problems: Vec<ProblemView>,
-    /// Envoy nodes.
-    pub nodes: Vec<NodeView>,
-}
-
-/// An input problem in `/status`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ProblemView {
-    /// File.
-    pub file: String,
-    /// Object.
-    pub object: Option<String>,
-    /// Field.
-    pub field: Option<String>,
-    /// Message.
-    pub message: String,
-}
-
-/// A node in `/status`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct NodeView {
-    /// Node id.
-    pub id: String,
-    /// Connected now.
-    pub connected: bool,
-    /// sotw / delta.
-    pub mode: String,
-    /// Per type: last ACKed version, or the NACK message.
-    pub types: BTreeMap<String, String>,
-}
-
-#[derive(Default)]
-struct Readiness {
-    /// KIngress → the hash proven served (ACK + probe).
-    proven: BTreeMap<IngressKey, String>,
-    /// KIngress → why it is not proven yet.
-    waiting: BTreeMap<IngressKey, String>,
 }
 
 /// Runs the gateway until Ctrl-C / SIGTERM.
@@ -506,12 +443,13 @@ pub struct Rejected {
     pub message: String,
 }
 
-struct Shared {
-    state: GatewayState,
-    problems: Vec<Problem>,
-    readiness: Readiness,
+/// What the core loop, the readiness prover and `/status` share.
+pub(crate) struct Shared {
+    pub(crate) state: GatewayState,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) readiness: Readiness,
     /// KIngresses the source could not read, by key.
-    rejected: BTreeMap<IngressKey, Rejected>,
+    pub(crate) rejected: BTreeMap<IngressKey, Rejected>,
 }
 
 /// Every input problem: each file's own, plus each KIngress whose current spec cannot be
@@ -569,230 +507,6 @@ fn publish(
         Err(e) => {
             tracing::error!(error = %e, "update refused; the previous configuration keeps serving")
         }
-    }
-}
-
-/// One KIngress to prove: key, hash, (listener, host) probe targets, and the
-/// route configurations (name, version) every node must have ACKed.
-type ProbeTask = (
-    IngressKey,
-    String,
-    Vec<(SocketAddr, String)>,
-    Vec<(String, String)>,
-);
-
-/// Proves readiness: for every KIngress whose served hash is not proven yet,
-/// waits for every connected node to ACK its route configuration at the
-/// served version, then probes it through Envoy.
-async fn readiness_loop(
-    shared: Arc<Mutex<Shared>>,
-    nodes: Nodes,
-    config: GatewayConfig,
-    changed: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let prober = Prober::new();
-    let mut acks = nodes.ack_changes();
-    loop {
-        // Work out what to probe without holding the lock across awaits.
-        let todo: Vec<ProbeTask> = {
-            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            s.state
-                .ingresses()
-                .iter()
-                .filter_map(|(k, st)| {
-                    let hash = st.served_hash.clone()?;
-                    if s.readiness.proven.get(k) == Some(&hash) {
-                        return None;
-                    }
-                    let redirected = st.ingress.spec.http_option == Some(HttpOption::Redirected);
-                    let targets = st
-                        .hosts
-                        .iter()
-                        .flat_map(|(h, local)| {
-                            let mut t = vec![(config.internal_http, h.clone())];
-                            if !local && !redirected {
-                                t.push((config.external_http, h.clone()));
-                            }
-                            t
-                        })
-                        .collect();
-                    let versions = s.state.route_versions(k).into_iter().collect();
-                    Some((k.clone(), hash, targets, versions))
-                })
-                .collect()
-        };
-        let connected = nodes.connected();
-        // One copy of each node's state per round, not per KIngress.
-        let states: Vec<_> = connected.iter().filter_map(|n| nodes.get(n)).collect();
-        // Say why when Envoy rejected something: the NACK is the reason.
-        let nack = states.iter().find_map(|st| {
-            st.types.iter().find_map(|(t, ts)| {
-                ts.last_nack.as_ref().map(|k| {
-                    format!(
-                        "Envoy {} rejected {} version {}: {}",
-                        st.node.id,
-                        sluice_xds::resource::short_name(t),
-                        k.version,
-                        k.error
-                    )
-                })
-            })
-        });
-        let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
-        let mut to_probe = Vec::new();
-        for (key, hash, targets, versions) in todo {
-            let acked = !states.is_empty()
-                && states.len() == connected.len()
-                && states.iter().all(|st| {
-                    versions.iter().all(|(name, v)| {
-                        st.types
-                            .get(ROUTE)
-                            .and_then(|t| t.acked.get(name))
-                            .is_some_and(|(av, _)| av == v)
-                    })
-                });
-            if connected.is_empty() {
-                verdicts.push((key, hash, Err("waiting for an Envoy to connect".into())));
-            } else if !acked {
-                let why = nack
-                    .clone()
-                    .unwrap_or_else(|| "waiting for Envoy to ACK its route configuration".into());
-                verdicts.push((key, hash, Err(why)));
-            } else {
-                to_probe.push((key, hash, targets));
-            }
-        }
-        // Probes run concurrently (bounded): thousands of KIngresses become
-        // ready together at start-up.
-        let probed: Vec<_> = futures::stream::iter(to_probe)
-            .map(|(key, hash, targets)| {
-                let prober = prober.clone();
-                async move {
-                    let mut result = Ok(());
-                    for (addr, host) in &targets {
-                        if let Err(e) = prober.probe(*addr, host, &hash).await {
-                            result = Err(e.to_string());
-                            break;
-                        }
-                    }
-                    (key, hash, result)
-                }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        verdicts.extend(probed);
-        {
-            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, hash, verdict) in verdicts {
-                match verdict {
-                    Ok(()) => {
-                        tracing::info!(ingress = %key, hash, "ready: ACKed and probed through Envoy");
-                        s.readiness.waiting.remove(&key);
-                        s.readiness.proven.insert(key, hash);
-                        changed.notify_one();
-                    }
-                    Err(why) => {
-                        s.readiness.waiting.insert(key, why);
-                    }
-                }
-            }
-        }
-        let pending = {
-            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            !s.readiness.waiting.is_empty()
-        };
-        // Re-check on the next ACK, or soon when a probe is pending (backoff-free
-        // but bounded: Envoy applies config in milliseconds).
-        let wait = if pending {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
-        };
-        tokio::select! {
-            _ = acks.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
-    let ingresses = s
-        .state
-        .ingresses()
-        .iter()
-        .map(|(k, st)| {
-            let proven =
-                st.served_hash.is_some() && s.readiness.proven.get(k) == st.served_hash.as_ref();
-            let (ready, reason, message) = match (&st.error, proven) {
-                (Some(e), _) => (
-                    "False".to_string(),
-                    st.reason.clone().unwrap_or_default(),
-                    if st.served_hash.is_some() {
-                        format!("{e} (the previous configuration keeps serving)")
-                    } else {
-                        e.clone()
-                    },
-                ),
-                (None, true) => ("True".into(), String::new(), String::new()),
-                (None, false) => (
-                    "Unknown".into(),
-                    "Uninitialized".into(),
-                    s.readiness
-                        .waiting
-                        .get(k)
-                        .cloned()
-                        .unwrap_or_else(|| "waiting for Envoy".into()),
-                ),
-            };
-            IngressStatusView {
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
-                ready,
-                reason,
-                message,
-                hosts: st.hosts.iter().map(|(h, _)| h.clone()).collect(),
-                hash: st.served_hash.clone().unwrap_or_default(),
-            }
-        })
-        .collect();
-    let problems = s
-        .problems
-        .iter()
-        .map(|p| ProblemView {
-            file: p.file.display().to_string(),
-            object: p.object.clone(),
-            field: p.field.clone(),
-            message: p.message.clone(),
-        })
-        .collect();
-    let nodes = nodes
-        .list()
-        .into_iter()
-        .map(|n| NodeView {
-            id: n.node.id.clone(),
-            connected: n.streams > 0,
-            mode: n.mode.as_str().to_string(),
-            types: n
-                .types
-                .iter()
-                .map(|(t, st)| {
-                    let v = match (&st.last_nack, &st.acked_version) {
-                        (Some(nack), _) => format!("NACK {}: {}", nack.version, nack.error),
-                        (None, Some(v)) => format!("ACK {v}"),
-                        (None, None) => "pending".into(),
-                    };
-                    (sluice_xds::resource::short_name(t).to_string(), v)
-                })
-                .collect(),
-        })
-        .collect();
-    GatewayStatus {
-        ingresses,
-        problems,
-        nodes,
     }
 }
 

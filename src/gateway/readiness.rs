@@ -1,0 +1,173 @@
+//! Readiness is proven, not assumed: a KIngress is Ready once every connected
+//! Envoy ACKed its route configuration at the served version and a Knative
+//! probe through Envoy answered its hash.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sluice_serving::GatewayConfig;
+use sluice_serving::ingress::{HttpOption, IngressKey};
+use sluice_xds::Nodes;
+use sluice_xds::resource::ROUTE;
+use tokio::sync::{Notify, watch};
+
+use super::Shared;
+use super::probe::Prober;
+
+/// What is proven, and why the rest is not.
+#[derive(Default)]
+pub(crate) struct Readiness {
+    /// KIngress → the hash proven served (ACK + probe).
+    pub(crate) proven: BTreeMap<IngressKey, String>,
+    /// KIngress → why it is not proven yet.
+    pub(crate) waiting: BTreeMap<IngressKey, String>,
+}
+
+/// One KIngress to prove: key, hash, (listener, host) probe targets, and the
+/// route configurations (name, version) every node must have ACKed.
+type ProbeTask = (
+    IngressKey,
+    String,
+    Vec<(SocketAddr, String)>,
+    Vec<(String, String)>,
+);
+
+/// Proves readiness: for every KIngress whose served hash is not proven yet,
+/// waits for every connected node to ACK its route configuration at the
+/// served version, then probes it through Envoy.
+pub(crate) async fn readiness_loop(
+    shared: Arc<Mutex<Shared>>,
+    nodes: Nodes,
+    config: GatewayConfig,
+    changed: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let prober = Prober::new();
+    let mut acks = nodes.ack_changes();
+    loop {
+        // Work out what to probe without holding the lock across awaits.
+        let todo: Vec<ProbeTask> = {
+            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.state
+                .ingresses()
+                .iter()
+                .filter_map(|(k, st)| {
+                    let hash = st.served_hash.clone()?;
+                    if s.readiness.proven.get(k) == Some(&hash) {
+                        return None;
+                    }
+                    let redirected = st.ingress.spec.http_option == Some(HttpOption::Redirected);
+                    let targets = st
+                        .hosts
+                        .iter()
+                        .flat_map(|(h, local)| {
+                            let mut t = vec![(config.internal_http, h.clone())];
+                            if !local && !redirected {
+                                t.push((config.external_http, h.clone()));
+                            }
+                            t
+                        })
+                        .collect();
+                    let versions = s.state.route_versions(k).into_iter().collect();
+                    Some((k.clone(), hash, targets, versions))
+                })
+                .collect()
+        };
+        let connected = nodes.connected();
+        // One copy of each node's state per round, not per KIngress.
+        let states: Vec<_> = connected.iter().filter_map(|n| nodes.get(n)).collect();
+        // Say why when Envoy rejected something: the NACK is the reason.
+        let nack = states.iter().find_map(|st| {
+            st.types.iter().find_map(|(t, ts)| {
+                ts.last_nack.as_ref().map(|k| {
+                    format!(
+                        "Envoy {} rejected {} version {}: {}",
+                        st.node.id,
+                        sluice_xds::resource::short_name(t),
+                        k.version,
+                        k.error
+                    )
+                })
+            })
+        });
+        let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
+        let mut to_probe = Vec::new();
+        for (key, hash, targets, versions) in todo {
+            let acked = !states.is_empty()
+                && states.len() == connected.len()
+                && states.iter().all(|st| {
+                    versions.iter().all(|(name, v)| {
+                        st.types
+                            .get(ROUTE)
+                            .and_then(|t| t.acked.get(name))
+                            .is_some_and(|(av, _)| av == v)
+                    })
+                });
+            if connected.is_empty() {
+                verdicts.push((key, hash, Err("waiting for an Envoy to connect".into())));
+            } else if !acked {
+                let why = nack
+                    .clone()
+                    .unwrap_or_else(|| "waiting for Envoy to ACK its route configuration".into());
+                verdicts.push((key, hash, Err(why)));
+            } else {
+                to_probe.push((key, hash, targets));
+            }
+        }
+        // Probes run concurrently (bounded): thousands of KIngresses become
+        // ready together at start-up.
+        let probed: Vec<_> = futures::stream::iter(to_probe)
+            .map(|(key, hash, targets)| {
+                let prober = prober.clone();
+                async move {
+                    let mut result = Ok(());
+                    for (addr, host) in &targets {
+                        if let Err(e) = prober.probe(*addr, host, &hash).await {
+                            result = Err(e.to_string());
+                            break;
+                        }
+                    }
+                    (key, hash, result)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        verdicts.extend(probed);
+        {
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, hash, verdict) in verdicts {
+                match verdict {
+                    Ok(()) => {
+                        tracing::info!(ingress = %key, hash, "ready: ACKed and probed through Envoy");
+                        s.readiness.waiting.remove(&key);
+                        s.readiness.proven.insert(key, hash);
+                        changed.notify_one();
+                    }
+                    Err(why) => {
+                        s.readiness.waiting.insert(key, why);
+                    }
+                }
+            }
+        }
+        let pending = {
+            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            !s.readiness.waiting.is_empty()
+        };
+        // Re-check on the next ACK, or soon when a probe is pending (backoff-free
+        // but bounded: Envoy applies config in milliseconds).
+        let wait = if pending {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            _ = acks.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
