@@ -404,10 +404,11 @@ impl GatewayState {
             }
         };
         let old = self.served.remove(key);
-        let old_res: HashMap<ResKey, Resource> = old
+        // Only the old keys matter: no need to encode the old translation again.
+        let old_keys: Vec<ResKey> = old
             .iter()
-            .flat_map(|o| o.resources())
-            .map(|r| ((r.type_url().to_string(), r.name().to_string()), r))
+            .flat_map(|o| o.resource_keys())
+            .map(|(t, n)| (t.to_string(), n.to_string()))
             .collect();
         let new_res: HashMap<ResKey, Resource> = next
             .iter()
@@ -430,7 +431,7 @@ impl GatewayState {
                 changed = true;
             }
         }
-        for k in old_res.keys().filter(|k| !new_res.contains_key(*k)) {
+        for k in old_keys.iter().filter(|k| !new_res.contains_key(*k)) {
             let Some(owners) = self.owners.get_mut(k) else {
                 continue;
             };
@@ -576,6 +577,40 @@ spec:
   - hosts: [hello.example.com]
     http: {paths: [{splits: [{serviceName: hello, serviceNamespace: default, servicePort: 80}]}]}
 "#;
+
+    #[test]
+    fn resource_keys_name_exactly_the_resources() {
+        let decoded = super::super::documents::decode(std::path::Path::new("x.yaml"), HANDOVER);
+        let mut objects = Objects::new();
+        let mut ingress = None;
+        for (_, o) in decoded.objects {
+            match o {
+                Object::Service(s) => {
+                    objects.add_service(*s);
+                }
+                Object::EndpointSlice(s) => {
+                    objects.add_endpoint_slice(*s);
+                }
+                Object::Ingress(i) if ingress.is_none() => ingress = Some(*i),
+                _ => {}
+            }
+        }
+        let t = translate_ingress(&ingress.unwrap(), &objects).unwrap();
+        let mut from_resources: Vec<(String, String)> = t
+            .resources()
+            .iter()
+            .map(|r| (r.type_url().to_string(), r.name().to_string()))
+            .collect();
+        let mut keys: Vec<(String, String)> = t
+            .resource_keys()
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        from_resources.sort();
+        keys.sort();
+        assert!(!keys.is_empty());
+        assert_eq!(keys, from_resources);
+    }
 
     #[test]
     fn a_host_handed_over_keeps_the_shared_cluster() {
