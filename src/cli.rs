@@ -2,6 +2,7 @@
 //! in DESIGN.md's command-line contract).
 
 pub mod envoy;
+pub mod logs;
 pub mod status;
 pub mod xds;
 
@@ -24,6 +25,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run Knative Services from a directory of YAML: revisions as local processes, traffic
+    /// through Envoy. The directory is watched: edits apply live.
+    Up(Box<crate::up::UpArgs>),
     /// Run the gateway: KIngresses from a directory of YAML files (--dir) or the cluster (--kube),
     /// served by Envoy.
     Gateway(Box<crate::gateway::GatewayArgs>),
@@ -33,6 +37,8 @@ pub enum Command {
     Xds(xds::XdsArgs),
     /// Envoy helpers (print the bootstrap for an Envoy you run yourself).
     Envoy(envoy::EnvoyArgs),
+    /// Print a revision's logs (`sluice up`): its instances' stdout and stderr.
+    Logs(logs::LogsArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -44,6 +50,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Envoy(args) => envoy::run(args),
         Command::Gateway(args) => crate::gateway::run(*args).await,
+        Command::Up(args) => crate::up::run(*args).await,
+        Command::Logs(args) => logs::run(args).await,
         Command::Status(args) => status::run(args).await,
     };
     match result {

@@ -110,17 +110,7 @@ pub struct GatewayArgs {
 /// probe and shown in `/status`; under `--kube` it is also written to each KIngress's status.
 pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let _telemetry = crate::telemetry::init_server();
-    let mode: XdsMode = args
-        .xds_mode
-        .parse()
-        .map_err(|e| CliError::Usage(format!("--xds-mode: {e}")))?;
-    let config = GatewayConfig {
-        external_http: args.external_http,
-        internal_http: args.internal_http,
-        external_https: args.external_https,
-        internal_https: args.internal_https,
-    };
-    let (mut source, reporter) = match &args.dir {
+    let (source, reporter) = match &args.dir {
         Some(dir) => (Source::Dir(DirSource::open(dir)?), None),
         None => {
             let kube_config = ::kube::Config::infer().await.map_err(|e| {
@@ -147,6 +137,41 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         }
     };
 
+    serve(&args, source, reporter, Hooks::default()).await
+}
+
+/// What `sluice up` adds to the gateway.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    /// The command's name in messages (default `sluice gateway`).
+    pub(crate) name: Option<&'static str>,
+    /// The serving section of `/status`, given the gateway's own.
+    pub(crate) serving_status: Option<ServingStatusFn>,
+}
+
+/// Builds `/status`'s serving section from the gateway's status.
+pub(crate) type ServingStatusFn =
+    Arc<dyn Fn(&GatewayStatus) -> crate::up::ServingView + Send + Sync>;
+
+/// Serves `source` until it ends or a signal arrives: the xDS and debug servers, Envoy (unless
+/// `--no-envoy`), the readiness prover and (under `--kube`) the status reporter.
+pub(crate) async fn serve(
+    args: &GatewayArgs,
+    mut source: Source,
+    reporter: Option<kube::StatusReporter>,
+    hooks: Hooks,
+) -> Result<(), CliError> {
+    let name = hooks.name.unwrap_or("sluice gateway");
+    let mode: XdsMode = args
+        .xds_mode
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--xds-mode: {e}")))?;
+    let config = GatewayConfig {
+        external_http: args.external_http,
+        internal_http: args.internal_http,
+        external_https: args.external_https,
+        internal_https: args.internal_https,
+    };
     let cache = SnapshotCache::new();
     let mut registry = crate::debug::registry();
     let metrics = Metrics::register(&mut registry);
@@ -169,9 +194,16 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let status_fn: crate::debug::StatusFn = {
         let shared = shared.clone();
         let nodes = server.nodes().clone();
+        let serving = hooks.serving_status.clone();
         Arc::new(move || {
-            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            serde_json::to_value(status_of(&s, &nodes)).unwrap_or_default()
+            let mut status = {
+                let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                status_of(&s, &nodes)
+            };
+            if let Some(serving) = &serving {
+                status.serving = Some(serving(&status));
+            }
+            serde_json::to_value(status).unwrap_or_default()
         })
     };
     let mut rx = stop_rx.clone();
@@ -195,7 +227,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     } else {
         let binary =
             find_envoy(args.envoy.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
-        let work_dir = std::env::temp_dir().join(format!("sluice-gateway-{}", std::process::id()));
+        let work_dir =
+            std::env::temp_dir().join(format!("{}-{}", name.replace(' ', "-"), std::process::id()));
         let yaml = render(&BootstrapParams {
             node_id: args.node_id.clone(),
             xds: probe::loopback_for(args.xds),
@@ -211,7 +244,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         )
     };
     eprintln!(
-        "sluice gateway: reading {}\n  external http {}  internal http {}  external https {}  internal https {}\n  xDS {} ({mode})  debug http://{}  Envoy admin http://{}{}",
+        "{name}: reading {}\n  external http {}  internal http {}  external https {}  internal https {}\n  xDS {} ({mode})  debug http://{}  Envoy admin http://{}{}",
         source.describe(),
         args.external_http,
         args.internal_http,
@@ -238,8 +271,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     ));
     let reporter = reporter.map(|r| tokio::spawn(r.run(shared.clone(), changed.clone(), stop_rx)));
 
-    let result = core_loop(&mut source, &shared, &cache, &changed).await;
-    eprintln!("sluice gateway: shutting down");
+    let result = core_loop(name, &mut source, &shared, &cache, &changed).await;
+    eprintln!("{name}: shutting down");
     if let Some(e) = envoy {
         e.stop().await;
     }
@@ -253,11 +286,23 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
 }
 
 /// Where the gateway's objects come from.
-enum Source {
+pub(crate) enum Source {
     /// `--dir`: files, scanned and watched.
     Dir(DirSource),
     /// `--kube`: the cluster (and its API server's URL, for humans).
     Kube(Box<kube::KubeInputs>, String),
+    /// Another component (`sluice up`'s serving controller) hands the inputs over.
+    Feed(Feed),
+}
+
+/// Inputs handed over by another component, with its own input problems.
+pub(crate) struct Feed {
+    /// Batches of inputs; `Input::Synced` once the producer's first pass is complete.
+    pub(crate) inputs: tokio::sync::mpsc::Receiver<Vec<Input>>,
+    /// What it reads, for humans.
+    pub(crate) describe: String,
+    /// Its input problems (file, object, field), shown in `/status`.
+    pub(crate) problems: Arc<Mutex<Vec<Problem>>>,
 }
 
 impl Source {
@@ -266,6 +311,7 @@ impl Source {
         match self {
             Source::Dir(d) => d.next().await,
             Source::Kube(k, _) => k.next().await,
+            Source::Feed(f) => f.inputs.recv().await,
         }
     }
 
@@ -274,6 +320,13 @@ impl Source {
         match self {
             Source::Dir(d) => input_problems(&d.files, &s.state),
             Source::Kube(k, _) => k.problems(&s.state, &s.rejected),
+            Source::Feed(f) => {
+                let mut problems = f.problems.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                problems.extend(ingress_problems(&s.state, |_| {
+                    Some(f.describe.clone().into())
+                }));
+                problems
+            }
         }
     }
 
@@ -281,17 +334,20 @@ impl Source {
         match self {
             Source::Dir(d) => d.dir.display().to_string(),
             Source::Kube(_, url) => format!("the cluster at {url}"),
+            Source::Feed(f) => f.describe.clone(),
         }
     }
 }
 
 /// The directory source: a watch on the directory and what its files define.
-struct DirSource {
+pub(crate) struct DirSource {
     dir: PathBuf,
     watch: crate::files::DirWatch,
     files: FileSource,
     /// The scan, handed out as the first batch.
     initial: Option<Vec<(PathBuf, String)>>,
+    /// Whether the "serving kinds are for `sluice up`" warning was given.
+    warned_serving: bool,
 }
 
 impl DirSource {
@@ -310,10 +366,26 @@ impl DirSource {
             watch,
             files: FileSource::new(),
             initial: Some(files),
+            warned_serving: false,
         })
     }
 
     async fn next(&mut self) -> Option<Vec<Input>> {
+        let mut inputs = self.read().await?;
+        inputs.retain(|i| match i {
+            Input::Change((key, _)) if key.kind.is_serving() => {
+                if !self.warned_serving {
+                    self.warned_serving = true;
+                    tracing::warn!(object = %key, "Knative Services, Configurations and Routes are read by `sluice up DIR`, not by `sluice gateway`; skipped");
+                }
+                false
+            }
+            _ => true,
+        });
+        Some(inputs)
+    }
+
+    async fn read(&mut self) -> Option<Vec<Input>> {
         let mut inputs = Vec::new();
         if let Some(files) = self.initial.take() {
             tracing::info!(files = files.len(), dir = %self.dir.display(), "directory scanned");
@@ -345,6 +417,7 @@ impl DirSource {
 /// synced, inputs are only buffered (Envoy is not served a half-read state); then everything
 /// is translated and published at once, and each later batch incrementally.
 async fn core_loop(
+    name: &str,
     source: &mut Source,
     shared: &Arc<Mutex<Shared>>,
     cache: &SnapshotCache,
@@ -383,7 +456,7 @@ async fn core_loop(
                             "initial configuration translated"
                         );
                         eprintln!(
-                            "sluice gateway: {} KIngress(es) from {}, serving",
+                            "{name}: {} KIngress(es) from {}, serving",
                             s.state.ingresses().len(),
                             source.describe()
                         );
@@ -458,6 +531,19 @@ pub(crate) struct Shared {
 /// its own; its status says why.
 fn input_problems(source: &FileSource, state: &GatewayState) -> Vec<Problem> {
     let mut problems = source.problems();
+    problems.extend(ingress_problems(state, |object| {
+        source.file_of(object).map(Path::to_path_buf)
+    }));
+    problems
+}
+
+/// Each KIngress whose current spec cannot be translated, named by the file `file_of` gives
+/// (none: not reported).
+fn ingress_problems(
+    state: &GatewayState,
+    file_of: impl Fn(&documents::ObjectKey) -> Option<PathBuf>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
     for (key, st) in state.ingresses() {
         let (Some(message), Some(reason)) = (&st.error, &st.reason) else {
             continue;
@@ -470,11 +556,11 @@ fn input_problems(source: &FileSource, state: &GatewayState) -> Vec<Problem> {
             namespace: key.namespace.clone(),
             name: key.name.clone(),
         };
-        let Some(file) = source.file_of(&object) else {
+        let Some(file) = file_of(&object) else {
             continue;
         };
         problems.push(Problem {
-            file: file.to_path_buf(),
+            file,
             object: Some(object.to_string()),
             field: st.error_field.clone(),
             message: message.clone(),

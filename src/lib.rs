@@ -11,3 +11,4 @@ pub mod gateway;
 pub mod runtime;
 pub mod table;
 pub mod telemetry;
+pub mod up;

@@ -11,6 +11,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Annotation on a Service: the request timeout, in whole seconds, of routes to it (the
+/// maximum over a route's splits). `sluice up` sets it on each Revision's Service from the
+/// Revision's `timeoutSeconds`; a gateway user may set it on any Service. Absent or invalid:
+/// no timeout.
+pub const TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/timeout-seconds";
+
 /// Read access to the objects a KIngress refers to.
 pub trait Lookup {
     /// A Service by namespace and name.
@@ -150,7 +156,16 @@ impl Lookup for Objects {
     }
 
     fn upstream_timeout(&self, namespace: &str, service: &str) -> Option<Duration> {
-        get(&self.timeouts, namespace, service).copied()
+        get(&self.timeouts, namespace, service)
+            .copied()
+            .or_else(|| {
+                let annotations = get(&self.services, namespace, service)?
+                    .metadata
+                    .annotations
+                    .as_ref()?;
+                let secs: u64 = annotations.get(TIMEOUT_ANNOTATION)?.trim().parse().ok()?;
+                Some(Duration::from_secs(secs))
+            })
     }
 }
 

@@ -61,6 +61,10 @@ pub async fn fetch(debug: SocketAddr) -> Result<GatewayStatus, CliError> {
 /// Renders the status as tables.
 pub fn render(s: &GatewayStatus) -> String {
     let mut out = String::new();
+    if let Some(serving) = &s.serving {
+        out.push_str(&render_serving(serving));
+        out.push('\n');
+    }
     let mut t = Table::new(["KINGRESS", "READY", "REASON", "HOSTS", "MESSAGE"]);
     for i in &s.ingresses {
         t.row([
@@ -106,6 +110,89 @@ pub fn render(s: &GatewayStatus) -> String {
     if t.is_empty() {
         out.push_str("No Envoy has connected yet.\n");
     } else {
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// The `sluice up` tables: Services, Revisions (with instances), Routes (with traffic).
+fn render_serving(s: &crate::up::ServingView) -> String {
+    let mut out = String::new();
+    let mut t = Table::new(["SERVICE", "URL", "LATEST", "READY", "REASON", "MESSAGE"]);
+    for svc in &s.services {
+        t.row([
+            format!("{}/{}", svc.namespace, svc.name),
+            svc.url.clone(),
+            svc.latest_ready.clone(),
+            svc.ready.clone(),
+            svc.reason.clone(),
+            svc.message.clone(),
+        ]);
+    }
+    if t.is_empty() {
+        out.push_str("No Knative Service.\n");
+    } else {
+        out.push_str(&t.render());
+    }
+    out.push('\n');
+    let mut t = Table::new([
+        "REVISION",
+        "CONFIG",
+        "INSTANCES",
+        "READY",
+        "RESTARTS",
+        "REASON",
+        "MESSAGE",
+    ]);
+    for r in &s.revisions {
+        let rev = &r.revision;
+        let ready = r.instances.iter().filter(|i| i.ready).count();
+        let restarts: u32 = r.instances.iter().map(|i| i.restarts).sum();
+        let crashed = r
+            .instances
+            .iter()
+            .find(|i| i.state.starts_with("crashed"))
+            .map(|i| format!("{} {}: {}", i.name, i.state, i.last_exit));
+        t.row([
+            format!("{}/{}", rev.namespace, rev.name),
+            rev.configuration.clone(),
+            format!("{ready}/{} (want {})", r.instances.len(), rev.desired),
+            rev.ready.clone(),
+            restarts.to_string(),
+            rev.reason.clone(),
+            crashed.unwrap_or_else(|| rev.message.clone()),
+        ]);
+    }
+    if !t.is_empty() {
+        out.push_str(&t.render());
+        out.push('\n');
+    }
+    let mut t = Table::new(["ROUTE", "TRAFFIC", "READY", "REASON", "MESSAGE"]);
+    for r in &s.routes {
+        let traffic = r
+            .traffic
+            .iter()
+            .map(|t| {
+                let mut s = format!("{}% {}", t.percent, t.revision);
+                if t.latest {
+                    s.push_str(" (latest)");
+                }
+                if !t.tag.is_empty() {
+                    s.push_str(&format!(" tag {} {}", t.tag, t.url));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        t.row([
+            format!("{}/{}", r.namespace, r.name),
+            traffic,
+            r.ready.clone(),
+            r.reason.clone(),
+            r.message.clone(),
+        ]);
+    }
+    if !t.is_empty() {
         out.push_str(&t.render());
     }
     out

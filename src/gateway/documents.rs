@@ -28,6 +28,12 @@ pub enum Kind {
     Secret,
     /// `v1` ConfigMap.
     ConfigMap,
+    /// `serving.knative.dev/v1` Service (read by `sluice up`).
+    KnativeService,
+    /// `serving.knative.dev/v1` Configuration (read by `sluice up`).
+    Configuration,
+    /// `serving.knative.dev/v1` Route (read by `sluice up`).
+    Route,
 }
 
 impl Kind {
@@ -39,8 +45,21 @@ impl Kind {
             ("v1", "Endpoints") => Kind::Endpoints,
             ("v1", "Secret") => Kind::Secret,
             ("v1", "ConfigMap") => Kind::ConfigMap,
+            ("serving.knative.dev/v1", "Service") => Kind::KnativeService,
+            ("serving.knative.dev/v1", "Configuration") => Kind::Configuration,
+            ("serving.knative.dev/v1", "Route") => Kind::Route,
             _ => return None,
         })
+    }
+}
+
+impl Kind {
+    /// Whether `sluice up`'s serving controller reads this kind (the gateway alone does not).
+    pub fn is_serving(self) -> bool {
+        matches!(
+            self,
+            Kind::KnativeService | Kind::Configuration | Kind::Route
+        )
     }
 }
 
@@ -53,6 +72,9 @@ impl fmt::Display for Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
+            Kind::KnativeService => "Service.serving.knative.dev",
+            Kind::Configuration => "Configuration",
+            Kind::Route => "Route",
         })
     }
 }
@@ -89,6 +111,43 @@ pub enum Object {
     Secret(Box<Secret>),
     /// A ConfigMap.
     ConfigMap(Box<ConfigMap>),
+    /// A Knative Service.
+    KnativeService(Box<sluice_serving::serving::Service>),
+    /// A Knative Configuration.
+    Configuration(Box<sluice_serving::serving::Configuration>),
+    /// A Knative Route.
+    Route(Box<sluice_serving::serving::Route>),
+}
+
+impl Object {
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Ingress(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::KnativeService(o) => &o.metadata,
+            Object::Configuration(o) => &o.metadata,
+            Object::Route(o) => &o.metadata,
+        }
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Ingress(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Endpoints(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::KnativeService(o) => &mut o.metadata,
+            Object::Configuration(o) => &mut o.metadata,
+            Object::Route(o) => &mut o.metadata,
+        }
+    }
 }
 
 /// Something wrong with a file or an object in it.
@@ -208,6 +267,16 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
                     .map(|s| Object::Secret(Box::new(merge_string_data(s)))),
                 Kind::ConfigMap => serde_yaml::from_value::<ConfigMap>(value)
                     .map(|c| Object::ConfigMap(Box::new(c))),
+                Kind::KnativeService => {
+                    serde_yaml::from_value::<sluice_serving::serving::Service>(value)
+                        .map(|s| Object::KnativeService(Box::new(s)))
+                }
+                Kind::Configuration => {
+                    serde_yaml::from_value::<sluice_serving::serving::Configuration>(value)
+                        .map(|c| Object::Configuration(Box::new(c)))
+                }
+                Kind::Route => serde_yaml::from_value::<sluice_serving::serving::Route>(value)
+                    .map(|r| Object::Route(Box::new(r))),
             };
         let object = match typed {
             Ok(o) => o,
@@ -216,15 +285,7 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
                 continue;
             }
         };
-        let meta = match &object {
-            Object::Ingress(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Endpoints(o) => &o.metadata,
-            Object::Secret(o) => &o.metadata,
-            Object::ConfigMap(o) => &o.metadata,
-        };
-        match key(kind, meta) {
+        match key(kind, object.metadata()) {
             Some(k) => out.objects.push((k, normalise(object))),
             None => out.problems.push(Problem {
                 file: path.to_path_buf(),
@@ -239,14 +300,7 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
 
 /// Fills in the namespace (`default`) so lookups by namespace work.
 fn normalise(mut o: Object) -> Object {
-    let meta = match &mut o {
-        Object::Ingress(o) => &mut o.metadata,
-        Object::Service(o) => &mut o.metadata,
-        Object::EndpointSlice(o) => &mut o.metadata,
-        Object::Endpoints(o) => &mut o.metadata,
-        Object::Secret(o) => &mut o.metadata,
-        Object::ConfigMap(o) => &mut o.metadata,
-    };
+    let meta = o.metadata_mut();
     if meta.namespace.as_deref().is_none_or(str::is_empty) {
         meta.namespace = Some("default".into());
     }

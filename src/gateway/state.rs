@@ -256,7 +256,9 @@ impl GatewayState {
                     }
                     touched.extend(self.naming_secret(&key.namespace, &key.name));
                 }
-                (Kind::ConfigMap, _) => {}
+                // ConfigMaps and Knative's serving objects are for `sluice up`'s controller.
+                (Kind::ConfigMap | Kind::KnativeService | Kind::Configuration | Kind::Route, _) => {
+                }
             }
         }
         // Host ownership can only move when some KIngress's hosts changed.

@@ -24,6 +24,10 @@ pub struct IngressStatusView {
     pub hosts: Vec<String>,
     /// Probe hash being served.
     pub hash: String,
+    /// `metadata.generation` of the KIngress as last read (`sluice up` stamps each version it
+    /// generates, to tell whether this status is about its current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 /// The `/status` document of a gateway.
@@ -35,6 +39,9 @@ pub struct GatewayStatus {
     pub problems: Vec<ProblemView>,
     /// Envoy nodes.
     pub nodes: Vec<NodeView>,
+    /// Under `sluice up`: Knative Services, Revisions and Routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::up::ServingView>,
 }
 
 /// An input problem in `/status`.
@@ -101,6 +108,7 @@ pub(crate) fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
                 message,
                 hosts: st.hosts.iter().map(|(h, _)| h.clone()).collect(),
                 hash: st.served_hash.clone().unwrap_or_default(),
+                generation: st.ingress.metadata.generation,
             }
         })
         .collect();
@@ -139,5 +147,6 @@ pub(crate) fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
         ingresses,
         problems,
         nodes,
+        serving: None,
     }
 }

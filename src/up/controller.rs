@@ -1,0 +1,1190 @@
+//! `sluice up`'s serving controller: Knative objects from files in, gateway objects and
+//! runtime decisions out. No I/O: the caller feeds it file changes and what the process runtime
+//! reports, and carries out its [`Output`].
+//!
+//! One pass ([`Controller::reconcile`]) runs only what the last events touched:
+//! Services → Configuration + Route, Configurations → Revisions
+//! ([`reconcile_configuration`]), Routes → KIngresses ([`reconcile_route`]). Every Revision gets
+//! a Kubernetes-shaped Service (port 80, named `http2` for h2c apps, its timeout as
+//! [`TIMEOUT_ANNOTATION`]) and an Endpoints object listing its ready instances, one subset per
+//! instance (each has its own loopback port); the gateway turns those into a cluster and its
+//! EDS.
+//!
+//! Which Revisions run: those the Routes send traffic to (named by `revisionName`, or the
+//! latest ready one of a named Configuration), those in a served or waiting KIngress, and each
+//! Configuration's latest created Revision (so it can become Ready) — one instance each, or
+//! `autoscaling.knative.dev/min-scale` when higher. The others are stopped.
+//!
+//! No failed request while traffic moves: a new KIngress that sends traffic to a Revision that
+//! is not yet running is held back (the previous one keeps serving) until that Revision has a
+//! ready instance.
+//!
+//! Bad input never costs served traffic: an object that fails Knative's validation is reported
+//! with its file, object and field, and the last good version stays in effect; a Route whose
+//! traffic cannot be resolved (an unknown or failed Revision) keeps its previous KIngress and
+//! says why in its status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service as KubeService,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_serving::FieldError;
+use sluice_serving::ingress::{Ingress, IngressStatus};
+use sluice_serving::lookup::TIMEOUT_ANNOTATION;
+use sluice_serving::serving::conditions::{
+    FALSE, INGRESS_READY, READY, UNKNOWN, condition, happy, with_ready,
+};
+use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
+use sluice_serving::serving::{
+    Configuration, ConfigurationOutcome, HasConditions, Key, Readiness, ReadinessReport, Revision,
+    Route, RouteOutcome, Service, ServingConfig, ServingObjects, ServingState, admit_configuration,
+    admit_route, admit_service, make_configuration, make_route, reconcile_configuration,
+    reconcile_route, service_status,
+};
+
+use crate::gateway::documents::{Kind, Object, ObjectKey, Problem};
+use crate::gateway::source::Change;
+use crate::runtime::{ReadinessProbe, RevisionSpec as ProcessSpec};
+
+/// Annotation: the fewest instances a Revision runs.
+const MIN_SCALE: &str = "autoscaling.knative.dev/min-scale";
+/// The same, under its pre-1.0 name.
+const MIN_SCALE_LEGACY: &str = "autoscaling.knative.dev/minScale";
+
+/// What one pass asks of the caller.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Objects for the gateway (KIngresses, Revision Services and Endpoints).
+    pub gateway: Vec<Change>,
+    /// Revisions to run with a number of instances (0 = stop them, keep the spec).
+    pub run: Vec<(ProcessSpec, u32)>,
+    /// Revisions gone for good: stop and forget them.
+    pub remove: Vec<Key>,
+    /// The persisted state changed: write it.
+    pub state_changed: bool,
+}
+
+/// An object read from a file: the last version that passed validation, and the current
+/// rejection if the newest one did not.
+#[derive(Debug, Clone)]
+struct Input<T> {
+    file: PathBuf,
+    /// The last admitted version (defaulted, namespace set), with a synthetic uid and
+    /// generation.
+    good: Option<T>,
+    generation: i64,
+    rejected: Option<Vec<FieldError>>,
+}
+
+/// What the runtime reports about one Revision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RuntimeReport {
+    /// Ready instances' addresses, sorted.
+    pub ready: Vec<SocketAddr>,
+    /// Readiness for the Revision's status.
+    pub readiness: Readiness,
+}
+
+/// The serving controller's state.
+#[derive(Debug)]
+pub struct Controller {
+    domain_override: Option<String>,
+    cfg: ServingConfig,
+    config_maps: BTreeMap<String, (PathBuf, ConfigMap)>,
+    config_error: Option<Problem>,
+    services: BTreeMap<Key, Input<Service>>,
+    configurations: BTreeMap<Key, Input<Configuration>>,
+    routes: BTreeMap<Key, Input<Route>>,
+    /// Objects named twice (a Configuration or Route with a Service's name): ignored.
+    shadowed: BTreeMap<Key, Problem>,
+    state: ServingState,
+    catalog: ServingObjects,
+    config_outcomes: BTreeMap<Key, ConfigurationOutcome>,
+    route_outcomes: BTreeMap<Key, RouteOutcome>,
+    /// KIngress served per Route (stamped with a generation).
+    served: BTreeMap<Key, Ingress>,
+    /// KIngress waiting for its Revisions to start, and which.
+    pending: BTreeMap<Key, (Ingress, Vec<String>)>,
+    next_generation: i64,
+    runtime: BTreeMap<Key, RuntimeReport>,
+    readiness: ReadinessReport,
+    /// Revisions whose Service was handed to the gateway, with it.
+    revision_services: BTreeMap<Key, KubeService>,
+    /// Revision → the Endpoints handed to the gateway.
+    revision_endpoints: BTreeMap<Key, Endpoints>,
+    /// Revision → instances asked for.
+    desired: BTreeMap<Key, u32>,
+    dirty_configs: BTreeSet<Key>,
+    dirty_routes: BTreeSet<Key>,
+    /// Something changed that may change which Revisions run.
+    dirty_scale: bool,
+    state_changed: bool,
+}
+
+impl Controller {
+    /// A controller starting from a persisted state; `domain` overrides `config-domain`.
+    pub fn new(state: ServingState, domain: Option<String>) -> Self {
+        let mut c = Controller {
+            domain_override: domain,
+            cfg: ServingConfig::default(),
+            config_maps: BTreeMap::new(),
+            config_error: None,
+            services: BTreeMap::new(),
+            configurations: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            shadowed: BTreeMap::new(),
+            state,
+            catalog: ServingObjects::new(),
+            config_outcomes: BTreeMap::new(),
+            route_outcomes: BTreeMap::new(),
+            served: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_generation: 1,
+            runtime: BTreeMap::new(),
+            readiness: ReadinessReport::new(),
+            revision_services: BTreeMap::new(),
+            revision_endpoints: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            dirty_configs: BTreeSet::new(),
+            dirty_routes: BTreeSet::new(),
+            dirty_scale: true,
+            state_changed: false,
+        };
+        c.rebuild_config();
+        // Configurations in the state but in no file any more are cleaned up on the first pass.
+        for k in c.state.configurations.keys() {
+            if let Some((ns, name)) = k.split_once('/') {
+                c.dirty_configs.insert(Key::new(ns, name));
+            }
+        }
+        c
+    }
+
+    /// The serving configuration in effect.
+    pub fn config(&self) -> &ServingConfig {
+        &self.cfg
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &ServingState {
+        &self.state
+    }
+
+    /// A Knative object or a `knative-serving` ConfigMap was created, changed or (`None`)
+    /// deleted in `file`. Other kinds are not the controller's (the caller hands them to the
+    /// gateway).
+    pub fn object_changed(&mut self, key: &ObjectKey, object: Option<Object>, file: &Path) {
+        let k = Key::new(&key.namespace, &key.name);
+        match (key.kind, object) {
+            (Kind::KnativeService, Some(Object::KnativeService(s))) => {
+                let admitted = admit_service(&s, &self.cfg);
+                update_input(&mut self.services, k.clone(), file, *s, admitted);
+                self.service_touched(&k);
+            }
+            (Kind::KnativeService, _) => {
+                self.services.remove(&k);
+                self.service_touched(&k);
+            }
+            (Kind::Configuration, Some(Object::Configuration(c))) => {
+                let admitted = admit_configuration(&c, &self.cfg);
+                update_input(&mut self.configurations, k.clone(), file, *c, admitted);
+                self.dirty_configs.insert(k);
+            }
+            (Kind::Configuration, _) => {
+                self.configurations.remove(&k);
+                self.dirty_configs.insert(k);
+            }
+            (Kind::Route, Some(Object::Route(r))) => {
+                let admitted = admit_route(&r);
+                update_input(&mut self.routes, k.clone(), file, *r, admitted);
+                self.dirty_routes.insert(k);
+            }
+            (Kind::Route, _) => {
+                self.routes.remove(&k);
+                self.dirty_routes.insert(k);
+            }
+            (Kind::ConfigMap, object) => {
+                if key.namespace != sluice_serving::serving::config::SYSTEM_NAMESPACE {
+                    return;
+                }
+                match object {
+                    Some(Object::ConfigMap(cm)) => {
+                        self.config_maps
+                            .insert(key.name.clone(), (file.to_path_buf(), *cm));
+                    }
+                    _ => {
+                        self.config_maps.remove(&key.name);
+                    }
+                }
+                self.rebuild_config();
+            }
+            _ => {}
+        }
+    }
+
+    fn service_touched(&mut self, k: &Key) {
+        self.dirty_configs.insert(k.clone());
+        self.dirty_routes.insert(k.clone());
+    }
+
+    /// Re-reads the ConfigMaps; on a change everything is admitted and reconciled again.
+    fn rebuild_config(&mut self) {
+        let mut cfg = ServingConfig::default();
+        self.config_error = None;
+        for (name, (file, cm)) in &self.config_maps {
+            let empty = BTreeMap::new();
+            let data = cm.data.as_ref().unwrap_or(&empty);
+            if let Err(e) = cfg.apply(name, data) {
+                self.config_error = Some(Problem {
+                    file: file.clone(),
+                    object: Some(format!("ConfigMap knative-serving/{name}")),
+                    field: None,
+                    message: format!("{e}; the defaults are used instead"),
+                });
+            }
+        }
+        if let Some(domain) = &self.domain_override {
+            cfg.domain = sluice_serving::serving::DomainConfig::single(domain);
+        }
+        if cfg == self.cfg {
+            return;
+        }
+        self.cfg = cfg;
+        // Admission depends on config-defaults: admit every object again.
+        let cfg = self.cfg.clone();
+        for input in self.services.values_mut() {
+            readmit(input, |s| admit_service(s, &cfg));
+        }
+        for input in self.configurations.values_mut() {
+            readmit(input, |c| admit_configuration(c, &cfg));
+        }
+        for input in self.routes.values_mut() {
+            readmit(input, admit_route);
+        }
+        let keys: Vec<Key> = self
+            .services
+            .keys()
+            .chain(self.configurations.keys())
+            .chain(self.config_outcomes.keys())
+            .cloned()
+            .collect();
+        self.dirty_configs.extend(keys);
+        let keys: Vec<Key> = self
+            .services
+            .keys()
+            .chain(self.routes.keys())
+            .chain(self.route_outcomes.keys())
+            .cloned()
+            .collect();
+        self.dirty_routes.extend(keys);
+    }
+
+    /// What the runtime reports for a Revision now.
+    pub fn runtime_changed(&mut self, revision: &Key, report: RuntimeReport) {
+        if self.runtime.get(revision) == Some(&report) {
+            return;
+        }
+        let readiness_changed = self.readiness.get(revision) != Some(&report.readiness);
+        self.readiness
+            .insert(revision.clone(), report.readiness.clone());
+        let ready_changed = self
+            .runtime
+            .get(revision)
+            .is_none_or(|r| r.ready != report.ready);
+        self.runtime.insert(revision.clone(), report);
+        if readiness_changed && let Some(config) = self.configuration_of(revision) {
+            self.dirty_configs.insert(config);
+        }
+        if ready_changed {
+            // Endpoints, and KIngresses waiting for this Revision.
+            let waiting: Vec<Key> = self
+                .pending
+                .iter()
+                .filter(|(_, (_, revs))| revs.contains(&revision.name))
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.dirty_routes.extend(waiting);
+            self.dirty_scale = true;
+        }
+    }
+
+    /// The Revisions the controller knows (from the state), by key.
+    pub fn revisions(&self) -> Vec<Key> {
+        self.catalog.revisions.keys().cloned().collect()
+    }
+
+    /// The Configuration a Revision belongs to.
+    fn configuration_of(&self, revision: &Key) -> Option<Key> {
+        let r = self.catalog.revisions.get(revision)?;
+        let config = r
+            .metadata
+            .labels
+            .as_ref()?
+            .get(sluice_serving::serving::CONFIGURATION_LABEL)?;
+        Some(Key::new(&revision.namespace, config))
+    }
+
+    /// The Configuration in effect under `key`: a Service's, else a standalone one.
+    fn effective_configuration(&self, key: &Key) -> Option<Configuration> {
+        if let Some(s) = self.services.get(key)
+            && let Some(good) = &s.good
+        {
+            return Some(make_configuration(good));
+        }
+        self.configurations.get(key)?.good.clone()
+    }
+
+    /// The Route in effect under `key`: a Service's, else a standalone one.
+    fn effective_route(&self, key: &Key) -> Option<Route> {
+        if let Some(s) = self.services.get(key)
+            && let Some(good) = &s.good
+        {
+            return Some(make_route(good));
+        }
+        self.routes.get(key)?.good.clone()
+    }
+
+    /// Runs what the events since the last pass touched.
+    pub fn reconcile(&mut self) -> Output {
+        let mut out = Output::default();
+        self.update_shadowed();
+        for key in std::mem::take(&mut self.dirty_configs) {
+            self.reconcile_config(&key, &mut out);
+        }
+        for key in std::mem::take(&mut self.dirty_routes) {
+            self.reconcile_one_route(&key, &mut out);
+        }
+        if std::mem::take(&mut self.dirty_scale) {
+            self.scale(&mut out);
+        }
+        out.state_changed = std::mem::take(&mut self.state_changed);
+        out
+    }
+
+    fn update_shadowed(&mut self) {
+        self.shadowed.clear();
+        for (k, c) in &self.configurations {
+            if self.services.contains_key(k) {
+                self.shadowed.insert(
+                    k.clone(),
+                    shadow_problem(&c.file, "Configuration", k, "Configuration"),
+                );
+            }
+        }
+        for (k, r) in &self.routes {
+            if self.services.contains_key(k) {
+                self.shadowed
+                    .insert(k.clone(), shadow_problem(&r.file, "Route", k, "Route"));
+            }
+        }
+    }
+
+    fn reconcile_config(&mut self, key: &Key, out: &mut Output) {
+        let Some(config) = self.effective_configuration(key) else {
+            // Gone: its Revisions go with it (owner references, as upstream).
+            if let Some(old) = self.config_outcomes.remove(key) {
+                for r in &old.revisions {
+                    self.revision_gone(&r.key(), out);
+                }
+                self.catalog.configurations.remove(key);
+                self.dirty_routes_naming(key, &old);
+            }
+            if self.state.remove_configuration(key).is_some() {
+                self.state_changed = true;
+            }
+            self.dirty_scale = true;
+            return;
+        };
+        let outcome = reconcile_configuration(&config, &mut self.state, &self.readiness);
+        if outcome.created.is_some() {
+            self.state_changed = true;
+            tracing::info!(configuration = %key, revision = ?outcome.created, "revision created");
+        }
+        let prev = self.config_outcomes.get(key);
+        let latest_ready_moved = prev.is_none_or(|p| {
+            p.configuration.status.latest_ready_revision_name
+                != outcome.configuration.status.latest_ready_revision_name
+        });
+        if latest_ready_moved {
+            // `reconcile_configuration` moved it in the state too.
+            self.state_changed = true;
+        }
+        if prev == Some(&outcome) {
+            return;
+        }
+        let old_revisions: Vec<Key> = prev
+            .map(|p| p.revisions.iter().map(Revision::key).collect())
+            .unwrap_or_default();
+        for r in &outcome.revisions {
+            self.revision_service(r, out);
+        }
+        for k in old_revisions {
+            if !outcome.revisions.iter().any(|r| r.key() == k) {
+                self.revision_gone(&k, out);
+            }
+        }
+        self.catalog.add_outcome(&outcome);
+        self.dirty_routes_naming(key, &outcome);
+        self.config_outcomes.insert(key.clone(), outcome);
+        self.dirty_scale = true;
+    }
+
+    /// Marks the Routes that may name a Configuration or one of its Revisions.
+    fn dirty_routes_naming(&mut self, key: &Key, outcome: &ConfigurationOutcome) {
+        let names: BTreeSet<&str> = outcome
+            .revisions
+            .iter()
+            .map(|r| r.name())
+            .chain([key.name.as_str()])
+            .collect();
+        let ns = key.namespace.as_str();
+        let mut dirty = Vec::new();
+        let candidates = self
+            .services
+            .keys()
+            .chain(self.routes.keys())
+            .filter(|k| k.namespace == ns);
+        for rk in candidates {
+            let Some(route) = self.effective_route(rk) else {
+                continue;
+            };
+            let names_it = route.spec.traffic.iter().any(|t| {
+                names.contains(t.revision_name.as_str())
+                    || names.contains(t.configuration_name.as_str())
+            });
+            if names_it {
+                dirty.push(rk.clone());
+            }
+        }
+        self.dirty_routes.extend(dirty);
+    }
+
+    /// The Revision's Service and (empty until instances are ready) Endpoints for the gateway.
+    fn revision_service(&mut self, revision: &Revision, out: &mut Output) {
+        let key = revision.key();
+        let svc = make_revision_service(revision, &self.cfg);
+        if self.revision_services.get(&key) != Some(&svc) {
+            out.gateway.push((
+                object_key(Kind::Service, &key),
+                Some(Object::Service(Box::new(svc.clone()))),
+            ));
+            self.revision_services.insert(key.clone(), svc);
+            self.dirty_scale = true;
+        }
+    }
+
+    fn revision_gone(&mut self, key: &Key, out: &mut Output) {
+        self.catalog.revisions.remove(key);
+        if self.revision_services.remove(key).is_some() {
+            out.gateway.push((object_key(Kind::Service, key), None));
+        }
+        if self.revision_endpoints.remove(key).is_some() {
+            out.gateway.push((object_key(Kind::Endpoints, key), None));
+        }
+        self.desired.remove(key);
+        self.runtime.remove(key);
+        self.readiness.remove(key);
+        out.remove.push(key.clone());
+    }
+
+    fn reconcile_one_route(&mut self, key: &Key, out: &mut Output) {
+        let Some(route) = self.effective_route(key) else {
+            self.route_outcomes.remove(key);
+            self.pending.remove(key);
+            if self.served.remove(key).is_some() {
+                out.gateway.push((object_key(Kind::Ingress, key), None));
+            }
+            self.dirty_scale = true;
+            return;
+        };
+        let outcome = reconcile_route(&route, &self.catalog, &self.cfg, None);
+        if let Some(ingress) = &outcome.ingress {
+            let mut ingress = ingress.clone();
+            let served = self.served.get(key);
+            ingress.metadata.generation = served.and_then(|s| s.metadata.generation);
+            if served == Some(&ingress) {
+                self.pending.remove(key);
+            } else {
+                // Revisions this KIngress would wake: wait until they can answer.
+                let serving_now: BTreeSet<String> = served.map(split_revisions).unwrap_or_default();
+                let waiting: Vec<String> = split_revisions(&ingress)
+                    .into_iter()
+                    .filter(|r| !serving_now.contains(r))
+                    .filter(|r| {
+                        self.runtime
+                            .get(&Key::new(&key.namespace, r))
+                            .is_none_or(|rt| rt.ready.is_empty())
+                    })
+                    .collect();
+                if waiting.is_empty() {
+                    ingress.metadata.generation = Some(self.next_generation);
+                    self.next_generation += 1;
+                    out.gateway.push((
+                        object_key(Kind::Ingress, key),
+                        Some(Object::Ingress(Box::new(ingress.clone()))),
+                    ));
+                    self.served.insert(key.clone(), ingress);
+                    self.pending.remove(key);
+                } else {
+                    self.pending.insert(key.clone(), (ingress, waiting));
+                }
+            }
+        } else {
+            self.pending.remove(key);
+        }
+        self.route_outcomes.insert(key.clone(), outcome);
+        self.dirty_scale = true;
+    }
+
+    /// Which Revisions run and how many instances; Endpoints for the ready ones.
+    fn scale(&mut self, out: &mut Output) {
+        let mut active: BTreeSet<Key> = BTreeSet::new();
+        for outcome in self.config_outcomes.values() {
+            let st = &outcome.configuration.status;
+            if !st.latest_created_revision_name.is_empty() {
+                active.insert(Key::new(
+                    outcome.configuration.namespace(),
+                    &st.latest_created_revision_name,
+                ));
+            }
+        }
+        for (key, outcome) in &self.route_outcomes {
+            for t in &outcome.route.spec.traffic {
+                let name = if !t.revision_name.is_empty() {
+                    t.revision_name.clone()
+                } else if let Some(c) = self
+                    .config_outcomes
+                    .get(&Key::new(&key.namespace, &t.configuration_name))
+                {
+                    let st = &c.configuration.status;
+                    if st.latest_ready_revision_name.is_empty() {
+                        st.latest_created_revision_name.clone()
+                    } else {
+                        st.latest_ready_revision_name.clone()
+                    }
+                } else {
+                    continue;
+                };
+                active.insert(Key::new(&key.namespace, &name));
+            }
+        }
+        for (key, ingress) in self
+            .served
+            .iter()
+            .chain(self.pending.iter().map(|(k, (i, _))| (k, i)))
+        {
+            for r in split_revisions(ingress) {
+                active.insert(Key::new(&key.namespace, &r));
+            }
+        }
+        let revisions: Vec<Revision> = self.catalog.revisions.values().cloned().collect();
+        for revision in revisions {
+            let key = revision.key();
+            let min = min_scale(&revision);
+            let want = if active.contains(&key) {
+                min.max(1)
+            } else {
+                min
+            };
+            if self.desired.get(&key) != Some(&want) {
+                self.desired.insert(key.clone(), want);
+                out.run.push((process_spec(&revision, &self.cfg), want));
+            }
+            let endpoints = make_endpoints(
+                &revision,
+                self.runtime
+                    .get(&key)
+                    .map(|r| r.ready.as_slice())
+                    .unwrap_or_default(),
+            );
+            if self.revision_endpoints.get(&key) != Some(&endpoints) {
+                out.gateway.push((
+                    object_key(Kind::Endpoints, &key),
+                    Some(Object::Endpoints(Box::new(endpoints.clone()))),
+                ));
+                self.revision_endpoints.insert(key, endpoints);
+            }
+        }
+    }
+
+    /// The Routes a KIngress is served for, with their URL.
+    pub fn served_urls(&self) -> Vec<(Key, String)> {
+        self.served
+            .keys()
+            .filter_map(|k| {
+                Some((
+                    k.clone(),
+                    self.route_outcomes.get(k)?.route.status.url.clone()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether a KIngress is served for the Route.
+    pub fn is_served(&self, key: &Key) -> bool {
+        self.served.contains_key(key)
+    }
+
+    /// Every input problem: files' objects that fail validation, ConfigMaps that do not
+    /// parse, objects shadowed by a Service of the same name.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out: Vec<Problem> = self.config_error.iter().cloned().collect();
+        let mut add = |kind: &str, key: &Key, file: &Path, errors: &[FieldError]| {
+            for e in errors {
+                let fields = if e.paths.is_empty() {
+                    None
+                } else {
+                    Some(e.paths.join(", "))
+                };
+                out.push(Problem {
+                    file: file.to_path_buf(),
+                    object: Some(format!("{kind} {}/{}", key.namespace, key.name)),
+                    field: fields,
+                    message: e.message.clone(),
+                });
+            }
+        };
+        for (k, s) in &self.services {
+            if let Some(errors) = &s.rejected {
+                add("Service.serving.knative.dev", k, &s.file, errors);
+            }
+        }
+        for (k, c) in &self.configurations {
+            if let Some(errors) = &c.rejected {
+                add("Configuration", k, &c.file, errors);
+            }
+        }
+        for (k, r) in &self.routes {
+            if let Some(errors) = &r.rejected {
+                add("Route", k, &r.file, errors);
+            }
+        }
+        out.extend(self.shadowed.values().cloned());
+        out
+    }
+
+    /// The status of every Service, Route and Revision, given what the gateway reports for
+    /// each KIngress.
+    pub fn view(
+        &self,
+        ingress: impl Fn(&Key) -> Option<IngressReport>,
+    ) -> (Vec<ServiceRow>, Vec<RouteRow>, Vec<RevisionRow>) {
+        let mut routes = Vec::new();
+        let mut route_status = BTreeMap::new();
+        for (key, outcome) in &self.route_outcomes {
+            let mut route = outcome.route.clone();
+            let report = ingress(key);
+            let served_gen = self.served.get(key).and_then(|i| i.metadata.generation);
+            let ingress_cond = match (&self.pending.get(key), report) {
+                (Some((_, waiting)), _) => condition(
+                    INGRESS_READY,
+                    UNKNOWN,
+                    "RevisionStarting",
+                    &format!(
+                        "waiting for revision(s) {} to have a ready instance; the previous configuration keeps serving",
+                        waiting.join(", ")
+                    ),
+                ),
+                (None, Some(r)) if r.generation == served_gen => {
+                    let status = IngressStatus {
+                        conditions: vec![condition(READY, &r.ready, &r.reason, &r.message)],
+                        ..IngressStatus::default()
+                    };
+                    ingress_condition(&status)
+                }
+                (None, _) if self.served.contains_key(key) => condition(
+                    INGRESS_READY,
+                    UNKNOWN,
+                    "IngressNotConfigured",
+                    "the gateway has not yet applied the newest KIngress",
+                ),
+                (None, _) => condition(
+                    INGRESS_READY,
+                    UNKNOWN,
+                    "IngressNotConfigured",
+                    "Ingress has not yet been reconciled.",
+                ),
+            };
+            let mut conditions: Vec<_> = route
+                .status
+                .conditions
+                .iter()
+                .filter(|c| c.type_ != READY)
+                .cloned()
+                .collect();
+            // Resolution failures already set IngressReady; keep theirs.
+            if outcome.error.is_none() {
+                conditions.retain(|c| c.type_ != INGRESS_READY);
+                conditions.push(ingress_cond);
+            }
+            route.status.conditions = with_ready(conditions);
+            routes.push(RouteRow::of(&route, self.served.contains_key(key)));
+            route_status.insert(key.clone(), route);
+        }
+        let mut services = Vec::new();
+        for (key, input) in &self.services {
+            let Some(service) = &input.good else {
+                services.push(ServiceRow {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    url: String::new(),
+                    latest_created: String::new(),
+                    latest_ready: String::new(),
+                    ready: FALSE.into(),
+                    reason: "InvalidSpec".into(),
+                    message: "the Service failed validation (see problems)".into(),
+                });
+                continue;
+            };
+            let (Some(config), Some(route)) =
+                (self.config_outcomes.get(key), route_status.get(key))
+            else {
+                continue;
+            };
+            let status = service_status(service, &config.configuration, route);
+            let ready = status.condition(READY);
+            let mut reason = ready.map(|c| c.reason.clone()).unwrap_or_default();
+            let mut message = ready.map(|c| c.message.clone()).unwrap_or_default();
+            if input.rejected.is_some() {
+                reason = "InvalidSpec".into();
+                message = "the newest version failed validation (see problems); the last good one is served".into();
+            }
+            services.push(ServiceRow {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                url: status.url.clone().unwrap_or_default(),
+                latest_created: status.latest_created_revision_name.clone(),
+                latest_ready: status.latest_ready_revision_name.clone(),
+                ready: status.condition_status(READY).to_string(),
+                reason,
+                message,
+            });
+        }
+        let revisions = self
+            .catalog
+            .revisions
+            .values()
+            .map(|r| {
+                let ready = r.status.condition(READY);
+                RevisionRow {
+                    namespace: r.namespace().to_string(),
+                    name: r.name().to_string(),
+                    configuration: r
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(sluice_serving::serving::CONFIGURATION_LABEL))
+                        .cloned()
+                        .unwrap_or_default(),
+                    desired: self.desired.get(&r.key()).copied().unwrap_or(0),
+                    ready: r.status.condition_status(READY).to_string(),
+                    reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+                    message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        (services, routes, revisions)
+    }
+}
+
+/// What the gateway reports about one KIngress.
+#[derive(Debug, Clone)]
+pub struct IngressReport {
+    /// `True`, `False`, `Unknown`.
+    pub ready: String,
+    /// Reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// The KIngress generation the report is about.
+    pub generation: Option<i64>,
+}
+
+/// One Knative Service in `/status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// External URL.
+    pub url: String,
+    /// `latestCreatedRevisionName`.
+    pub latest_created: String,
+    /// `latestReadyRevisionName`.
+    pub latest_ready: String,
+    /// `Ready`: True / False / Unknown.
+    pub ready: String,
+    /// Reason of `Ready`.
+    pub reason: String,
+    /// Message of `Ready`.
+    pub message: String,
+}
+
+/// One Route in `/status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouteRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// External URL.
+    pub url: String,
+    /// `status.traffic`: (tag, revision, percent, tag URL).
+    pub traffic: Vec<TrafficRow>,
+    /// `Ready`.
+    pub ready: String,
+    /// Reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// Whether a KIngress is being served for it.
+    pub serving: bool,
+}
+
+/// One `status.traffic` entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrafficRow {
+    /// Tag (empty: none).
+    pub tag: String,
+    /// Revision.
+    pub revision: String,
+    /// Percent.
+    pub percent: i64,
+    /// Whether it follows the latest ready Revision.
+    pub latest: bool,
+    /// The tag's URL.
+    pub url: String,
+}
+
+impl RouteRow {
+    fn of(route: &Route, serving: bool) -> Self {
+        let ready = route.status.condition(READY);
+        RouteRow {
+            namespace: route.namespace().to_string(),
+            name: route.name().to_string(),
+            url: route.status.url.clone().unwrap_or_default(),
+            traffic: route
+                .status
+                .traffic
+                .iter()
+                .map(|t| TrafficRow {
+                    tag: t.tag.clone(),
+                    revision: t.revision_name.clone(),
+                    percent: t.percent.unwrap_or(0),
+                    latest: t.latest_revision.unwrap_or(false),
+                    url: t.url.clone().unwrap_or_default(),
+                })
+                .collect(),
+            ready: route.status.condition_status(READY).to_string(),
+            reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+            message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+            serving,
+        }
+    }
+}
+
+/// One Revision in `/status` (its instances are added by the caller).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RevisionRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Its Configuration.
+    pub configuration: String,
+    /// Instances asked for.
+    pub desired: u32,
+    /// `Ready`.
+    pub ready: String,
+    /// Reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
+
+/// `PropagateIngressStatus`: IngressReady follows the KIngress's Ready.
+fn ingress_condition(status: &IngressStatus) -> sluice_serving::ingress::Condition {
+    match status.conditions.iter().find(|c| c.type_ == READY) {
+        Some(c) if c.status == "True" => happy(INGRESS_READY),
+        Some(c) => condition(INGRESS_READY, &c.status, &c.reason, &c.message),
+        None => condition(
+            INGRESS_READY,
+            UNKNOWN,
+            "IngressNotConfigured",
+            "Ingress has not yet been reconciled.",
+        ),
+    }
+}
+
+fn shadow_problem(file: &Path, kind: &str, key: &Key, what: &str) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        object: Some(format!("{kind} {}/{}", key.namespace, key.name)),
+        field: Some("metadata.name".into()),
+        message: format!(
+            "a Knative Service of the same name owns this {what}; this copy is ignored (rename it)"
+        ),
+    }
+}
+
+/// Records a new version of an input: admitted, it becomes the good version (with a new
+/// generation when its spec changed); rejected, the previous good version stays.
+fn update_input<T: Clone + Object2>(
+    map: &mut BTreeMap<Key, Input<T>>,
+    key: Key,
+    file: &Path,
+    raw: T,
+    admitted: Result<T, Vec<FieldError>>,
+) {
+    let entry = map.entry(key.clone()).or_insert_with(|| Input {
+        file: file.to_path_buf(),
+        good: None,
+        generation: 0,
+        rejected: None,
+    });
+    entry.file = file.to_path_buf();
+    match admitted {
+        Ok(mut good) => {
+            let same_spec = entry.good.as_ref().is_some_and(|g| g.spec_eq(&good));
+            if !same_spec {
+                entry.generation += 1;
+            }
+            stamp(good.meta_mut(), &key, raw.kind_name(), entry.generation);
+            entry.good = Some(good);
+            entry.rejected = None;
+        }
+        Err(errors) => {
+            tracing::warn!(object = %key, errors = %errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "), "invalid object; the last good version stays in effect");
+            entry.rejected = Some(errors);
+        }
+    }
+}
+
+fn readmit<T: Clone + Object2>(
+    input: &mut Input<T>,
+    admit: impl Fn(&T) -> Result<T, Vec<FieldError>>,
+) {
+    // Re-admission needs the raw object; the good version is defaulted already, which admission
+    // accepts again (defaulting is idempotent).
+    if let Some(good) = &input.good {
+        match admit(good) {
+            Ok(mut g) => {
+                let generation = input.generation;
+                let key = Key::new(
+                    g.meta_mut().namespace.clone().unwrap_or_default(),
+                    g.meta_mut().name.clone().unwrap_or_default(),
+                );
+                stamp(g.meta_mut(), &key, good.kind_name(), generation);
+                input.good = Some(g);
+            }
+            Err(errors) => input.rejected = Some(errors),
+        }
+    }
+}
+
+/// What [`update_input`] needs of Knative objects.
+trait Object2 {
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+    fn kind_name(&self) -> &'static str;
+    fn spec_eq(&self, other: &Self) -> bool;
+}
+
+macro_rules! object2 {
+    ($($t:ty),*) => {$(
+        impl Object2 for $t {
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+            fn kind_name(&self) -> &'static str {
+                <$t>::KIND
+            }
+            fn spec_eq(&self, other: &Self) -> bool {
+                self.spec == other.spec
+            }
+        }
+    )*};
+}
+
+object2!(Service, Configuration, Route);
+
+/// A uid and generation, as the API server would set them: the uid is stable for a kind,
+/// namespace and name (FNV-1a), so labels derived from it survive restarts.
+fn stamp(meta: &mut ObjectMeta, key: &Key, kind: &str, generation: i64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{kind}/{}/{}", key.namespace, key.name).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    meta.uid = Some(format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xffff,
+        (h >> 48) & 0xffff,
+        h & 0xffff_ffff_ffff
+    ));
+    meta.generation = Some(generation);
+}
+
+fn object_key(kind: Kind, key: &Key) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}
+
+/// The Revisions a KIngress's splits send traffic to.
+fn split_revisions(ingress: &Ingress) -> BTreeSet<String> {
+    ingress
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| r.http.iter().flat_map(|h| &h.paths))
+        .flat_map(|p| &p.splits)
+        .map(|s| s.service_name.clone())
+        .collect()
+}
+
+fn min_scale(revision: &Revision) -> u32 {
+    let annotations = revision.metadata.annotations.as_ref();
+    annotations
+        .and_then(|a| a.get(MIN_SCALE).or_else(|| a.get(MIN_SCALE_LEGACY)))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// The port name of a Revision's Service: `http2` for h2c apps (the gateway then speaks h2c
+/// upstream), else `http`.
+fn port_name(revision: &Revision) -> &'static str {
+    if revision.spec.is_h2c() {
+        "http2"
+    } else {
+        "http"
+    }
+}
+
+/// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service).
+pub fn make_revision_service(revision: &Revision, cfg: &ServingConfig) -> KubeService {
+    let timeout = revision
+        .spec
+        .timeout_seconds
+        .filter(|s| *s > 0)
+        .unwrap_or(cfg.defaults.revision_timeout_seconds);
+    KubeService {
+        metadata: ObjectMeta {
+            name: revision.metadata.name.clone(),
+            namespace: revision.metadata.namespace.clone(),
+            labels: revision.metadata.labels.clone(),
+            annotations: Some(BTreeMap::from([(
+                TIMEOUT_ANNOTATION.to_string(),
+                timeout.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                name: Some(port_name(revision).into()),
+                port: REVISION_SERVICE_PORT,
+                target_port: Some(IntOrString::Int(revision.spec.user_port())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..KubeService::default()
+    }
+}
+
+/// The Endpoints of a Revision: one subset per ready instance (each has its own port).
+pub fn make_endpoints(revision: &Revision, ready: &[SocketAddr]) -> Endpoints {
+    let subsets = ready
+        .iter()
+        .map(|addr| EndpointSubset {
+            addresses: Some(vec![EndpointAddress {
+                ip: addr.ip().to_string(),
+                ..EndpointAddress::default()
+            }]),
+            ports: Some(vec![EndpointPort {
+                name: Some(port_name(revision).into()),
+                port: i32::from(addr.port()),
+                ..EndpointPort::default()
+            }]),
+            ..EndpointSubset::default()
+        })
+        .collect::<Vec<_>>();
+    Endpoints {
+        metadata: ObjectMeta {
+            name: revision.metadata.name.clone(),
+            namespace: revision.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    }
+}
+
+/// How the process runtime runs a Revision: `containers[0]`'s command, args, env,
+/// `workingDir` (relative paths, and the program when it is a relative path with a `/`, are
+/// taken from Sluice's own working directory) and readiness probe.
+pub fn process_spec(revision: &Revision, cfg: &ServingConfig) -> ProcessSpec {
+    let mut spec = ProcessSpec::new(revision.namespace(), revision.name());
+    let labels = revision.metadata.labels.clone().unwrap_or_default();
+    spec.service = labels
+        .get(sluice_serving::serving::SERVICE_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    spec.configuration = labels
+        .get(sluice_serving::serving::CONFIGURATION_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    spec.container_concurrency = revision
+        .spec
+        .container_concurrency
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(u32::try_from(cfg.defaults.container_concurrency).unwrap_or(0));
+    spec.container_port = u16::try_from(revision.spec.user_port()).unwrap_or(8080);
+    if let Some(c) = revision.spec.container() {
+        spec.command = c.command.clone();
+        spec.args = c.args.clone();
+        spec.env = c
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        spec.working_dir = c.working_dir.as_ref().map(PathBuf::from);
+        spec.readiness = match &c.readiness_probe {
+            Some(p) => {
+                if let Some(h) = &p.http_get {
+                    ReadinessProbe::HttpGet {
+                        path: h.path.clone().unwrap_or_else(|| "/".into()),
+                        port: probe_port(&h.port),
+                    }
+                } else if let Some(t) = &p.tcp_socket {
+                    ReadinessProbe::TcpSocket {
+                        port: probe_port(&t.port),
+                    }
+                } else {
+                    ReadinessProbe::Default
+                }
+            }
+            None => ReadinessProbe::Default,
+        };
+    }
+    spec
+}
+
+fn probe_port(port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) if *n > 0 => u16::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
