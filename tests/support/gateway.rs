@@ -39,7 +39,17 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 /// Lines of the gateway's log shown when a test fails.
 const LOG_TAIL: usize = 60;
 
-/// A running `sluice gateway --dir` (or `--kube`).
+/// How the binary is started.
+enum Mode<'a> {
+    /// `sluice gateway --dir`.
+    Dir,
+    /// `sluice gateway --kube` with this kubeconfig.
+    Kube(&'a Path),
+    /// `sluice up DIR`.
+    Up,
+}
+
+/// A running `sluice gateway --dir` (or `--kube`, or `sluice up`).
 pub struct Gateway {
     /// External plain-HTTP listener (ExternalIP hosts).
     pub external_http: SocketAddr,
@@ -64,16 +74,22 @@ impl Gateway {
     /// Starts a gateway over a new directory holding `files` (name → content) and waits until
     /// its debug server answers. `label` names the directory (for humans reading /tmp).
     pub async fn start(label: &str, files: &[(&str, String)]) -> Gateway {
-        Self::spawn(label, files, None).await
+        Self::spawn(label, files, Mode::Dir).await
+    }
+
+    /// Starts `sluice up DIR` over a new directory holding `files` and waits until its debug
+    /// server answers.
+    pub async fn start_up(label: &str, files: &[(&str, String)]) -> Gateway {
+        Self::spawn(label, files, Mode::Up).await
     }
 
     /// Starts `sluice gateway --kube` reading the cluster of `kubeconfig` (set as `KUBECONFIG`)
     /// and waits until its debug server answers.
     pub async fn start_kube(label: &str, kubeconfig: &Path) -> Gateway {
-        Self::spawn(label, &[], Some(kubeconfig)).await
+        Self::spawn(label, &[], Mode::Kube(kubeconfig)).await
     }
 
-    async fn spawn(label: &str, files: &[(&str, String)], kubeconfig: Option<&Path>) -> Gateway {
+    async fn spawn(label: &str, files: &[(&str, String)], mode: Mode<'_>) -> Gateway {
         static N: AtomicU64 = AtomicU64::new(0);
         let root = std::env::temp_dir().join(format!(
             "sluice-gateway-e2e-{label}-{}-{}",
@@ -101,15 +117,17 @@ impl Gateway {
         let log = std::fs::File::create(gw.log_path()).expect("creating the gateway log");
         let addr = |a: SocketAddr| a.to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("gateway");
-        match kubeconfig {
-            Some(path) => {
-                cmd.arg("--kube")
+        match mode {
+            Mode::Kube(path) => {
+                cmd.args(["gateway", "--kube"])
                     .args(["--instance", &format!("e2e-{label}")])
                     .env("KUBECONFIG", path);
             }
-            None => {
-                cmd.arg("--dir").arg(&gw.dir);
+            Mode::Dir => {
+                cmd.args(["gateway", "--dir"]).arg(&gw.dir);
+            }
+            Mode::Up => {
+                cmd.arg("up").arg(&gw.dir);
             }
         }
         cmd.args(["--external-http", &addr(gw.external_http)])

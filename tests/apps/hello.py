@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The revision app of the `sluice up` end-to-end tests: a tiny HTTP/1.1 server on
+127.0.0.1:$PORT answering `GET /` with `Hello {TARGET}! from {K_REVISION}` and the header
+`x-revision: {K_REVISION}`, and `GET /healthz` with 200.
+
+CRASH_AFTER=N makes it exit with status 3 after answering N requests to `/` (to watch the
+runtime restart it). SLOW_START_MS delays listening (to watch requests wait for a start).
+"""
+import http.server
+import os
+import sys
+import threading
+import time
+
+PORT = int(os.environ.get("PORT", "8080"))
+REVISION = os.environ.get("K_REVISION", "")
+TARGET = os.environ.get("TARGET", "World")
+CRASH_AFTER = int(os.environ.get("CRASH_AFTER", "0"))
+SLOW_START_MS = int(os.environ.get("SLOW_START_MS", "0"))
+
+lock = threading.Lock()
+answered = 0
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        global answered
+        if self.path == "/healthz":
+            self.reply(b"ok\n")
+            return
+        self.reply(f"Hello {TARGET}! from {REVISION}\n".encode())
+        with lock:
+            answered += 1
+            if CRASH_AFTER and answered >= CRASH_AFTER:
+                sys.stdout.write(f"crashing after {answered} requests\n")
+                sys.stdout.flush()
+                os._exit(3)
+
+    def reply(self, body):
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-revision", REVISION)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def log_message(self, *args):
+        pass
+
+
+if SLOW_START_MS:
+    time.sleep(SLOW_START_MS / 1000)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+server.daemon_threads = True
+print(f"{REVISION} listening on 127.0.0.1:{PORT}", flush=True)
+server.serve_forever()

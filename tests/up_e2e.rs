@@ -1,0 +1,399 @@
+//! End-to-end tests of `sluice up DIR`: Knative YAML in, real revision processes (a tiny
+//! Python server, `tests/apps/hello.py`) behind the real Envoy that `sluice up` launches,
+//! requests through Envoy out.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::{anyhow, ensure};
+use sluice::up::ServingView;
+use support::gateway::{Gateway, SETTLE};
+use support::{get, wait_for};
+
+/// The revision app.
+fn app() -> String {
+    format!("{}/tests/apps/hello.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Knative Service running the test app with `TARGET=target`; `rest` is appended under
+/// `spec:` (a `traffic:` block, indented by two spaces) and `labels` under `metadata:`.
+fn service(name: &str, target: &str, env: &str, rest: &str) -> String {
+    format!(
+        r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    spec:
+      containers:
+        - command: ["python3", "{app}"]
+          env:
+            - {{name: TARGET, value: "{target}"}}
+{env}          readinessProbe:
+            httpGet: {{path: /healthz}}
+{rest}"#,
+        app = app()
+    )
+}
+
+fn host(name: &str) -> String {
+    format!("{name}.default.example.com")
+}
+
+async fn serving(gw: &Gateway) -> anyhow::Result<ServingView> {
+    gw.status()
+        .await?
+        .serving
+        .ok_or_else(|| anyhow!("/status has no serving section"))
+}
+
+/// Waits until the Service is Ready=True with `latest` as its latest ready revision.
+async fn wait_service(gw: &Gateway, name: &str, latest: &str) {
+    wait_for(
+        &format!("Service {name} Ready at {latest}"),
+        SETTLE,
+        || async {
+            let s = serving(gw).await?;
+            let svc = s
+                .services
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| anyhow!("not listed: {s:?}"))?;
+            ensure!(
+                svc.ready == "True" && svc.latest_ready == latest,
+                "service is {svc:?}; routes {:?}",
+                s.routes
+            );
+            anyhow::Ok(())
+        },
+    )
+    .await;
+}
+
+/// Waits until the Route's status traffic is `want` (revision, percent) and it is Ready.
+async fn wait_traffic(gw: &Gateway, name: &str, want: &[(&str, i64)]) {
+    wait_for(
+        &format!("Route {name} Ready with traffic {want:?}"),
+        SETTLE,
+        || async {
+            let s = serving(gw).await?;
+            let r = s
+                .routes
+                .iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| anyhow!("not listed"))?;
+            let got: Vec<(&str, i64)> = r
+                .traffic
+                .iter()
+                .map(|t| (t.revision.as_str(), t.percent))
+                .collect();
+            ensure!(r.ready == "True" && got == want, "route is {r:?}");
+            anyhow::Ok(())
+        },
+    )
+    .await;
+}
+
+/// `n` answers in a row for `host` on `addr` from `revision`.
+async fn wait_revision(addr: SocketAddr, host: &str, headers: &[(&str, &str)], revision: &str) {
+    wait_for(
+        &format!("5 answers in a row from {revision} for {host}"),
+        SETTLE,
+        || async {
+            for _ in 0..5 {
+                let r = get(addr, host, "/", headers).await?;
+                ensure!(r.status == 200, "status {}: {}", r.status, r.text());
+                ensure!(
+                    r.header("x-revision") == Some(revision),
+                    "answered by {:?}: {}",
+                    r.header("x-revision"),
+                    r.text()
+                );
+            }
+            anyhow::Ok(())
+        },
+    )
+    .await;
+}
+
+/// Counts answers per revision over `n` requests; any non-200 fails.
+async fn sample(
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = get(addr, host, "/", &[])
+            .await
+            .expect("request through Envoy");
+        assert_eq!(r.status, 200, "{}", r.text());
+        *counts
+            .entry(r.header("x-revision").unwrap_or("").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_answers_a_new_template_moves_latest_traffic_and_deleting_stops_it() {
+    let gw = Gateway::start_up(
+        "lifecycle",
+        &[("hello.yaml", service("hello", "one", "", ""))],
+    )
+    .await;
+    wait_service(&gw, "hello", "hello-00001").await;
+    let r = gw.get(&host("hello"), "/").await.expect("GET");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello one! from hello-00001\n");
+
+    // `sluice logs` finds the revision's log through the running `sluice up`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["logs", "hello-00001", "--debug", &gw.debug.to_string()])
+        .output()
+        .expect("running sluice logs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("hello-00001 listening on"), "{text}");
+
+    // A new template: revision 2, and latestRevision traffic moves to it.
+    gw.write("hello.yaml", &service("hello", "two", "", ""));
+    wait_service(&gw, "hello", "hello-00002").await;
+    wait_revision(gw.external_http, &host("hello"), &[], "hello-00002").await;
+    let s = serving(&gw).await.expect("status");
+    let names: Vec<&str> = s
+        .revisions
+        .iter()
+        .map(|r| r.revision.name.as_str())
+        .collect();
+    assert_eq!(names, ["hello-00001", "hello-00002"]);
+
+    // Deleting the file removes the Service, its revisions and their processes.
+    let addrs: Vec<String> = s
+        .revisions
+        .iter()
+        .flat_map(|r| r.instances.iter().map(|i| i.addr.clone()))
+        .collect();
+    gw.remove("hello.yaml");
+    gw.wait_status(gw.external_http, &host("hello"), 404).await;
+    wait_for("the revisions to be gone", SETTLE, || async {
+        let s = serving(&gw).await?;
+        ensure!(s.services.is_empty() && s.revisions.is_empty(), "{s:?}");
+        for addr in &addrs {
+            ensure!(
+                std::net::TcpStream::connect(addr.as_str()).is_err(),
+                "an instance still listens on {addr}"
+            );
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traffic_edit_under_load_fails_no_request() {
+    let gw = Gateway::start_up("canary", &[("hello.yaml", service("hello", "one", "", ""))]).await;
+    wait_service(&gw, "hello", "hello-00001").await;
+    let canary = "  traffic:\n    - revisionName: hello-00001\n      percent: 90\n    - latestRevision: true\n      percent: 10\n";
+    gw.write("hello.yaml", &service("hello", "two", "", canary));
+    wait_traffic(&gw, "hello", &[("hello-00001", 90), ("hello-00002", 10)]).await;
+    let counts = sample(gw.external_http, &host("hello"), 400).await;
+    let canary_share = counts.get("hello-00002").copied().unwrap_or(0);
+    assert!(
+        (20..=60).contains(&canary_share),
+        "10% of 400 within ±5 points: {counts:?}"
+    );
+
+    // A client loop runs while the split moves to 0/100.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut loops = Vec::new();
+    for _ in 0..2 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let (addr, host) = (gw.external_http, host("hello"));
+        loops.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match get(addr, &host, "/", &[]).await {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("{}: {}", r.status, r.text()));
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    let all_new = "  traffic:\n    - revisionName: hello-00001\n      percent: 0\n    - latestRevision: true\n      percent: 100\n";
+    gw.write("hello.yaml", &service("hello", "two", "", all_new));
+    wait_traffic(&gw, "hello", &[("hello-00001", 0), ("hello-00002", 100)]).await;
+    // Keep the loop going a little past the switch.
+    let seen = ok.load(Ordering::Relaxed);
+    wait_for("100 more answers after the switch", SETTLE, || async {
+        (ok.load(Ordering::Relaxed) >= seen + 100).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for l in loops {
+        errors.extend(l.await.expect("client loop"));
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the traffic edit ({} ok): {errors:?}",
+        ok.load(Ordering::Relaxed)
+    );
+    let counts = sample(gw.external_http, &host("hello"), 100).await;
+    assert_eq!(counts.get("hello-00002"), Some(&100), "{counts:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_get_their_own_host_and_the_tag_header_routes_to_them() {
+    let features = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-features, namespace: knative-serving}\ndata: {tag-header-based-routing: enabled}\n";
+    let gw = Gateway::start_up(
+        "tags",
+        &[
+            ("features.yaml", features.to_string()),
+            ("hello.yaml", service("hello", "one", "", "")),
+        ],
+    )
+    .await;
+    wait_service(&gw, "hello", "hello-00001").await;
+    let tagged = "  traffic:\n    - revisionName: hello-00001\n      percent: 0\n      tag: old\n    - latestRevision: true\n      percent: 100\n";
+    gw.write("hello.yaml", &service("hello", "two", "", tagged));
+    wait_traffic(&gw, "hello", &[("hello-00001", 0), ("hello-00002", 100)]).await;
+    wait_revision(gw.external_http, &host("hello"), &[], "hello-00002").await;
+    wait_revision(gw.external_http, &host("old-hello"), &[], "hello-00001").await;
+    wait_revision(
+        gw.external_http,
+        &host("hello"),
+        &[("Knative-Serving-Tag", "old")],
+        "hello-00001",
+    )
+    .await;
+    let s = serving(&gw).await.expect("status");
+    let old = s.routes[0]
+        .traffic
+        .iter()
+        .find(|t| t.tag == "old")
+        .expect("tag in status");
+    assert_eq!(old.url, "http://old-hello.default.example.com");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_local_services_answer_only_on_the_internal_listener() {
+    let local = service("private", "one", "", "").replace(
+        "metadata:\n  name: private\n",
+        "metadata:\n  name: private\n  labels:\n    networking.knative.dev/visibility: cluster-local\n",
+    );
+    let gw = Gateway::start_up("local", &[("private.yaml", local)]).await;
+    wait_service(&gw, "private", "private-00001").await;
+    wait_revision(
+        gw.internal_http,
+        "private.default.svc.cluster.local",
+        &[],
+        "private-00001",
+    )
+    .await;
+    for h in [
+        "private.default.svc.cluster.local",
+        "private.default.example.com",
+    ] {
+        let r = get(gw.external_http, h, "/", &[]).await.expect("GET");
+        assert_eq!(r.status, 404, "{h} on the external listener: {}", r.text());
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_traffic_keeps_the_previous_split_serving_and_status_says_why() {
+    let gw = Gateway::start_up(
+        "invalid",
+        &[("hello.yaml", service("hello", "one", "", ""))],
+    )
+    .await;
+    wait_service(&gw, "hello", "hello-00001").await;
+
+    // Percentages summing to 90: rejected as Knative's webhook would, with file and field.
+    let sum90 = "  traffic:\n    - latestRevision: true\n      percent: 90\n";
+    gw.write("hello.yaml", &service("hello", "two", "", sum90));
+    wait_for("the problem in /status", SETTLE, || async {
+        let st = gw.status().await?;
+        let p = st
+            .problems
+            .iter()
+            .find(|p| p.file.ends_with("hello.yaml"))
+            .ok_or_else(|| anyhow!("no problem listed: {:?}", st.problems))?;
+        ensure!(p.field.as_deref() == Some("spec.traffic"), "{p:?}");
+        ensure!(p.message.contains("100"), "{p:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    let counts = sample(gw.external_http, &host("hello"), 20).await;
+    assert_eq!(counts.get("hello-00001"), Some(&20), "{counts:?}");
+
+    // An unknown revision: the Route says so, the previous KIngress keeps serving.
+    let unknown = "  traffic:\n    - revisionName: hello-00042\n      percent: 100\n";
+    gw.write("hello.yaml", &service("hello", "one", "", unknown));
+    wait_for("the Route to name the missing revision", SETTLE, || async {
+        let s = serving(&gw).await?;
+        let r = &s.routes[0];
+        ensure!(
+            r.ready == "False" && r.message.contains("hello-00042"),
+            "{r:?}"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    let counts = sample(gw.external_http, &host("hello"), 20).await;
+    assert_eq!(counts.get("hello-00001"), Some(&20), "{counts:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_app_is_restarted_and_shown() {
+    let env = "            - {name: CRASH_AFTER, value: \"1\"}\n";
+    let gw = Gateway::start_up("crash", &[("crash.yaml", service("crash", "one", env, ""))]).await;
+    wait_service(&gw, "crash", "crash-00001").await;
+    let r = gw.get(&host("crash"), "/").await.expect("GET");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for("the restart to show in status", SETTLE, || async {
+        let s = serving(&gw).await?;
+        let rev = &s.revisions[0];
+        let i = rev
+            .instances
+            .first()
+            .ok_or_else(|| anyhow!("no instance"))?;
+        ensure!(i.restarts >= 1, "{rev:?}");
+        ensure!(i.last_exit.contains('3'), "exit status shown: {rev:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    // The restarted instance answers again (and then exits again).
+    wait_for("the restarted instance to answer", SETTLE, || async {
+        let r = gw.get(&host("crash"), "/").await?;
+        ensure!(r.status == 200, "status {}: {}", r.status, r.text());
+        anyhow::Ok(())
+    })
+    .await;
+    gw.stop().await;
+}
