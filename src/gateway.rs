@@ -147,6 +147,8 @@ pub(crate) struct Hooks {
     pub(crate) name: Option<&'static str>,
     /// The serving section of `/status`, given the gateway's own.
     pub(crate) serving_status: Option<ServingStatusFn>,
+    /// Envoy's `--log-level` (default: the launcher's).
+    pub(crate) envoy_log_level: Option<&'static str>,
 }
 
 /// Builds `/status`'s serving section from the gateway's status.
@@ -236,7 +238,10 @@ pub(crate) async fn serve(
             admin: args.envoy_admin,
             ..BootstrapParams::default()
         });
-        let cfg = LaunchConfig::new(binary, yaml, &work_dir);
+        let mut cfg = LaunchConfig::new(binary, yaml, &work_dir);
+        if let Some(level) = hooks.envoy_log_level {
+            cfg.log_level = level.to_owned();
+        }
         Some(
             Envoy::start(cfg)
                 .await
@@ -455,11 +460,13 @@ async fn core_loop(
                             generation = applied.generation,
                             "initial configuration translated"
                         );
-                        eprintln!(
-                            "{name}: {} KIngress(es) from {}, serving",
-                            s.state.ingresses().len(),
-                            source.describe()
-                        );
+                        if !matches!(source, Source::Feed(_)) {
+                            eprintln!(
+                                "{name}: {} KIngress(es) from {}, serving",
+                                s.state.ingresses().len(),
+                                source.describe()
+                            );
+                        }
                     } else if !changes.is_empty() {
                         let (update, keys) = s.state.apply(changes);
                         publish(cache, &mut s.state, update, &keys);

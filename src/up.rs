@@ -177,6 +177,8 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         Hooks {
             name: Some("sluice up"),
             serving_status: Some(serving_status),
+            // Envoy's start-up chatter would drown the URLs a user is looking for.
+            envoy_log_level: Some("warning"),
         },
     )
     .await;
