@@ -329,8 +329,18 @@ impl ProcessRuntime {
     /// Stops every revision's instances and waits until the processes are gone.
     pub async fn shutdown(&self) {
         let keys: Vec<RevisionKey> = lock(&self.inner.revisions).keys().cloned().collect();
-        for key in keys {
-            self.remove(&key).await;
+        // All at once: each stop waits out the drain delay and up to the grace period.
+        let tasks: Vec<JoinHandle<()>> = keys
+            .into_iter()
+            .map(|key| {
+                let runtime = self.clone();
+                tokio::spawn(async move { runtime.remove(&key).await })
+            })
+            .collect();
+        for task in tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "stopping a revision failed");
+            }
         }
     }
 
