@@ -152,7 +152,10 @@ async fn run(
         .args(["--xds", &free_addr()?.to_string()])
         .args(["--debug", &debug.to_string()])
         .args(["--envoy-admin", &free_addr()?.to_string()])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUICE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -239,7 +242,7 @@ async fn run(
     for e in 0..edits {
         let i = e % edited;
         let round = e / edited;
-        let to_second = round % 2 == 0;
+        let to_second = round.is_multiple_of(2);
         let want = format!("svc-{i}-0000{}", if to_second { 2 } else { 1 });
         let began = Instant::now();
         write_atomic(
@@ -282,7 +285,11 @@ async fn run(
             bail!("sluice up did not stop within 60 s of SIGTERM");
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
+    if std::env::var_os("SLUICE_BENCH_LOG").is_some() {
+        println!("log kept in {}", root.join("sluice.log").display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     Ok(())
 }
 

@@ -253,6 +253,7 @@ impl Loop {
             tokio::select! {
                 batch = watch.changes.recv() => {
                     let Some(batch) = batch else { break };
+                    tracing::debug!(files = batch.len(), "file changes");
                     for change in batch {
                         let (path, c) = match change {
                             FileChange::Changed(p, text) => {
@@ -332,6 +333,7 @@ impl Loop {
     /// Reconciles until nothing changes, carrying out each pass's output; `initial` marks the
     /// first pass (after it the gateway may publish).
     async fn pass(&mut self, mut inputs: Vec<Input>, initial: bool) {
+        let started = std::time::Instant::now();
         // A refused spec feeds back as a failed Revision: a second pass settles it.
         for _ in 0..3 {
             let out = lock(&self.controller).reconcile();
@@ -375,6 +377,11 @@ impl Loop {
             problems.extend(c.problems());
             *lock(&self.problems) = problems;
         }
+        tracing::debug!(
+            inputs = inputs.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "serving pass"
+        );
         // Even an empty batch: the gateway refreshes its problems from it.
         if self.tx.send(inputs).await.is_err() {
             return;

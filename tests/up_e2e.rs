@@ -397,3 +397,20 @@ async fn a_crashing_app_is_restarted_and_shown() {
     .await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_without_a_command_gets_a_clear_condition() {
+    let image_only = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: image}\nspec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/example/hello\n";
+    let gw = Gateway::start_up("image", &[("image.yaml", image_only.to_string())]).await;
+    wait_for("the Service to say why it cannot run", SETTLE, || async {
+        let s = serving(&gw).await?;
+        let svc = s.services.first().ok_or_else(|| anyhow!("not listed"))?;
+        ensure!(svc.ready == "False", "{svc:?}");
+        ensure!(svc.message.contains("runs commands, not images"), "{svc:?}");
+        let rev = s.revisions.first().ok_or_else(|| anyhow!("no revision"))?;
+        ensure!(rev.revision.reason == "ContainerMissing", "{rev:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    gw.stop().await;
+}

@@ -124,6 +124,8 @@ pub struct Controller {
     dirty_routes: BTreeSet<Key>,
     /// Something changed that may change which Revisions run.
     dirty_scale: bool,
+    /// Revisions whose ready instances changed (their Endpoints are due).
+    dirty_endpoints: BTreeSet<Key>,
     state_changed: bool,
 }
 
@@ -154,6 +156,7 @@ impl Controller {
             dirty_configs: BTreeSet::new(),
             dirty_routes: BTreeSet::new(),
             dirty_scale: true,
+            dirty_endpoints: BTreeSet::new(),
             state_changed: false,
         };
         c.rebuild_config();
@@ -310,7 +313,7 @@ impl Controller {
                 .map(|(k, _)| k.clone())
                 .collect();
             self.dirty_routes.extend(waiting);
-            self.dirty_scale = true;
+            self.dirty_endpoints.insert(revision.clone());
         }
     }
 
@@ -363,6 +366,7 @@ impl Controller {
         if std::mem::take(&mut self.dirty_scale) {
             self.scale(&mut out);
         }
+        self.endpoints(&mut out);
         out.state_changed = std::mem::take(&mut self.state_changed);
         out
     }
@@ -475,6 +479,7 @@ impl Controller {
                 Some(Object::Service(Box::new(svc.clone()))),
             ));
             self.revision_services.insert(key.clone(), svc);
+            self.dirty_endpoints.insert(key);
             self.dirty_scale = true;
         }
     }
@@ -542,7 +547,7 @@ impl Controller {
         self.dirty_scale = true;
     }
 
-    /// Which Revisions run and how many instances; Endpoints for the ready ones.
+    /// Which Revisions run, and how many instances.
     fn scale(&mut self, out: &mut Output) {
         let mut active: BTreeSet<Key> = BTreeSet::new();
         for outcome in self.config_outcomes.values() {
@@ -583,26 +588,38 @@ impl Controller {
                 active.insert(Key::new(&key.namespace, &r));
             }
         }
-        let revisions: Vec<Revision> = self.catalog.revisions.values().cloned().collect();
-        for revision in revisions {
-            let key = revision.key();
-            let min = min_scale(&revision);
-            let want = if active.contains(&key) {
+        let mut changed = Vec::new();
+        for (key, revision) in &self.catalog.revisions {
+            let min = min_scale(revision);
+            let want = if active.contains(key) {
                 min.max(1)
             } else {
                 min
             };
-            if self.desired.get(&key) != Some(&want) {
-                self.desired.insert(key.clone(), want);
-                out.run.push((process_spec(&revision, &self.cfg), want));
+            if self.desired.get(key) != Some(&want) {
+                changed.push((key.clone(), want));
             }
-            let endpoints = make_endpoints(
-                &revision,
-                self.runtime
-                    .get(&key)
-                    .map(|r| r.ready.as_slice())
-                    .unwrap_or_default(),
-            );
+        }
+        for (key, want) in changed {
+            self.desired.insert(key.clone(), want);
+            if let Some(revision) = self.catalog.revisions.get(&key) {
+                out.run.push((process_spec(revision, &self.cfg), want));
+            }
+        }
+    }
+
+    /// Endpoints for the Revisions whose ready instances changed.
+    fn endpoints(&mut self, out: &mut Output) {
+        for key in std::mem::take(&mut self.dirty_endpoints) {
+            let Some(revision) = self.catalog.revisions.get(&key) else {
+                continue;
+            };
+            let ready = self
+                .runtime
+                .get(&key)
+                .map(|r| r.ready.as_slice())
+                .unwrap_or_default();
+            let endpoints = make_endpoints(revision, ready);
             if self.revision_endpoints.get(&key) != Some(&endpoints) {
                 out.gateway.push((
                     object_key(Kind::Endpoints, &key),

@@ -58,11 +58,15 @@ pub(super) fn status_fn(
     state_dir: PathBuf,
 ) -> ServingStatusFn {
     Arc::new(move |gateway: &GatewayStatus| {
-        let report = |key: &Key| {
+        let by_key: std::collections::HashMap<(&str, &str), &crate::gateway::IngressStatusView> =
             gateway
                 .ingresses
                 .iter()
-                .find(|i| i.namespace == key.namespace && i.name == key.name)
+                .map(|i| ((i.namespace.as_str(), i.name.as_str()), i))
+                .collect();
+        let report = |key: &Key| {
+            by_key
+                .get(&(key.namespace.as_str(), key.name.as_str()))
                 .map(|i| IngressReport {
                     ready: i.ready.clone(),
                     reason: i.reason.clone(),

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, circuit_breakers, cluster,
+};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, Http2ProtocolOptions, SocketAddress, address, socket_address,
 };
@@ -19,6 +21,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::google::protobuf::UInt32Value;
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_xds::builders::{ads_source, any, duration};
@@ -37,6 +40,28 @@ pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.Http
 /// The appProtocol that marks a Service port as h2c.
 pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
 
+/// Envoy's circuit-breaker limits per cluster (connections, pending requests, requests,
+/// retries) default to 1024: a busy revision would get 503s from the gateway itself, which
+/// Knative users never see from Kourier's or Istio's gateways under load. Sluice lifts them to
+/// the maximum, as Istio does; per-instance limits (`containerConcurrency`) are enforced
+/// where requests reach instances, not here.
+pub const UNLIMITED: u32 = u32::MAX;
+
+/// The lifted circuit-breaker thresholds (see [`UNLIMITED`]).
+pub fn circuit_breakers() -> CircuitBreakers {
+    let max = Some(UInt32Value { value: UNLIMITED });
+    CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_connections: max,
+            max_pending_requests: max,
+            max_requests: max,
+            max_retries: max,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// Whether a Service port speaks h2c.
 pub fn is_h2c(port: &ServicePort) -> bool {
     matches!(port.name.as_deref(), Some("http2" | "h2c"))
@@ -48,6 +73,7 @@ fn base_cluster(name: &str, discovery: cluster::DiscoveryType, h2c: bool) -> Clu
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        circuit_breakers: Some(circuit_breakers()),
         ..Default::default()
     };
     if h2c {
@@ -210,4 +236,38 @@ pub(crate) fn upstream(
         cluster: eds_cluster(&cluster_name, is_h2c(port)),
         assignment: Some(load_assignment(&cluster_name, &addrs)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cluster_lifts_envoys_1024_circuit_breakers() {
+        for c in [
+            eds_cluster("ns/svc:80", false),
+            eds_cluster("ns/grpc:80", true),
+            dns_cluster("ns/ext:80", "example.org", 80, false),
+        ] {
+            let t = &c
+                .circuit_breakers
+                .as_ref()
+                .expect("circuit breakers")
+                .thresholds;
+            assert_eq!(t.len(), 1, "{}", c.name);
+            for limit in [
+                &t[0].max_connections,
+                &t[0].max_pending_requests,
+                &t[0].max_requests,
+                &t[0].max_retries,
+            ] {
+                assert_eq!(
+                    limit.as_ref().map(|v| v.value),
+                    Some(UNLIMITED),
+                    "{}",
+                    c.name
+                );
+            }
+        }
+    }
 }
