@@ -414,3 +414,35 @@ async fn an_image_without_a_command_gets_a_clear_condition() {
     .await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_and_the_traffic_naming_them_survive_a_restart() {
+    let gw = Gateway::start_up(
+        "restart",
+        &[("hello.yaml", service("hello", "one", "", ""))],
+    )
+    .await;
+    wait_service(&gw, "hello", "hello-00001").await;
+    // The file now holds only revision 2's template, yet its traffic names revision 1.
+    let split = "  traffic:\n    - revisionName: hello-00001\n      percent: 50\n    - latestRevision: true\n      percent: 50\n";
+    gw.write("hello.yaml", &service("hello", "two", "", split));
+    wait_traffic(&gw, "hello", &[("hello-00001", 50), ("hello-00002", 50)]).await;
+
+    let gw = gw.restart_up("restart").await;
+    wait_traffic(&gw, "hello", &[("hello-00001", 50), ("hello-00002", 50)]).await;
+    let counts = sample(gw.external_http, &host("hello"), 200).await;
+    for rev in ["hello-00001", "hello-00002"] {
+        let n = counts.get(rev).copied().unwrap_or(0);
+        assert!(
+            (80..=120).contains(&n),
+            "50% of 200 within ±10 points: {counts:?}"
+        );
+    }
+    let s = serving(&gw).await.expect("status");
+    assert_eq!(
+        s.revisions.len(),
+        2,
+        "no third revision for the same template"
+    );
+    gw.stop().await;
+}

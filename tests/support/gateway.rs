@@ -68,6 +68,8 @@ pub struct Gateway {
     root: PathBuf,
     dir: PathBuf,
     child: Option<Child>,
+    /// Keep the directory when dropped (it is restarted).
+    keep: bool,
 }
 
 impl Gateway {
@@ -102,6 +104,19 @@ impl Gateway {
         for (name, content) in files {
             std::fs::write(dir.join(name), content).expect("writing a fixture");
         }
+        Self::launch(label, root, dir, mode).await
+    }
+
+    /// Stops this `sluice up` (SIGTERM, clean exit) and starts it again over the same
+    /// directory (and so the same state directory), on new ports.
+    pub async fn restart_up(mut self, label: &str) -> Gateway {
+        let (root, dir) = (self.root.clone(), self.dir.clone());
+        self.keep = true;
+        self.stop().await;
+        Self::launch(label, root, dir, Mode::Up).await
+    }
+
+    async fn launch(label: &str, root: PathBuf, dir: PathBuf, mode: Mode<'_>) -> Gateway {
         let mut gw = Gateway {
             external_http: free_addr(),
             internal_http: free_addr(),
@@ -113,8 +128,13 @@ impl Gateway {
             root,
             dir,
             child: None,
+            keep: false,
         };
-        let log = std::fs::File::create(gw.log_path()).expect("creating the gateway log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(gw.log_path())
+            .expect("creating the gateway log");
         let addr = |a: SocketAddr| a.to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         match mode {
@@ -346,7 +366,9 @@ impl Drop for Gateway {
                 eprintln!("--- sluice gateway log, last {LOG_TAIL} lines ---\n{tail}");
             }
         }
-        let _ = std::fs::remove_dir_all(&self.root);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 
