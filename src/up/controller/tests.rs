@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::*;
 use crate::gateway::documents::decode;
+use sluice_serving::lookup::TIMEOUT_ANNOTATION;
 
 const HELLO: &str = r#"
 apiVersion: serving.knative.dev/v1

@@ -1,0 +1,165 @@
+//! What the controller hands the gateway and the runtime for a Revision: its
+//! Kubernetes-shaped Service and Endpoints, and the process spec.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service as KubeService, ServicePort,
+    ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_serving::ingress::Ingress;
+use sluice_serving::lookup::TIMEOUT_ANNOTATION;
+use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
+use sluice_serving::serving::{Revision, ServingConfig};
+
+use super::{MIN_SCALE, MIN_SCALE_LEGACY};
+use crate::runtime::{ReadinessProbe, RevisionSpec as ProcessSpec};
+
+/// The Revisions a KIngress's splits send traffic to.
+pub(super) fn split_revisions(ingress: &Ingress) -> BTreeSet<String> {
+    ingress
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| r.http.iter().flat_map(|h| &h.paths))
+        .flat_map(|p| &p.splits)
+        .map(|s| s.service_name.clone())
+        .collect()
+}
+
+pub(super) fn min_scale(revision: &Revision) -> u32 {
+    let annotations = revision.metadata.annotations.as_ref();
+    annotations
+        .and_then(|a| a.get(MIN_SCALE).or_else(|| a.get(MIN_SCALE_LEGACY)))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// The port name of a Revision's Service: `http2` for h2c apps (the gateway then speaks h2c
+/// upstream), else `http`.
+fn port_name(revision: &Revision) -> &'static str {
+    if revision.spec.is_h2c() {
+        "http2"
+    } else {
+        "http"
+    }
+}
+
+/// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service).
+pub fn make_revision_service(revision: &Revision, cfg: &ServingConfig) -> KubeService {
+    let timeout = revision
+        .spec
+        .timeout_seconds
+        .filter(|s| *s > 0)
+        .unwrap_or(cfg.defaults.revision_timeout_seconds);
+    KubeService {
+        metadata: ObjectMeta {
+            name: revision.metadata.name.clone(),
+            namespace: revision.metadata.namespace.clone(),
+            labels: revision.metadata.labels.clone(),
+            annotations: Some(BTreeMap::from([(
+                TIMEOUT_ANNOTATION.to_string(),
+                timeout.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                name: Some(port_name(revision).into()),
+                port: REVISION_SERVICE_PORT,
+                target_port: Some(IntOrString::Int(revision.spec.user_port())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..KubeService::default()
+    }
+}
+
+/// The Endpoints of a Revision: one subset per ready instance (each has its own port).
+pub fn make_endpoints(revision: &Revision, ready: &[SocketAddr]) -> Endpoints {
+    let subsets = ready
+        .iter()
+        .map(|addr| EndpointSubset {
+            addresses: Some(vec![EndpointAddress {
+                ip: addr.ip().to_string(),
+                ..EndpointAddress::default()
+            }]),
+            ports: Some(vec![EndpointPort {
+                name: Some(port_name(revision).into()),
+                port: i32::from(addr.port()),
+                ..EndpointPort::default()
+            }]),
+            ..EndpointSubset::default()
+        })
+        .collect::<Vec<_>>();
+    Endpoints {
+        metadata: ObjectMeta {
+            name: revision.metadata.name.clone(),
+            namespace: revision.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    }
+}
+
+/// How the process runtime runs a Revision: `containers[0]`'s command, args, env,
+/// `workingDir` (relative paths, and the program when it is a relative path with a `/`, are
+/// taken from Sluice's own working directory) and readiness probe.
+pub fn process_spec(revision: &Revision, cfg: &ServingConfig) -> ProcessSpec {
+    let mut spec = ProcessSpec::new(revision.namespace(), revision.name());
+    let labels = revision.metadata.labels.clone().unwrap_or_default();
+    spec.service = labels
+        .get(sluice_serving::serving::SERVICE_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    spec.configuration = labels
+        .get(sluice_serving::serving::CONFIGURATION_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    spec.container_concurrency = revision
+        .spec
+        .container_concurrency
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(u32::try_from(cfg.defaults.container_concurrency).unwrap_or(0));
+    spec.container_port = u16::try_from(revision.spec.user_port()).unwrap_or(8080);
+    if let Some(c) = revision.spec.container() {
+        spec.command = c.command.clone();
+        spec.args = c.args.clone();
+        spec.env = c
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        spec.working_dir = c.working_dir.as_ref().map(PathBuf::from);
+        spec.readiness = match &c.readiness_probe {
+            Some(p) => {
+                if let Some(h) = &p.http_get {
+                    ReadinessProbe::HttpGet {
+                        path: h.path.clone().unwrap_or_else(|| "/".into()),
+                        port: probe_port(&h.port),
+                    }
+                } else if let Some(t) = &p.tcp_socket {
+                    ReadinessProbe::TcpSocket {
+                        port: probe_port(&t.port),
+                    }
+                } else {
+                    ReadinessProbe::Default
+                }
+            }
+            None => ReadinessProbe::Default,
+        };
+    }
+    spec
+}
+
+fn probe_port(port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) if *n > 0 => u16::try_from(*n).ok(),
+        _ => None,
+    }
+}
