@@ -172,3 +172,50 @@ impl Lookup for Objects {
 fn slice_service(s: &EndpointSlice) -> Option<String> {
     s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn service(annotation: Option<&str>) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("hello-00001".into()),
+                namespace: Some("default".into()),
+                annotations: annotation
+                    .map(|v| BTreeMap::from([(TIMEOUT_ANNOTATION.to_string(), v.to_string())])),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn a_services_timeout_annotation_is_its_upstream_timeout() {
+        let mut o = Objects::new();
+        o.add_service(service(Some("42")));
+        assert_eq!(
+            o.upstream_timeout("default", "hello-00001"),
+            Some(Duration::from_secs(42))
+        );
+        // A known timeout wins; a bad or missing annotation means none.
+        o.timeouts.insert(
+            ("default".into(), "hello-00001".into()),
+            Duration::from_secs(7),
+        );
+        assert_eq!(
+            o.upstream_timeout("default", "hello-00001"),
+            Some(Duration::from_secs(7))
+        );
+        for bad in [Some("soon"), Some("-1"), None] {
+            let mut o = Objects::new();
+            o.add_service(service(bad));
+            assert_eq!(
+                o.upstream_timeout("default", "hello-00001"),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
+}

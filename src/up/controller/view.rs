@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_serving::ingress::IngressStatus;
+use sluice_serving::ingress::{Condition, IngressStatus};
 use sluice_serving::serving::conditions::{
     FALSE, INGRESS_READY, READY, UNKNOWN, condition, happy, with_ready,
 };
@@ -83,6 +83,7 @@ impl Controller {
                     ready: FALSE.into(),
                     reason: "InvalidSpec".into(),
                     message: "the Service failed validation (see problems)".into(),
+                    conditions: Vec::new(),
                 });
                 continue;
             };
@@ -108,6 +109,7 @@ impl Controller {
                 ready: status.condition_status(READY).to_string(),
                 reason,
                 message,
+                conditions: status.conditions.clone(),
             });
         }
         let revisions = self
@@ -130,6 +132,7 @@ impl Controller {
                     ready: r.status.condition_status(READY).to_string(),
                     reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
                     message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+                    conditions: r.status.conditions.clone(),
                 }
             })
             .collect();
@@ -169,6 +172,9 @@ pub struct ServiceRow {
     pub reason: String,
     /// Message of `Ready`.
     pub message: String,
+    /// Every condition (`Ready`, `ConfigurationsReady`, `RoutesReady`), as upstream.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 
 /// One Route in `/status`.
@@ -190,6 +196,10 @@ pub struct RouteRow {
     pub message: String,
     /// Whether a KIngress is being served for it.
     pub serving: bool,
+    /// Every condition (`Ready`, `AllTrafficAssigned`, `IngressReady`,
+    /// `CertificateProvisioned`), as upstream.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 
 /// One `status.traffic` entry.
@@ -230,6 +240,7 @@ impl RouteRow {
             reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
             message: ready.map(|c| c.message.clone()).unwrap_or_default(),
             serving,
+            conditions: route.status.conditions.clone(),
         }
     }
 }
@@ -251,10 +262,13 @@ pub struct RevisionRow {
     pub reason: String,
     /// Message.
     pub message: String,
+    /// Every condition, as upstream.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 
 /// `PropagateIngressStatus`: IngressReady follows the KIngress's Ready.
-fn ingress_condition(status: &IngressStatus) -> sluice_serving::ingress::Condition {
+fn ingress_condition(status: &IngressStatus) -> Condition {
     match status.conditions.iter().find(|c| c.type_ == READY) {
         Some(c) if c.status == "True" => happy(INGRESS_READY),
         Some(c) => condition(INGRESS_READY, &c.status, &c.reason, &c.message),
