@@ -23,6 +23,7 @@
 mod expand;
 mod instance;
 pub mod logs;
+pub mod pids;
 mod probe;
 mod spec;
 mod status;
@@ -45,6 +46,9 @@ pub use status::{ExitInfo, InstanceState, InstanceStatus, RuntimeChange};
 
 use instance::Instance;
 use status::Board;
+
+/// Under the state directory: the instances' pid files ([`pids`]).
+pub const RUN_DIR: &str = "run";
 
 /// Why the runtime cannot run a revision as asked.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +186,16 @@ impl ProcessRuntime {
         }
     }
 
+    /// Stops instances an earlier runtime over the same state directory left running (it was
+    /// killed before it could stop them); returns their pids. Call it before starting any.
+    pub async fn reap_orphans(&self) -> Vec<u32> {
+        let dir = self.inner.state_dir.join(RUN_DIR);
+        let grace = self.inner.options.stop_grace;
+        tokio::task::spawn_blocking(move || pids::reap(&dir, grace))
+            .await
+            .unwrap_or_default()
+    }
+
     /// The state directory given to [`ProcessRuntime::new`].
     pub fn state_dir(&self) -> &Path {
         &self.inner.state_dir
@@ -279,6 +293,7 @@ impl ProcessRuntime {
         let span = tracing::info_span!("instance", revision = %key, index);
         let instance = Instance {
             log_path: self.log_path(&key),
+            pid_dir: self.inner.state_dir.join(RUN_DIR),
             key,
             index,
             name,

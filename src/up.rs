@@ -140,6 +140,13 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
     let state = load_state(&state_dir)?;
     let runtime = ProcessRuntime::new(state_dir.clone());
+    let orphans = runtime.reap_orphans().await;
+    if !orphans.is_empty() {
+        eprintln!(
+            "sluice up: stopped {} revision process(es) an earlier sluice up left running",
+            orphans.len()
+        );
+    }
 
     // Watch first, then scan: nothing written in between is missed.
     let ignore = vec![state_dir.clone()];

@@ -446,3 +446,29 @@ async fn revisions_and_the_traffic_naming_them_survive_a_restart() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
+    let gw = Gateway::start_up(
+        "orphans",
+        &[("hello.yaml", service("hello", "one", "", ""))],
+    )
+    .await;
+    wait_service(&gw, "hello", "hello-00001").await;
+    let s = serving(&gw).await.expect("status");
+    let old = s.revisions[0].instances[0].addr.clone();
+
+    let gw = gw.kill_and_restart_up("orphans").await;
+    assert!(
+        std::net::TcpStream::connect(old.as_str()).is_err(),
+        "the instance of the killed sluice still listens on {old}"
+    );
+    assert!(
+        gw.log().contains("stopped 1 revision process(es)"),
+        "{}",
+        gw.log()
+    );
+    wait_service(&gw, "hello", "hello-00001").await;
+    wait_revision(gw.external_http, &host("hello"), &[], "hello-00001").await;
+    gw.stop().await;
+}

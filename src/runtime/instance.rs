@@ -6,7 +6,8 @@
 //! and SIGKILL for anything of the group still left after its leader exited. The child is
 //! `kill_on_drop`, so it is killed if the task is dropped (Tokio runtime shut down). It is not
 //! asked to die with Sluice (`PR_SET_PDEATHSIG` needs `unsafe`): if Sluice is SIGKILLed, its
-//! instances outlive it.
+//! instances outlive it — until the next start, which stops them from their pid files
+//! ([`super::pids`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -41,6 +42,8 @@ pub(super) struct Instance {
     pub board: Arc<Board>,
     /// The revision's log file.
     pub log_path: std::path::PathBuf,
+    /// Where its pid file goes (see [`super::pids`]).
+    pub pid_dir: std::path::PathBuf,
     /// Backoff, probe and grace timings.
     pub options: RuntimeOptions,
 }
@@ -66,6 +69,7 @@ impl Instance {
         loop {
             let started = Instant::now();
             let outcome = self.run_once(port, &log, &mut stop).await;
+            super::pids::forget(&self.pid_dir, &self.name);
             self.board.release_port(port);
             let (exit, error) = match outcome {
                 Outcome::Stopped => break,
@@ -167,6 +171,9 @@ impl Instance {
             }
         };
         let pid = child.id();
+        if let Some(pid) = pid {
+            super::pids::record(&self.pid_dir, &self.name, pid);
+        }
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(logs::forward(stdout, log.clone(), "stdout"));
         }

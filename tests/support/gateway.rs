@@ -116,6 +116,24 @@ impl Gateway {
         Self::launch(label, root, dir, Mode::Up).await
     }
 
+    /// SIGKILLs this `sluice up` and its Envoy (its process group) without letting it stop
+    /// anything else (revision processes lead their own groups and survive), then starts it
+    /// again over the same directory.
+    pub async fn kill_and_restart_up(mut self, label: &str) -> Gateway {
+        let (root, dir) = (self.root.clone(), self.dir.clone());
+        self.keep = true;
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("not yet reaped") as i32;
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL to the gateway's group");
+        let _ = child.wait().await;
+        drop(self);
+        Self::launch(label, root, dir, Mode::Up).await
+    }
+
     async fn launch(label: &str, root: PathBuf, dir: PathBuf, mode: Mode<'_>) -> Gateway {
         let mut gw = Gateway {
             external_http: free_addr(),

@@ -288,3 +288,68 @@ spec:
         "42"
     );
 }
+
+#[test]
+fn a_standalone_configuration_and_route_are_served_under_the_configured_domain() {
+    let text = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-domain, namespace: knative-serving}
+data: {example.org: ""}
+---
+apiVersion: serving.knative.dev/v1
+kind: Configuration
+metadata: {name: backend, namespace: shop}
+spec:
+  template:
+    spec:
+      containers:
+      - command: ["./backend"]
+---
+apiVersion: serving.knative.dev/v1
+kind: Route
+metadata: {name: front, namespace: shop}
+spec:
+  traffic:
+  - configurationName: backend
+    percent: 100
+"#;
+    let mut c = Controller::new(ServingState::default(), None);
+    feed(&mut c, "d/shop.yaml", text);
+    let out = c.reconcile();
+    let (spec, n) = &out.run[0];
+    assert_eq!((spec.revision.as_str(), *n), ("backend-00001", 1));
+    assert_eq!(spec.service, "", "no Knative Service owns it");
+    c.runtime_changed(
+        &Key::new("shop", "backend-00001"),
+        RuntimeReport {
+            ready: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 4000))],
+            readiness: Readiness::Ready,
+        },
+    );
+    let out = c.reconcile();
+    let ingress = ingress_of(&out).expect("the Route's KIngress");
+    assert_eq!(ingress.metadata.name.as_deref(), Some("front"));
+    assert!(
+        ingress
+            .spec
+            .rules
+            .iter()
+            .any(|r| r.hosts == ["front.shop.example.org"]),
+        "{:?}",
+        ingress.spec.rules
+    );
+    // --domain wins over config-domain.
+    let mut c = Controller::new(ServingState::default(), Some("local.test".into()));
+    feed(&mut c, "d/shop.yaml", text);
+    c.reconcile();
+    c.runtime_changed(
+        &Key::new("shop", "backend-00001"),
+        RuntimeReport {
+            ready: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 4000))],
+            readiness: Readiness::Ready,
+        },
+    );
+    c.reconcile();
+    assert_eq!(c.served_urls()[0].1, "http://front.shop.local.test");
+}
