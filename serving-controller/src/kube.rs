@@ -44,6 +44,7 @@ pub mod error;
 pub mod events;
 pub mod rbac;
 pub mod resource;
+pub mod runtime;
 pub mod source;
 pub mod status;
 
