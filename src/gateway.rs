@@ -149,6 +149,8 @@ pub(crate) struct Hooks {
     pub(crate) serving_status: Option<ServingStatusFn>,
     /// Envoy's `--log-level` (default: the launcher's).
     pub(crate) envoy_log_level: Option<&'static str>,
+    /// More arguments for Envoy.
+    pub(crate) envoy_args: Vec<&'static str>,
 }
 
 /// Builds `/status`'s serving section from the gateway's status.
@@ -242,6 +244,8 @@ pub(crate) async fn serve(
         if let Some(level) = hooks.envoy_log_level {
             cfg.log_level = level.to_owned();
         }
+        cfg.extra_args
+            .extend(hooks.envoy_args.iter().map(|a| (*a).to_owned()));
         Some(
             Envoy::start(cfg)
                 .await

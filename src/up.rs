@@ -186,6 +186,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             serving_status: Some(serving_status),
             // Envoy's start-up chatter would drown the URLs a user is looking for.
             envoy_log_level: Some("warning"),
+            envoy_args: vec!["--concurrency", "1"],
         },
     )
     .await;

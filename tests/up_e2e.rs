@@ -472,3 +472,31 @@ async fn instances_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
     wait_revision(gw.external_http, &host("hello"), &[], "hello-00001").await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_concurrency_one_never_gets_two_requests_at_once() {
+    let yaml = service("one", "one", "", "").replace(
+        "      containers:\n",
+        "      containerConcurrency: 1\n      containers:\n",
+    );
+    let gw = Gateway::start_up("concurrency", &[("one.yaml", yaml)]).await;
+    wait_service(&gw, "one", "one-00001").await;
+    // Eight at once, each held 200 ms by the app: Envoy queues seven of them.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = gw.external_http;
+            tokio::spawn(async move { get(addr, &host("one"), "/?sleep=200", &[]).await })
+        })
+        .collect();
+    for r in requests {
+        let r = r.await.expect("task").expect("request through Envoy");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let max = gw.get(&host("one"), "/max-in-flight").await.expect("GET");
+    assert_eq!(
+        max.text().trim(),
+        "1",
+        "the instance saw more than one request at once"
+    );
+    gw.stop().await;
+}

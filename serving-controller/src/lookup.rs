@@ -17,6 +17,23 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// no timeout.
 pub const TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/timeout-seconds";
 
+/// Annotation on a Service: the most requests one of its endpoints serves at once
+/// (Knative's `containerConcurrency`; absent, 0 or invalid: unlimited). Envoy then opens at
+/// most that many HTTP/1.1 connections to each endpoint (for h2c: one connection carrying at
+/// most that many streams) and queues the rest, so no instance ever sees more — the direct
+/// path's stand-in for Knative's queue-proxy. `sluice up` sets it on each Revision's Service.
+pub const CONCURRENCY_ANNOTATION: &str = "sluice.knative.dev/container-concurrency";
+
+/// The per-endpoint request limit a Service's [`CONCURRENCY_ANNOTATION`] sets, if any.
+pub fn endpoint_concurrency(service: &Service) -> Option<u32> {
+    let v = service
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CONCURRENCY_ANNOTATION)?;
+    v.trim().parse::<u32>().ok().filter(|n| *n > 0)
+}
+
 /// Read access to the objects a KIngress refers to.
 pub trait Lookup {
     /// A Service by namespace and name.

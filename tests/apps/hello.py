@@ -3,6 +3,9 @@
 127.0.0.1:$PORT answering `GET /` with `Hello {TARGET}! from {K_REVISION}` and the header
 `x-revision: {K_REVISION}`, and `GET /healthz` with 200.
 
+`GET /?sleep=MS` answers after MS milliseconds; `GET /max-in-flight` answers with the most
+`/` requests it ever served at once (to check containerConcurrency).
+
 CRASH_AFTER=N makes it exit with status 3 after answering N requests to `/` (to watch the
 runtime restart it). SLOW_START_MS delays listening (to watch requests wait for a start).
 """
@@ -20,16 +23,33 @@ SLOW_START_MS = int(os.environ.get("SLOW_START_MS", "0"))
 
 lock = threading.Lock()
 answered = 0
+in_flight = 0
+max_in_flight = 0
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        global answered
+        global answered, in_flight, max_in_flight
         if self.path == "/healthz":
             self.reply(b"ok\n")
             return
+        if self.path == "/max-in-flight":
+            self.reply(f"{max_in_flight}\n".encode())
+            return
+        with lock:
+            in_flight += 1
+            max_in_flight = max(max_in_flight, in_flight)
+        try:
+            query = self.path.partition("?")[2]
+            for pair in query.split("&"):
+                key, _, value = pair.partition("=")
+                if key == "sleep" and value.isdigit():
+                    time.sleep(int(value) / 1000)
+        finally:
+            with lock:
+                in_flight -= 1
         self.reply(f"Hello {TARGET}! from {REVISION}\n".encode())
         with lock:
             answered += 1

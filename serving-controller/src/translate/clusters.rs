@@ -68,7 +68,12 @@ pub fn is_h2c(port: &ServicePort) -> bool {
         || port.app_protocol.as_deref() == Some(H2C_APP_PROTOCOL)
 }
 
-fn base_cluster(name: &str, discovery: cluster::DiscoveryType, h2c: bool) -> Cluster {
+fn base_cluster(
+    name: &str,
+    discovery: cluster::DiscoveryType,
+    h2c: bool,
+    per_endpoint: Option<u32>,
+) -> Cluster {
     let mut c = Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
@@ -76,6 +81,15 @@ fn base_cluster(name: &str, discovery: cluster::DiscoveryType, h2c: bool) -> Clu
         circuit_breakers: Some(circuit_breakers()),
         ..Default::default()
     };
+    if let (Some(limit), Some(cb)) = (per_endpoint, c.circuit_breakers.as_mut()) {
+        // HTTP/1.1 carries one request per connection: `limit` connections per endpoint is
+        // `limit` requests. h2c: one connection, `limit` streams (below).
+        let connections = if h2c { 1 } else { limit };
+        cb.per_host_thresholds = vec![circuit_breakers::Thresholds {
+            max_connections: Some(UInt32Value { value: connections }),
+            ..Default::default()
+        }];
+    }
     if h2c {
         let opts = HttpProtocolOptions {
             upstream_protocol_options: Some(
@@ -83,7 +97,11 @@ fn base_cluster(name: &str, discovery: cluster::DiscoveryType, h2c: bool) -> Clu
                     http_protocol_options::ExplicitHttpConfig {
                         protocol_config: Some(
                             http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                                Http2ProtocolOptions::default(),
+                                Http2ProtocolOptions {
+                                    max_concurrent_streams: per_endpoint
+                                        .map(|value| UInt32Value { value }),
+                                    ..Default::default()
+                                },
                             ),
                         ),
                     },
@@ -99,7 +117,13 @@ fn base_cluster(name: &str, discovery: cluster::DiscoveryType, h2c: bool) -> Clu
 
 /// A cluster whose endpoints come over EDS (the assignment is named like the cluster).
 pub fn eds_cluster(name: &str, h2c: bool) -> Cluster {
-    let mut c = base_cluster(name, cluster::DiscoveryType::Eds, h2c);
+    limited_eds_cluster(name, h2c, None)
+}
+
+/// [`eds_cluster`] with at most `per_endpoint` requests in flight to each endpoint (the
+/// Service's [`crate::lookup::CONCURRENCY_ANNOTATION`]); the rest wait in Envoy's queue.
+pub fn limited_eds_cluster(name: &str, h2c: bool, per_endpoint: Option<u32>) -> Cluster {
+    let mut c = base_cluster(name, cluster::DiscoveryType::Eds, h2c, per_endpoint);
     c.eds_cluster_config = Some(cluster::EdsClusterConfig {
         eds_config: Some(ads_source()),
         service_name: String::new(),
@@ -109,7 +133,7 @@ pub fn eds_cluster(name: &str, h2c: bool) -> Cluster {
 
 /// A cluster resolving `host` by DNS (an ExternalName Service), IPv4 preferred.
 pub fn dns_cluster(name: &str, host: &str, port: u32, h2c: bool) -> Cluster {
-    let mut c = base_cluster(name, cluster::DiscoveryType::LogicalDns, h2c);
+    let mut c = base_cluster(name, cluster::DiscoveryType::LogicalDns, h2c, None);
     c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
     c.load_assignment = Some(ClusterLoadAssignment {
         cluster_name: name.to_string(),
@@ -233,7 +257,11 @@ pub(crate) fn upstream(
     let cluster_name = names::cluster(ns, name, port.port);
     let addrs = endpoints::ready_endpoints(lookup, ns, name, port);
     Ok(Upstream {
-        cluster: eds_cluster(&cluster_name, is_h2c(port)),
+        cluster: limited_eds_cluster(
+            &cluster_name,
+            is_h2c(port),
+            crate::lookup::endpoint_concurrency(service),
+        ),
         assignment: Some(load_assignment(&cluster_name, &addrs)),
     })
 }
@@ -241,6 +269,47 @@ pub(crate) fn upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_concurrency_limits_each_endpoint() {
+        let http1 = limited_eds_cluster("ns/a:80", false, Some(3));
+        let cb = http1.circuit_breakers.as_ref().expect("circuit breakers");
+        assert_eq!(cb.per_host_thresholds.len(), 1);
+        assert_eq!(
+            cb.per_host_thresholds[0].max_connections.map(|v| v.value),
+            Some(3),
+            "HTTP/1.1: one request per connection"
+        );
+        let h2c = limited_eds_cluster("ns/b:80", true, Some(3));
+        let cb = h2c.circuit_breakers.as_ref().expect("circuit breakers");
+        assert_eq!(
+            cb.per_host_thresholds[0].max_connections.map(|v| v.value),
+            Some(1)
+        );
+        let opts = &h2c.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS];
+        let opts: HttpProtocolOptions =
+            prost::Message::decode(opts.value.as_slice()).expect("HttpProtocolOptions");
+        let Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(e)) =
+            opts.upstream_protocol_options
+        else {
+            panic!("explicit HTTP config")
+        };
+        let Some(
+            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2),
+        ) = e.protocol_config
+        else {
+            panic!("h2")
+        };
+        assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(3));
+        // Unlimited: no per-endpoint limit at all.
+        let free = eds_cluster("ns/c:80", false);
+        assert!(
+            free.circuit_breakers
+                .expect("cb")
+                .per_host_thresholds
+                .is_empty()
+        );
+    }
 
     #[test]
     fn every_cluster_lifts_envoys_1024_circuit_breakers() {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_serving::ingress::Ingress;
-use sluice_serving::lookup::TIMEOUT_ANNOTATION;
+use sluice_serving::lookup::{CONCURRENCY_ANNOTATION, TIMEOUT_ANNOTATION};
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
 use sluice_serving::serving::{Revision, ServingConfig};
 
@@ -49,22 +49,26 @@ fn port_name(revision: &Revision) -> &'static str {
     }
 }
 
-/// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service).
+/// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service), with
+/// its timeout and `containerConcurrency` as annotations the gateway turns into the route
+/// timeout and a per-instance request limit in Envoy.
 pub fn make_revision_service(revision: &Revision, cfg: &ServingConfig) -> KubeService {
     let timeout = revision
         .spec
         .timeout_seconds
         .filter(|s| *s > 0)
         .unwrap_or(cfg.defaults.revision_timeout_seconds);
+    let mut annotations = BTreeMap::from([(TIMEOUT_ANNOTATION.to_string(), timeout.to_string())]);
+    let concurrency = container_concurrency(revision, cfg);
+    if concurrency > 0 {
+        annotations.insert(CONCURRENCY_ANNOTATION.to_string(), concurrency.to_string());
+    }
     KubeService {
         metadata: ObjectMeta {
             name: revision.metadata.name.clone(),
             namespace: revision.metadata.namespace.clone(),
             labels: revision.metadata.labels.clone(),
-            annotations: Some(BTreeMap::from([(
-                TIMEOUT_ANNOTATION.to_string(),
-                timeout.to_string(),
-            )])),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {
@@ -121,11 +125,7 @@ pub fn process_spec(revision: &Revision, cfg: &ServingConfig) -> ProcessSpec {
         .get(sluice_serving::serving::CONFIGURATION_LABEL)
         .cloned()
         .unwrap_or_default();
-    spec.container_concurrency = revision
-        .spec
-        .container_concurrency
-        .and_then(|c| u32::try_from(c).ok())
-        .unwrap_or(u32::try_from(cfg.defaults.container_concurrency).unwrap_or(0));
+    spec.container_concurrency = container_concurrency(revision, cfg);
     spec.container_port = u16::try_from(revision.spec.user_port()).unwrap_or(8080);
     if let Some(c) = revision.spec.container() {
         spec.command = c.command.clone();
@@ -162,4 +162,13 @@ fn probe_port(port: &IntOrString) -> Option<u16> {
         IntOrString::Int(n) if *n > 0 => u16::try_from(*n).ok(),
         _ => None,
     }
+}
+
+/// `containerConcurrency`, else `config-defaults`' `container-concurrency`; 0 = unlimited.
+fn container_concurrency(revision: &Revision, cfg: &ServingConfig) -> u32 {
+    revision
+        .spec
+        .container_concurrency
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(u32::try_from(cfg.defaults.container_concurrency).unwrap_or(0))
 }
