@@ -7,7 +7,8 @@
 //!   answers for all of them;
 //! - a YAML traffic edit (the Service file rewritten, 100/0 ↔ 0/100 between two running
 //!   revisions) → Envoy serving the new split (the first request answered by the newly
-//!   chosen revision), p50/p99 over `--edits` edits spread over `--edited` Services;
+//!   chosen revision, polled every millisecond), p50/p99 over `--edits` edits spread over
+//!   `--edited` Services;
 //! - `sluice up`'s RSS with N Services.
 //!
 //! ```text
@@ -256,6 +257,8 @@ async fn run(
             if began.elapsed() > Duration::from_secs(30) {
                 bail!("edit {e} of svc-{i} not served within 30 s");
             }
+            // 1 ms resolution; polling flat out would take a core from Sluice and Envoy.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         hist.record(began.elapsed().as_micros() as u64)?;
     }
