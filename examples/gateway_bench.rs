@@ -17,6 +17,10 @@
 //! target/release/examples/gateway_bench [--sizes 1000,10000] [--edits 50]
 //! ```
 
+#[path = "support/bench.rs"]
+mod bench;
+use bench::{free_addr, host, rss_mb, write_atomic};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,14 +33,6 @@ use sluice::gateway::probe::Prober;
 use sluice::gateway::state::GatewayState;
 use sluice_serving::{GatewayConfig, Ingress, Objects, assemble, probe_hash, translate_ingress};
 use sluice_xds::SnapshotCache;
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn host(i: usize) -> String {
-    format!("svc-{i}.bench.example.com")
-}
 
 fn ingress_yaml(i: usize, a: u32) -> String {
     format!(
@@ -90,13 +86,6 @@ endpoints:
     s
 }
 
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 fn expected_hash(yaml: &str) -> anyhow::Result<String> {
     let d = decode(Path::new("x.yaml"), yaml);
     let Some((_, Object::Ingress(i))) = d.objects.into_iter().next() else {
@@ -121,18 +110,6 @@ fn metric(text: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// In-process: one edit, incremental vs full rebuild.

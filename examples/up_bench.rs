@@ -16,6 +16,10 @@
 //! target/release/examples/up_bench [--services 1000] [--edits 50] [--edited 10]
 //! ```
 
+#[path = "support/bench.rs"]
+mod bench;
+use bench::{free_addr, host, rss_mb, write_atomic};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,14 +27,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn host(i: usize) -> String {
-    format!("svc-{i}.bench.example.com")
-}
 
 /// Service `svc-{i}`; `traffic` = percent to revision 1 (revision 2 gets the rest).
 fn service_yaml(i: usize, hello: &Path, target: &str, traffic: Option<u32>) -> String {
@@ -54,16 +50,6 @@ spec:
         ));
     }
     s
-}
-
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-    ));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 type Client = hyper_util::client::legacy::Client<
@@ -101,18 +87,6 @@ async fn status(c: &Client, debug: SocketAddr) -> anyhow::Result<serde_json::Val
     use http_body_util::BodyExt;
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(serde_json::from_slice(&body)?)
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Services Ready=True in `/status`, and routes whose traffic lists both revisions.

@@ -14,6 +14,10 @@
 //! One test needs a real cluster and is ignored by default (see
 //! [`revision_runs_scales_and_is_removed_on_a_cluster`]).
 
+#[path = "support/manifest.rs"]
+mod manifest;
+use manifest::typed;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +31,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::client::Body;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sluice_autoscaler::{RevisionKey, ScaleError, Scaler};
 use sluice_serving::kube::rbac::Permission;
@@ -703,48 +706,6 @@ struct Manifests {
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     config_maps: Vec<ConfigMap>,
-}
-
-/// Parses `value` as `T` and checks that serializing it back gives `value` again.
-fn typed<T: DeserializeOwned + serde::Serialize>(value: &Value, at: &str) -> T {
-    let object: T = serde_json::from_value(value.clone())
-        .unwrap_or_else(|e| panic!("{at}: does not parse: {e}"));
-    let back = serde_json::to_value(&object).expect("serializes");
-    if let Some(path) = difference(value, &back, String::new()) {
-        panic!(
-            "{at}: `{path}` is lost in a round trip through the typed object: \
-             a misspelt or unknown field, or a value of the wrong type"
-        );
-    }
-    object
-}
-
-/// The first place (`/spec/template/...`) where `written` and `understood` differ.
-fn difference(written: &Value, understood: &Value, path: String) -> Option<String> {
-    match (written, understood) {
-        (Value::Object(a), Value::Object(b)) => a
-            .iter()
-            .find_map(|(k, v)| match b.get(k) {
-                Some(w) => difference(v, w, format!("{path}/{k}")),
-                None => Some(format!("{path}/{k}")),
-            })
-            .or_else(|| {
-                b.keys()
-                    .find(|k| !a.contains_key(*k))
-                    .map(|k| format!("{path}/{k}"))
-            }),
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .find_map(|(i, (v, w))| difference(v, w, format!("{path}/{i}"))),
-        (a, b) if a == b => None,
-        _ => Some(if path.is_empty() {
-            "/".to_string()
-        } else {
-            path
-        }),
-    }
 }
 
 /// The non-empty YAML documents of `text`, as JSON.

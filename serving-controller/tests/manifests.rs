@@ -7,6 +7,10 @@
 //! serialized back and compared with the original: a misspelt field is missing from the
 //! round trip and fails the comparison.
 
+#[path = "support/manifest.rs"]
+mod manifest;
+use manifest::typed;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -15,7 +19,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use sluice_serving::ingress::SLUICE_INGRESS_CLASS;
 use sluice_serving::kube::{LoadBalancers, PERMISSIONS};
 
@@ -34,53 +37,6 @@ struct Manifests {
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     config_maps: Vec<ConfigMap>,
-}
-
-/// Parses `value` as `T` and checks that serializing it back gives `value` again.
-fn typed<T: DeserializeOwned + serde::Serialize>(value: &serde_json::Value, at: &str) -> T {
-    let object: T = serde_json::from_value(value.clone())
-        .unwrap_or_else(|e| panic!("{at}: does not parse: {e}"));
-    let back = serde_json::to_value(&object).expect("serializes");
-    if let Some(path) = difference(value, &back, String::new()) {
-        panic!(
-            "{at}: `{path}` is lost in a round trip through the typed object: \
-             a misspelt or unknown field, or a value of the wrong type"
-        );
-    }
-    object
-}
-
-/// The first place (`/spec/template/...`) where `written` and `understood` differ.
-fn difference(
-    written: &serde_json::Value,
-    understood: &serde_json::Value,
-    path: String,
-) -> Option<String> {
-    use serde_json::Value;
-    match (written, understood) {
-        (Value::Object(a), Value::Object(b)) => a
-            .iter()
-            .find_map(|(k, v)| match b.get(k) {
-                Some(w) => difference(v, w, format!("{path}/{k}")),
-                None => Some(format!("{path}/{k}")),
-            })
-            .or_else(|| {
-                b.keys()
-                    .find(|k| !a.contains_key(*k))
-                    .map(|k| format!("{path}/{k}"))
-            }),
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .find_map(|(i, (v, w))| difference(v, w, format!("{path}/{i}"))),
-        (a, b) if a == b => None,
-        _ => Some(if path.is_empty() {
-            "/".to_string()
-        } else {
-            path
-        }),
-    }
 }
 
 fn load() -> Manifests {
