@@ -32,7 +32,7 @@ pub async fn fetch(debug: SocketAddr) -> Result<GatewayStatus, CliError> {
     let uri = format!("http://{debug}/status");
     let unreachable = |e: String| {
         CliError::Other(anyhow::anyhow!(
-            "cannot reach the debug server at {debug}: {e} — is `sluice gateway` running? Use --debug ADDR to point elsewhere"
+            "cannot reach the debug server at {debug}: {e} — is `sluice up` or `sluice gateway` running? Use --debug ADDR to point elsewhere"
         ))
     };
     let resp = tokio::time::timeout(

@@ -219,6 +219,9 @@ fn traffic_to_a_stopped_revision_waits_until_it_is_ready() {
     feed(&mut c, "d/hello.yaml", &split);
     let out = c.reconcile();
     assert!(ingress_of(&out).is_none(), "held until 00001 answers");
+    let (_, routes, _) = c.view(|_| None);
+    assert_eq!(routes[0].reason, "RevisionStarting", "{:?}", routes[0]);
+    assert!(routes[0].message.contains("hello-00001"), "{:?}", routes[0]);
     assert!(
         out.run
             .iter()

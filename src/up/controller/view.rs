@@ -8,7 +8,7 @@ use sluice_serving::ingress::{Condition, IngressStatus};
 use sluice_serving::serving::conditions::{
     FALSE, INGRESS_READY, READY, UNKNOWN, condition, happy, with_ready,
 };
-use sluice_serving::serving::{HasConditions, Key, Route, service_status};
+use sluice_serving::serving::{HasConditions, Key, Readiness, Route, service_status};
 
 use super::Controller;
 
@@ -26,15 +26,34 @@ impl Controller {
             let report = ingress(key);
             let served_gen = self.served.get(key).and_then(|i| i.metadata.generation);
             let ingress_cond = match (&self.pending.get(key), report) {
-                (Some((_, waiting)), _) => condition(
-                    INGRESS_READY,
-                    UNKNOWN,
-                    "RevisionStarting",
-                    &format!(
-                        "waiting for revision(s) {} to have a ready instance; the previous configuration keeps serving",
-                        waiting.join(", ")
-                    ),
-                ),
+                (Some((_, waiting)), _) => {
+                    // A waited-for revision that cannot start says why.
+                    let failed = waiting.iter().find_map(|r| {
+                        match self.readiness.get(&Key::new(&key.namespace, r)) {
+                            Some(Readiness::Failed { reason, message }) => {
+                                Some((reason.clone(), format!("revision {r}: {message}")))
+                            }
+                            _ => None,
+                        }
+                    });
+                    match failed {
+                        Some((reason, message)) => condition(
+                            INGRESS_READY,
+                            FALSE,
+                            &reason,
+                            &format!("{message}; the previous configuration keeps serving"),
+                        ),
+                        None => condition(
+                            INGRESS_READY,
+                            UNKNOWN,
+                            "RevisionStarting",
+                            &format!(
+                                "waiting for revision(s) {} to have a ready instance; the previous configuration keeps serving",
+                                waiting.join(", ")
+                            ),
+                        ),
+                    }
+                }
                 (None, Some(r)) if r.generation == served_gen => {
                     let status = IngressStatus {
                         conditions: vec![condition(READY, &r.ready, &r.reason, &r.message)],
