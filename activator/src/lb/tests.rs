@@ -186,11 +186,15 @@ proptest! {
         let mut b = Balancer::new(Policy::PowerOfTwoChoices, seed);
         let mut xs = breakers(k, 0);
         let counts = equal_service_times(&mut b, &mut xs, n, depth);
-        // Over n requests each instance's share is n/k; allow a small relative
-        // deviation plus a constant.
+        // Over n requests each instance's share is n/k. With few requests in
+        // flight (small depth) most instances are idle, both choices tie and the
+        // pick is uniform: counts are then Binomial(n, 1/k), standard deviation
+        // about sqrt(n/k). Allow six of those (a false alarm about once in 10^5
+        // runs of this property) or 25 %, whichever is larger, plus a constant.
         let expected = n as f64 / k as f64;
+        let allowed = (6.0 * expected.sqrt()).max(0.25 * expected) + 8.0;
         for &c in &counts {
-            prop_assert!((c as f64 - expected).abs() <= 0.25 * expected + 8.0, "counts {:?}", counts);
+            prop_assert!((c as f64 - expected).abs() <= allowed, "counts {:?}", counts);
         }
     }
 
