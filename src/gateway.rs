@@ -151,7 +151,12 @@ pub(crate) struct Hooks {
     pub(crate) envoy_log_level: Option<&'static str>,
     /// More arguments for Envoy.
     pub(crate) envoy_args: Vec<&'static str>,
+    /// Where to keep Envoy's pid file (see [`crate::runtime::pids`]).
+    pub(crate) envoy_pid_dir: Option<PathBuf>,
 }
+
+/// The name of Envoy's pid file among the instances' ones.
+const ENVOY_PID_NAME: &str = "envoy";
 
 /// Builds `/status`'s serving section from the gateway's status.
 pub(crate) type ServingStatusFn =
@@ -252,6 +257,28 @@ pub(crate) async fn serve(
                 .map_err(|e| CliError::Other(e.into()))?,
         )
     };
+    // Under `sluice up`, Envoy's pid is kept in the state directory so that the next start
+    // can stop an Envoy a killed run left behind (holding the listener ports).
+    let pid_file = match (&envoy, &hooks.envoy_pid_dir) {
+        (Some(e), Some(dir)) => {
+            let mut status = e.subscribe();
+            let dir = dir.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    let pid = status.borrow_and_update().pid;
+                    match pid {
+                        Some(pid) => crate::runtime::pids::record(&dir, ENVOY_PID_NAME, pid),
+                        None => crate::runtime::pids::forget(&dir, ENVOY_PID_NAME),
+                    }
+                    if status.changed().await.is_err() {
+                        crate::runtime::pids::forget(&dir, ENVOY_PID_NAME);
+                        return;
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
     eprintln!(
         "{name}: reading {}\n  external http {}  internal http {}  external https {}  internal https {}\n  xDS {} ({mode})  debug http://{}  Envoy admin http://{}{}",
         source.describe(),
@@ -284,6 +311,9 @@ pub(crate) async fn serve(
     eprintln!("{name}: shutting down");
     if let Some(e) = envoy {
         e.stop().await;
+    }
+    if let Some(task) = pid_file {
+        let _ = task.await;
     }
     stop_tx.send_replace(true);
     readiness.abort();

@@ -143,7 +143,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let orphans = runtime.reap_orphans().await;
     if !orphans.is_empty() {
         eprintln!(
-            "sluice up: stopped {} revision process(es) an earlier sluice up left running",
+            "sluice up: stopped {} process(es) (revision instances, Envoy) an earlier sluice up left running",
             orphans.len()
         );
     }
@@ -187,6 +187,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             // Envoy's start-up chatter would drown the URLs a user is looking for.
             envoy_log_level: Some("warning"),
             envoy_args: vec!["--concurrency", "1"],
+            envoy_pid_dir: Some(state_dir.join(crate::runtime::RUN_DIR)),
         },
     )
     .await;

@@ -451,7 +451,7 @@ async fn revisions_and_the_traffic_naming_them_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
+async fn instances_and_envoy_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
     let gw = Gateway::start_up(
         "orphans",
         &[("hello.yaml", service("hello", "one", "", ""))],
@@ -460,6 +460,7 @@ async fn instances_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
     wait_service(&gw, "hello", "hello-00001").await;
     let s = serving(&gw).await.expect("status");
     let old = s.revisions[0].instances[0].addr.clone();
+    let old_envoy = gw.external_http;
 
     let gw = gw.kill_and_restart_up("orphans").await;
     assert!(
@@ -467,10 +468,10 @@ async fn instances_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
         "the instance of the killed sluice still listens on {old}"
     );
     assert!(
-        gw.log().contains("stopped 1 revision process(es)"),
-        "{}",
-        gw.log()
+        std::net::TcpStream::connect(old_envoy).is_err(),
+        "the Envoy of the killed sluice still listens on {old_envoy}"
     );
+    assert!(gw.log().contains("stopped 2 process(es)"), "{}", gw.log());
     wait_service(&gw, "hello", "hello-00001").await;
     wait_revision(gw.external_http, &host("hello"), &[], "hello-00001").await;
     gw.stop().await;

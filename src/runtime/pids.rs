@@ -1,5 +1,5 @@
-//! Pid files of running instances (`STATE_DIR/run/<instance>.pid`), so that a `sluice up`
-//! killed without a chance to stop its instances (SIGKILL, a crash) stops them on its next
+//! Pid files of running instances and of Envoy (`STATE_DIR/run/<name>.pid`), so that a
+//! `sluice up` killed without a chance to stop them (SIGKILL, a crash) stops them on its next
 //! start instead of leaving them running and holding their ports.
 //!
 //! Each file holds the pid and the process's start time (field 22 of `/proc/<pid>/stat`, in
@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 fn file(dir: &Path, instance: &str) -> PathBuf {
@@ -25,8 +25,9 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Records that `instance` runs as `pid` (the leader of its process group).
-pub(super) fn record(dir: &Path, instance: &str, pid: u32) {
+/// Records that `instance` runs as `pid` (for [`reap`]: the leader of its process group, or a
+/// single process).
+pub fn record(dir: &Path, instance: &str, pid: u32) {
     let Some(started) = start_time(pid) else {
         return;
     };
@@ -38,7 +39,7 @@ pub(super) fn record(dir: &Path, instance: &str, pid: u32) {
 }
 
 /// Forgets `instance`'s pid file: its process is gone.
-pub(super) fn forget(dir: &Path, instance: &str) {
+pub fn forget(dir: &Path, instance: &str) {
     let _ = std::fs::remove_file(file(dir, instance));
 }
 
@@ -67,22 +68,26 @@ pub fn reap(dir: &Path, grace: Duration) -> Vec<u32> {
             alive.push(pid);
         }
     }
-    let group = |pid: u32| Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+    let pid_of = |pid: u32| Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+    // Its process group when it leads one (an instance and what it started), else itself
+    // (Envoy, which shares its launcher's group).
+    let signal = |pid: u32, sig: Option<Signal>| {
+        killpg(pid_of(pid), sig).or_else(|_| kill(pid_of(pid), sig))
+    };
     for &pid in &alive {
-        tracing::warn!(
-            pid,
-            "stopping an instance left running by an earlier sluice"
-        );
-        let _ = killpg(group(pid), Signal::SIGTERM);
+        tracing::warn!(pid, "stopping a process left running by an earlier sluice");
+        let _ = signal(pid, Some(Signal::SIGTERM));
     }
     let deadline = std::time::Instant::now() + grace;
-    while alive.iter().any(|&p| killpg(group(p), None).is_ok())
+    while alive
+        .iter()
+        .any(|&p| start_time(p).is_some() && signal(p, None).is_ok())
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
     }
     for &pid in &alive {
-        let _ = killpg(group(pid), Signal::SIGKILL);
+        let _ = signal(pid, Some(Signal::SIGKILL));
     }
     alive
 }

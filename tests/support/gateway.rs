@@ -116,19 +116,18 @@ impl Gateway {
         Self::launch(label, root, dir, Mode::Up).await
     }
 
-    /// SIGKILLs this `sluice up` and its Envoy (its process group) without letting it stop
-    /// anything else (revision processes lead their own groups and survive), then starts it
-    /// again over the same directory.
+    /// SIGKILLs this `sluice up` alone: its Envoy and its revision processes survive it, as
+    /// after a crash. Then starts it again over the same directory, on new ports.
     pub async fn kill_and_restart_up(mut self, label: &str) -> Gateway {
         let (root, dir) = (self.root.clone(), self.dir.clone());
         self.keep = true;
         let mut child = self.child.take().expect("running");
         let pid = child.id().expect("not yet reaped") as i32;
-        nix::sys::signal::killpg(
+        nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         )
-        .expect("SIGKILL to the gateway's group");
+        .expect("SIGKILL to sluice");
         let _ = child.wait().await;
         drop(self);
         Self::launch(label, root, dir, Mode::Up).await
