@@ -441,12 +441,8 @@ impl DirSource {
         }
         let batch = self.watch.changes.recv().await?;
         tracing::debug!(files = batch.len(), "file changes");
-        for c in batch {
-            let changes = match c {
-                crate::files::FileChange::Changed(p, text) => self.files.file_changed(&p, &text),
-                crate::files::FileChange::Removed(p) => self.files.removed(&p),
-            };
-            inputs.extend(changes.into_iter().map(Input::Change));
+        for c in &batch {
+            inputs.extend(self.files.apply(c).into_iter().map(Input::Change));
         }
         Some(inputs)
     }

@@ -23,7 +23,6 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::cli::CliError;
-use crate::files::FileChange;
 use crate::gateway::documents::{Kind, Problem};
 use crate::gateway::source::{FileSource, Input};
 use crate::gateway::{Feed, GatewayArgs, Hooks, Source};
@@ -252,7 +251,7 @@ impl Loop {
         let mut inputs = Vec::new();
         for (path, text) in &scanned {
             let c = self.files.file_changed(path, text);
-            self.route(c, path, &mut inputs);
+            self.route(c, &mut inputs);
         }
         tracing::info!(files = scanned.len(), "directory scanned");
         self.pass(inputs, true).await;
@@ -263,18 +262,9 @@ impl Loop {
                 batch = watch.changes.recv() => {
                     let Some(batch) = batch else { break };
                     tracing::debug!(files = batch.len(), "file changes");
-                    for change in batch {
-                        let (path, c) = match change {
-                            FileChange::Changed(p, text) => {
-                                let c = self.files.file_changed(&p, &text);
-                                (p, c)
-                            }
-                            FileChange::Removed(p) => {
-                                let c = self.files.removed(&p);
-                                (p, c)
-                            }
-                        };
-                        self.route(c, &path, &mut inputs);
+                    for change in &batch {
+                        let c = self.files.apply(change);
+                        self.route(c, &mut inputs);
                     }
                 }
                 change = changes.recv() => match change {
@@ -298,21 +288,14 @@ impl Loop {
         }
     }
 
-    /// Hands Knative objects and ConfigMaps to the controller, everything else to the gateway.
-    fn route(
-        &mut self,
-        changes: Vec<crate::gateway::source::Change>,
-        path: &Path,
-        inputs: &mut Vec<Input>,
-    ) {
+    /// Hands Knative objects and ConfigMaps to the controller (with the file defining them;
+    /// a deleted one has none), everything else to the gateway.
+    fn route(&mut self, changes: Vec<crate::gateway::source::Change>, inputs: &mut Vec<Input>) {
         let mut c = lock(&self.controller);
         for (key, object) in changes {
             if key.kind.is_serving() || key.kind == Kind::ConfigMap {
-                let file = self
-                    .files
-                    .file_of(&key)
-                    .map_or_else(|| path.to_path_buf(), Path::to_path_buf);
-                c.object_changed(&key, object, &file);
+                let file = self.files.file_of(&key).unwrap_or(Path::new(""));
+                c.object_changed(&key, object, file);
             } else {
                 inputs.push(Input::Change((key, object)));
             }

@@ -115,6 +115,14 @@ impl FileSource {
         changes
     }
 
+    /// One change the directory watcher reported.
+    pub fn apply(&mut self, change: &crate::files::FileChange) -> Vec<Change> {
+        match change {
+            crate::files::FileChange::Changed(path, text) => self.file_changed(path, text),
+            crate::files::FileChange::Removed(path) => self.removed(path),
+        }
+    }
+
     /// A file, or a folder and everything under it, is gone.
     pub fn removed(&mut self, path: &Path) -> Vec<Change> {
         let gone: Vec<PathBuf> = self

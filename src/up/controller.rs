@@ -42,14 +42,9 @@ use crate::gateway::documents::{Kind, Object, ObjectKey, Problem};
 use crate::gateway::source::Change;
 use crate::runtime::RevisionSpec as ProcessSpec;
 use inputs::{readmit, shadow_problem, update_input};
+use objects::{configuration_label, min_scale, split_revisions};
 pub use objects::{make_endpoints, make_revision_service, process_spec};
-use objects::{min_scale, split_revisions};
 pub use view::{IngressReport, RevisionRow, RouteRow, ServiceRow, TrafficRow};
-
-/// Annotation: the fewest instances a Revision runs.
-const MIN_SCALE: &str = "autoscaling.knative.dev/min-scale";
-/// The same, under its pre-1.0 name.
-const MIN_SCALE_LEGACY: &str = "autoscaling.knative.dev/minScale";
 
 /// What one pass asks of the caller.
 #[derive(Debug, Default)]
@@ -173,8 +168,8 @@ impl Controller {
         &self.state
     }
 
-    /// A Knative object or a `knative-serving` ConfigMap was created, changed or (`None`)
-    /// deleted in `file`. Other kinds are not the controller's (the caller hands them to the
+    /// A Knative object or a `knative-serving` ConfigMap was created or changed in `file`, or
+    /// (`None`) deleted. Other kinds are not the controller's (the caller hands them to the
     /// gateway).
     pub fn object_changed(&mut self, key: &ObjectKey, object: Option<Object>, file: &Path) {
         let k = Key::new(&key.namespace, &key.name);
@@ -255,14 +250,14 @@ impl Controller {
         self.cfg = cfg;
         // Admission depends on config-defaults: admit every object again.
         let cfg = self.cfg.clone();
-        for input in self.services.values_mut() {
-            readmit(input, |s| admit_service(s, &cfg));
+        for (key, input) in &mut self.services {
+            readmit(key, input, |s| admit_service(s, &cfg));
         }
-        for input in self.configurations.values_mut() {
-            readmit(input, |c| admit_configuration(c, &cfg));
+        for (key, input) in &mut self.configurations {
+            readmit(key, input, |c| admit_configuration(c, &cfg));
         }
-        for input in self.routes.values_mut() {
-            readmit(input, admit_route);
+        for (key, input) in &mut self.routes {
+            readmit(key, input, admit_route);
         }
         let keys: Vec<Key> = self
             .services
@@ -318,12 +313,7 @@ impl Controller {
 
     /// The Configuration a Revision belongs to.
     fn configuration_of(&self, revision: &Key) -> Option<Key> {
-        let r = self.catalog.revisions.get(revision)?;
-        let config = r
-            .metadata
-            .labels
-            .as_ref()?
-            .get(sluice_serving::serving::CONFIGURATION_LABEL)?;
+        let config = configuration_label(self.catalog.revisions.get(revision)?)?;
         Some(Key::new(&revision.namespace, config))
     }
 
@@ -369,16 +359,14 @@ impl Controller {
         self.shadowed.clear();
         for (k, c) in &self.configurations {
             if self.services.contains_key(k) {
-                self.shadowed.insert(
-                    k.clone(),
-                    shadow_problem(&c.file, "Configuration", k, "Configuration"),
-                );
+                self.shadowed
+                    .insert(k.clone(), shadow_problem(&c.file, Kind::Configuration, k));
             }
         }
         for (k, r) in &self.routes {
             if self.services.contains_key(k) {
                 self.shadowed
-                    .insert(k.clone(), shadow_problem(&r.file, "Route", k, "Route"));
+                    .insert(k.clone(), shadow_problem(&r.file, Kind::Route, k));
             }
         }
     }
@@ -646,7 +634,7 @@ impl Controller {
     /// parse, objects shadowed by a Service of the same name.
     pub fn problems(&self) -> Vec<Problem> {
         let mut out: Vec<Problem> = self.config_error.iter().cloned().collect();
-        let mut add = |kind: &str, key: &Key, file: &Path, errors: &[FieldError]| {
+        let mut add = |kind: Kind, key: &Key, file: &Path, errors: &[FieldError]| {
             for e in errors {
                 let fields = if e.paths.is_empty() {
                     None
@@ -663,17 +651,17 @@ impl Controller {
         };
         for (k, s) in &self.services {
             if let Some(errors) = &s.rejected {
-                add("Service.serving.knative.dev", k, &s.file, errors);
+                add(Kind::KnativeService, k, &s.file, errors);
             }
         }
         for (k, c) in &self.configurations {
             if let Some(errors) = &c.rejected {
-                add("Configuration", k, &c.file, errors);
+                add(Kind::Configuration, k, &c.file, errors);
             }
         }
         for (k, r) in &self.routes {
             if let Some(errors) = &r.rejected {
-                add("Route", k, &r.file, errors);
+                add(Kind::Route, k, &r.file, errors);
             }
         }
         out.extend(self.shadowed.values().cloned());

@@ -10,15 +10,16 @@ use sluice_serving::FieldError;
 use sluice_serving::serving::{Configuration, Key, Route, Service};
 
 use super::Input;
-use crate::gateway::documents::Problem;
+use crate::gateway::documents::{Kind, Problem};
 
-pub(super) fn shadow_problem(file: &Path, kind: &str, key: &Key, what: &str) -> Problem {
+/// A Configuration or Route (`kind`) named like a Knative Service, which owns that name.
+pub(super) fn shadow_problem(file: &Path, kind: Kind, key: &Key) -> Problem {
     Problem {
         file: file.to_path_buf(),
         object: Some(format!("{kind} {}/{}", key.namespace, key.name)),
         field: Some("metadata.name".into()),
         message: format!(
-            "a Knative Service of the same name owns this {what}; this copy is ignored (rename it)"
+            "a Knative Service of the same name owns this {kind}; this copy is ignored (rename it)"
         ),
     }
 }
@@ -56,21 +57,17 @@ pub(super) fn update_input<T: Clone + Object2>(
     }
 }
 
+/// Admits the good version of `key` again (the configuration changed). It is defaulted
+/// already, which admission accepts again: defaulting is idempotent.
 pub(super) fn readmit<T: Clone + Object2>(
+    key: &Key,
     input: &mut Input<T>,
     admit: impl Fn(&T) -> Result<T, Vec<FieldError>>,
 ) {
-    // Re-admission needs the raw object; the good version is defaulted already, which admission
-    // accepts again (defaulting is idempotent).
     if let Some(good) = &input.good {
         match admit(good) {
             Ok(mut g) => {
-                let generation = input.generation;
-                let key = Key::new(
-                    g.meta_mut().namespace.clone().unwrap_or_default(),
-                    g.meta_mut().name.clone().unwrap_or_default(),
-                );
-                stamp(g.meta_mut(), &key, good.kind_name(), generation);
+                stamp(g.meta_mut(), key, good.kind_name(), input.generation);
                 input.good = Some(g);
             }
             Err(errors) => input.rejected = Some(errors),

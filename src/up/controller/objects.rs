@@ -16,7 +16,9 @@ use sluice_serving::lookup::{CONCURRENCY_ANNOTATION, TIMEOUT_ANNOTATION};
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
 use sluice_serving::serving::{Revision, ServingConfig};
 
-use super::{MIN_SCALE, MIN_SCALE_LEGACY};
+use sluice_autoscaler::{Config as AutoscalerConfig, ScalingAnnotations};
+use sluice_serving::kube::runtime::service_port_name as port_name;
+
 use crate::runtime::{ReadinessProbe, RevisionSpec as ProcessSpec};
 
 /// The Revisions a KIngress's splits send traffic to.
@@ -31,22 +33,26 @@ pub(super) fn split_revisions(ingress: &Ingress) -> BTreeSet<String> {
         .collect()
 }
 
+/// `autoscaling.knative.dev/min-scale` (or its legacy name), as the autoscaler reads it; 0
+/// when absent (admission has rejected invalid values already).
 pub(super) fn min_scale(revision: &Revision) -> u32 {
-    let annotations = revision.metadata.annotations.as_ref();
-    annotations
-        .and_then(|a| a.get(MIN_SCALE).or_else(|| a.get(MIN_SCALE_LEGACY)))
-        .and_then(|v| v.trim().parse::<u32>().ok())
+    let Some(annotations) = revision.metadata.annotations.as_ref() else {
+        return 0;
+    };
+    ScalingAnnotations::parse(annotations, &AutoscalerConfig::default())
+        .ok()
+        .and_then(|a| a.min_scale)
         .unwrap_or(0)
 }
 
-/// The port name of a Revision's Service: `http2` for h2c apps (the gateway then speaks h2c
-/// upstream), else `http`.
-fn port_name(revision: &Revision) -> &'static str {
-    if revision.spec.is_h2c() {
-        "http2"
-    } else {
-        "http"
-    }
+/// The Configuration a Revision was created by (its label).
+pub(super) fn configuration_label(revision: &Revision) -> Option<&str> {
+    revision
+        .metadata
+        .labels
+        .as_ref()?
+        .get(sluice_serving::serving::CONFIGURATION_LABEL)
+        .map(String::as_str)
 }
 
 /// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service), with

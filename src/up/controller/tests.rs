@@ -356,3 +356,16 @@ spec:
     c.reconcile();
     assert_eq!(c.served_urls()[0].1, "http://front.shop.local.test");
 }
+
+#[test]
+fn min_scale_is_read_as_the_autoscaler_reads_it() {
+    let mut r = Revision::default();
+    assert_eq!(objects::min_scale(&r), 0);
+    for key in [
+        "autoscaling.knative.dev/min-scale",
+        "autoscaling.knative.dev/minScale",
+    ] {
+        r.metadata.annotations = Some(BTreeMap::from([(key.to_string(), "2".to_string())]));
+        assert_eq!(objects::min_scale(&r), 2, "{key}");
+    }
+}

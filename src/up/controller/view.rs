@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use sluice_serving::ingress::{Condition, IngressStatus};
+use sluice_serving::ingress::Condition;
 use sluice_serving::serving::conditions::{
-    FALSE, INGRESS_READY, READY, UNKNOWN, condition, happy, with_ready,
+    FALSE, INGRESS_READY, READY, UNKNOWN, condition, propagate, with_ready,
 };
 use sluice_serving::serving::{HasConditions, Key, Readiness, Route, service_status};
 
 use super::Controller;
+use super::objects::configuration_label;
 
 impl Controller {
     /// The status of every Service, Route and Revision, given what the gateway reports for
@@ -54,13 +55,10 @@ impl Controller {
                         ),
                     }
                 }
-                (None, Some(r)) if r.generation == served_gen => {
-                    let status = IngressStatus {
-                        conditions: vec![condition(READY, &r.ready, &r.reason, &r.message)],
-                        ..IngressStatus::default()
-                    };
-                    ingress_condition(&status)
-                }
+                (None, Some(r)) if r.generation == served_gen => propagate(
+                    Some(&condition(READY, &r.ready, &r.reason, &r.message)),
+                    INGRESS_READY,
+                ),
                 (None, _) if self.served.contains_key(key) => condition(
                     INGRESS_READY,
                     UNKNOWN,
@@ -140,13 +138,7 @@ impl Controller {
                 RevisionRow {
                     namespace: r.namespace().to_string(),
                     name: r.name().to_string(),
-                    configuration: r
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(sluice_serving::serving::CONFIGURATION_LABEL))
-                        .cloned()
-                        .unwrap_or_default(),
+                    configuration: configuration_label(r).unwrap_or_default().to_string(),
                     desired: self.desired.get(&r.key()).copied().unwrap_or(0),
                     ready: r.status.condition_status(READY).to_string(),
                     reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
@@ -284,18 +276,4 @@ pub struct RevisionRow {
     /// Every condition, as upstream.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-}
-
-/// `PropagateIngressStatus`: IngressReady follows the KIngress's Ready.
-fn ingress_condition(status: &IngressStatus) -> Condition {
-    match status.conditions.iter().find(|c| c.type_ == READY) {
-        Some(c) if c.status == "True" => happy(INGRESS_READY),
-        Some(c) => condition(INGRESS_READY, &c.status, &c.reason, &c.message),
-        None => condition(
-            INGRESS_READY,
-            UNKNOWN,
-            "IngressNotConfigured",
-            "Ingress has not yet been reconciled.",
-        ),
-    }
 }
