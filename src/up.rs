@@ -8,7 +8,10 @@
 //! `DIR/.sluice`, which the watcher ignores), so traffic naming an older Revision survives
 //! template edits and restarts. Revision logs are under `STATE_DIR/logs` (`sluice logs`).
 
+pub mod autoscale;
 pub mod controller;
+pub mod metrics;
+mod scaling;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +30,10 @@ use crate::gateway::documents::{Kind, Problem};
 use crate::gateway::source::{FileSource, Input};
 use crate::gateway::{Feed, GatewayArgs, Hooks, Source};
 use crate::runtime::{InstanceState, InstanceStatus, ProcessRuntime};
-use controller::{Controller, RuntimeReport};
+use autoscale::{Autoscaling, ScalingView};
+use controller::{Controller, Run, RuntimeReport};
+use metrics::{EnvoySampler, EnvoyStats};
+use sluice_activator::{Activator, ActivatorConfig};
 pub use view::{InstanceView, RevisionView, ServingView};
 
 /// The file in the state directory holding [`ServingState`].
@@ -65,6 +71,10 @@ pub struct UpArgs {
     /// Debug HTTP server: /metrics, /healthz, /status.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub debug: SocketAddr,
+    /// The activator (Envoy sends a Revision's traffic here while it is at zero or short of
+    /// burst capacity: it holds requests while instances start).
+    #[arg(long, default_value = "127.0.0.1:8012")]
+    pub activator: SocketAddr,
     /// Envoy binary (else SLUICE_ENVOY, PATH, ./.venv/bin/envoy).
     #[arg(long, value_name = "PATH")]
     pub envoy: Option<PathBuf>,
@@ -152,7 +162,18 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let watch = crate::files::watch(&dir, ignore.clone()).map_err(|e| CliError::Other(e.into()))?;
     let scanned = crate::files::scan(&dir, &ignore).map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let controller = Arc::new(Mutex::new(Controller::new(state, args.domain.clone())));
+    let activator_listener = tokio::net::TcpListener::bind(args.activator)
+        .await
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "--activator {}: cannot listen there ({e}); choose another address",
+                args.activator
+            ))
+        })?;
+    let (activator, pokes) = Activator::new(ActivatorConfig::default());
+    let controller = Arc::new(Mutex::new(
+        Controller::new(state, args.domain.clone()).with_activator(args.activator),
+    ));
     let problems = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel(256);
     let feed = Feed {
@@ -160,8 +181,32 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         describe: dir.display().to_string(),
         problems: problems.clone(),
     };
-    let serving_status = view::status_fn(controller.clone(), runtime.clone(), state_dir.clone());
+    let scaling_views = Arc::new(Mutex::new(BTreeMap::new()));
+    let serving_status = view::status_fn(
+        controller.clone(),
+        runtime.clone(),
+        state_dir.clone(),
+        scaling_views.clone(),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let activator_task = {
+        let activator = activator.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = activator.serve(activator_listener, stopped).await {
+                tracing::error!(error = %e, "the activator stopped");
+            }
+        })
+    };
+    let envoy_stats = Arc::new(Mutex::new(EnvoySampler::default()));
+    tokio::spawn(sample_envoy(
+        EnvoyStats::new(args.envoy_admin),
+        envoy_stats.clone(),
+        stop_rx.clone(),
+    ));
     let looper = Loop {
         controller: controller.clone(),
         runtime: runtime.clone(),
@@ -174,6 +219,13 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         announced: BTreeSet::new(),
         external_http: args.external_http,
         state_due: None,
+        autoscaling: Autoscaling::default(),
+        activator,
+        pokes,
+        runs: BTreeMap::new(),
+        requested: BTreeMap::new(),
+        envoy_stats,
+        scaling_views,
     };
     let task = tokio::spawn(looper.run(scanned, watch, stop_rx));
     let result = crate::gateway::serve(
@@ -192,6 +244,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     .await;
     stop_tx.send_replace(true);
     let _ = task.await;
+    let _ = activator_task.await;
     eprintln!("sluice up: stopping revision processes");
     runtime.shutdown().await;
     result
@@ -238,6 +291,20 @@ struct Loop {
     external_http: SocketAddr,
     /// When the state must be written (None: it is up to date).
     state_due: Option<Instant>,
+    /// The KPA of every active Revision.
+    autoscaling: Autoscaling,
+    /// The in-process activator.
+    activator: Activator,
+    /// Revisions whose requests wait at zero.
+    pokes: mpsc::Receiver<sluice_autoscaler::RevisionKey>,
+    /// The last [`Run`] of each autoscaled Revision.
+    runs: BTreeMap<Key, Run>,
+    /// Instances asked of the runtime per Revision.
+    requested: BTreeMap<Key, u32>,
+    /// Envoy's per-Revision figures, sampled in the background.
+    envoy_stats: Arc<Mutex<EnvoySampler>>,
+    /// What `sluice status` shows of each Revision's scaling.
+    scaling_views: Arc<Mutex<BTreeMap<Key, ScalingView>>>,
 }
 
 impl Loop {
@@ -248,6 +315,8 @@ impl Loop {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut changes = self.runtime.subscribe();
+        let mut ticks = tokio::time::interval(scaling::TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inputs = Vec::new();
         for (path, text) in &scanned {
             let c = self.files.file_changed(path, text);
@@ -279,7 +348,17 @@ impl Loop {
                     self.write_state();
                     continue;
                 }
-                _ = stop.wait_for(|s| *s) => break,
+                _ = ticks.tick() => {
+                    if !self.tick().await {
+                        continue;
+                    }
+                }
+                Some(key) = self.pokes.recv() => {
+                    if !self.poked(key).await {
+                        continue;
+                    }
+                }
+                () = stopped(&mut stop) => break,
             }
             self.pass(inputs, false).await;
         }
@@ -309,6 +388,11 @@ impl Loop {
             let rk = sluice_autoscaler::RevisionKey::new(&key.namespace, &key.name);
             let instances = self.runtime.instances(&rk);
             let ready = self.runtime.ready_addrs(&rk);
+            if self.activator.revision(&rk).is_some()
+                && let Err(e) = self.activator.update_instances(&rk, &ready)
+            {
+                tracing::debug!(revision = %key, error = %e, "activator instances");
+            }
             if !ready.is_empty() {
                 self.ever_ready.insert(key.clone());
             }
@@ -334,25 +418,30 @@ impl Loop {
                 self.state_due
                     .get_or_insert(Instant::now() + STATE_WRITE_DELAY);
             }
+            self.autoscaling
+                .set_config(lock(&self.controller).autoscaler_config().clone());
             for key in out.remove {
+                self.forget_revision(&key);
                 self.spec_errors.remove(&key);
                 self.ever_ready.remove(&key);
                 let runtime = self.runtime.clone();
                 let rk = sluice_autoscaler::RevisionKey::new(&key.namespace, &key.name);
                 tokio::spawn(async move { runtime.remove(&rk).await });
             }
+            let keys: Vec<Key> = out
+                .run
+                .iter()
+                .map(|r| Key::new(&r.spec.namespace, &r.spec.revision))
+                .collect();
             let mut refused = Vec::new();
-            for (spec, instances) in out.run {
-                let key = Key::new(&spec.namespace, &spec.revision);
-                match self.runtime.ensure(spec, instances).await {
-                    Ok(()) => {
-                        self.spec_errors.remove(&key);
-                    }
-                    Err(e) => {
-                        tracing::warn!(revision = %key, error = %e, "cannot run the revision");
-                        self.spec_errors.insert(key.clone(), e.to_string());
-                        refused.push(key);
-                    }
+            for (key, e) in self.apply_runs(out.run).await {
+                tracing::warn!(revision = %key, error = %e, "cannot run the revision");
+                self.spec_errors.insert(key.clone(), e.to_string());
+                refused.push(key);
+            }
+            for key in keys {
+                if !refused.contains(&key) {
+                    self.spec_errors.remove(&key);
                 }
             }
             if refused.is_empty() {
@@ -408,6 +497,26 @@ impl Loop {
     }
 }
 
+/// Samples Envoy's per-Revision gauges every [`metrics::SAMPLE_INTERVAL`] until `stop`.
+async fn sample_envoy(
+    stats: EnvoyStats,
+    into: Arc<Mutex<EnvoySampler>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(metrics::SAMPLE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match stats.read().await {
+            Ok(samples) => lock(&into).add(&samples),
+            Err(e) => tracing::trace!(error = %e, "Envoy stats"),
+        }
+    }
+}
+
 async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -457,4 +566,9 @@ fn readiness_of(
         }
         None => Readiness::Pending,
     }
+}
+
+/// Completes once `stop` turns true (its guard is not held: the caller stays `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

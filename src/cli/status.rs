@@ -140,6 +140,7 @@ fn render_serving(s: &crate::up::ServingView) -> String {
         "CONFIG",
         "INSTANCES",
         "READY",
+        "SCALING",
         "RESTARTS",
         "REASON",
         "MESSAGE",
@@ -153,11 +154,25 @@ fn render_serving(s: &crate::up::ServingView) -> String {
             .iter()
             .find(|i| i.state.starts_with("crashed"))
             .map(|i| format!("{} {}: {}", i.name, i.state, i.last_exit));
+        let (want, scaling) = match &r.scaling {
+            Some(s) => (
+                s.desired,
+                format!(
+                    "{}, {} via {}{}",
+                    s.reason,
+                    s.observed,
+                    s.path,
+                    if s.panic { ", panic" } else { "" }
+                ),
+            ),
+            None => (rev.desired, "-".to_string()),
+        };
         t.row([
             format!("{}/{}", rev.namespace, rev.name),
             rev.configuration.clone(),
-            format!("{ready}/{} (want {})", r.instances.len(), rev.desired),
+            format!("{ready}/{} (want {want})", r.instances.len()),
             rev.ready.clone(),
+            scaling,
             restarts.to_string(),
             rev.reason.clone(),
             crashed.unwrap_or_else(|| rev.message.clone()),

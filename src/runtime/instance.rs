@@ -226,11 +226,16 @@ impl Instance {
         let opts = &self.options;
         let mut ready = false;
         let mut failures = 0u32;
+        // A starting app is probed quickly at first (5 ms, doubling up to `probe_interval`):
+        // requests held at zero wait for exactly this.
+        let mut starting = Duration::from_millis(5);
         loop {
             let period = if ready {
                 opts.ready_probe_period
             } else {
-                opts.probe_interval
+                let p = starting.min(opts.probe_interval);
+                starting = starting.saturating_mul(2);
+                p
             };
             tokio::time::sleep(period).await;
             if target.check(opts.probe_timeout).await {

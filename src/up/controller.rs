@@ -42,7 +42,7 @@ use crate::gateway::documents::{Kind, Object, ObjectKey, Problem};
 use crate::gateway::source::Change;
 use crate::runtime::RevisionSpec as ProcessSpec;
 use inputs::{readmit, shadow_problem, update_input};
-use objects::{configuration_label, min_scale, split_revisions};
+use objects::{configuration_label, min_scale, revision_timeout, split_revisions};
 pub use objects::{make_endpoints, make_revision_service, process_spec};
 pub use view::{IngressReport, RevisionRow, RouteRow, ServiceRow, TrafficRow};
 
@@ -51,8 +51,8 @@ pub use view::{IngressReport, RevisionRow, RouteRow, ServiceRow, TrafficRow};
 pub struct Output {
     /// Objects for the gateway (KIngresses, Revision Services and Endpoints).
     pub gateway: Vec<Change>,
-    /// Revisions to run with a number of instances (0 = stop them, keep the spec).
-    pub run: Vec<(ProcessSpec, u32)>,
+    /// Revisions whose running changed: start, scale or stop them.
+    pub run: Vec<Run>,
     /// Revisions gone for good: stop and forget them.
     pub remove: Vec<Key>,
     /// The persisted state changed: write it.
@@ -69,6 +69,27 @@ struct Input<T> {
     good: Option<T>,
     generation: i64,
     rejected: Option<Vec<FieldError>>,
+}
+
+/// A Revision to run, or to stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// How its processes run.
+    pub spec: ProcessSpec,
+    /// Instances without autoscaling: 1 (or `min-scale` when higher) for an active Revision,
+    /// else `min-scale` (0 = stop them, keep the spec).
+    pub instances: u32,
+    /// Whether it is active: some Route sends it traffic, or it is its Configuration's latest
+    /// created Revision (the autoscaler scales active Revisions; the others are stopped).
+    pub active: bool,
+    /// Whether some Route sends it traffic (`min-scale` holds only then).
+    pub reachable: bool,
+    /// Its annotations (`autoscaling.knative.dev/*`).
+    pub annotations: BTreeMap<String, String>,
+    /// `timeoutSeconds` (the activator's deadline for the response to start).
+    pub timeout: std::time::Duration,
+    /// It speaks h2c (the activator forwards with HTTP/2 prior knowledge).
+    pub h2c: bool,
 }
 
 /// What the runtime reports about one Revision.
@@ -107,14 +128,23 @@ pub struct Controller {
     revision_services: BTreeMap<Key, KubeService>,
     /// Revision → the Endpoints handed to the gateway.
     revision_endpoints: BTreeMap<Key, Endpoints>,
-    /// Revision → instances asked for.
-    desired: BTreeMap<Key, u32>,
+    /// Revision → what was asked of the runtime (instances, active, reachable).
+    desired: BTreeMap<Key, (u32, bool, bool)>,
+    /// Where Envoy sends Revisions' traffic through the activator (`sluice up` with
+    /// autoscaling); `None`: always straight to the instances.
+    activator: Option<SocketAddr>,
+    /// Revisions the autoscaler took out of the activator's path (the rest go through it).
+    direct: BTreeSet<Key>,
+    /// `config-autoscaler` in force.
+    autoscaler_cfg: sluice_autoscaler::Config,
     dirty_configs: BTreeSet<Key>,
     dirty_routes: BTreeSet<Key>,
     /// Something changed that may change which Revisions run.
     dirty_scale: bool,
     /// Revisions whose ready instances changed (their Endpoints are due).
     dirty_endpoints: BTreeSet<Key>,
+    /// Revisions whose path changed (their Service and Endpoints are due).
+    dirty_path: BTreeSet<Key>,
     state_changed: bool,
 }
 
@@ -142,10 +172,14 @@ impl Controller {
             revision_services: BTreeMap::new(),
             revision_endpoints: BTreeMap::new(),
             desired: BTreeMap::new(),
+            activator: None,
+            direct: BTreeSet::new(),
+            autoscaler_cfg: sluice_autoscaler::Config::default(),
             dirty_configs: BTreeSet::new(),
             dirty_routes: BTreeSet::new(),
             dirty_scale: true,
             dirty_endpoints: BTreeSet::new(),
+            dirty_path: BTreeSet::new(),
             state_changed: false,
         };
         c.rebuild_config();
@@ -158,9 +192,39 @@ impl Controller {
         c
     }
 
+    /// Routes every Revision's traffic through the activator at `addr` unless
+    /// [`Self::set_direct`] takes it out of the path.
+    pub fn with_activator(mut self, addr: SocketAddr) -> Self {
+        self.activator = Some(addr);
+        self
+    }
+
     /// The serving configuration in effect.
     pub fn config(&self) -> &ServingConfig {
         &self.cfg
+    }
+
+    /// `config-autoscaler` in force (defaults when absent or invalid).
+    pub fn autoscaler_config(&self) -> &sluice_autoscaler::Config {
+        &self.autoscaler_cfg
+    }
+
+    /// Whether Envoy sends the Revision's traffic through the activator.
+    pub fn via_activator(&self, revision: &Key) -> bool {
+        self.activator.is_some() && !self.direct.contains(revision)
+    }
+
+    /// The autoscaler's path decision: straight to the instances (`direct`) or through the
+    /// activator. The Revision's Service (its per-instance limit) and Endpoints follow.
+    pub fn set_direct(&mut self, revision: &Key, direct: bool) {
+        let changed = if direct {
+            self.direct.insert(revision.clone())
+        } else {
+            self.direct.remove(revision)
+        };
+        if changed {
+            self.dirty_path.insert(revision.clone());
+        }
     }
 
     /// The persisted state.
@@ -229,9 +293,24 @@ impl Controller {
     fn rebuild_config(&mut self) {
         let mut cfg = ServingConfig::default();
         self.config_error = None;
+        self.autoscaler_cfg = sluice_autoscaler::Config::default();
         for (name, (file, cm)) in &self.config_maps {
             let empty = BTreeMap::new();
             let data = cm.data.as_ref().unwrap_or(&empty);
+            if name == sluice_autoscaler::CONFIG_NAME {
+                match sluice_autoscaler::Config::from_map(data) {
+                    Ok(c) => self.autoscaler_cfg = c,
+                    Err(e) => {
+                        self.config_error = Some(Problem {
+                            file: file.clone(),
+                            object: Some(format!("ConfigMap knative-serving/{name}")),
+                            field: None,
+                            message: format!("{e}; the defaults are used instead"),
+                        });
+                    }
+                }
+                continue;
+            }
             if let Err(e) = cfg.apply(name, data) {
                 self.config_error = Some(Problem {
                     file: file.clone(),
@@ -350,6 +429,12 @@ impl Controller {
         if std::mem::take(&mut self.dirty_scale) {
             self.scale(&mut out);
         }
+        for key in std::mem::take(&mut self.dirty_path) {
+            if let Some(revision) = self.catalog.revisions.get(&key).cloned() {
+                self.revision_service(&revision, &mut out);
+                self.dirty_endpoints.insert(key);
+            }
+        }
         self.endpoints(&mut out);
         out.state_changed = std::mem::take(&mut self.state_changed);
         out
@@ -454,7 +539,7 @@ impl Controller {
     /// The Revision's Service and (empty until instances are ready) Endpoints for the gateway.
     fn revision_service(&mut self, revision: &Revision, out: &mut Output) {
         let key = revision.key();
-        let svc = make_revision_service(revision, &self.cfg);
+        let svc = make_revision_service(revision, &self.cfg, !self.via_activator(&key));
         if self.revision_services.get(&key) != Some(&svc) {
             out.gateway.push((
                 object_key(Kind::Service, &key),
@@ -475,6 +560,7 @@ impl Controller {
             out.gateway.push((object_key(Kind::Endpoints, key), None));
         }
         self.desired.remove(key);
+        self.direct.remove(key);
         self.runtime.remove(key);
         self.readiness.remove(key);
         out.remove.push(key.clone());
@@ -503,11 +589,7 @@ impl Controller {
                 let waiting: Vec<String> = split_revisions(&ingress)
                     .into_iter()
                     .filter(|r| !serving_now.contains(r))
-                    .filter(|r| {
-                        self.runtime
-                            .get(&Key::new(&key.namespace, r))
-                            .is_none_or(|rt| rt.ready.is_empty())
-                    })
+                    .filter(|r| !self.can_answer(&Key::new(&key.namespace, r)))
                     .collect();
                 if waiting.is_empty() {
                     ingress.metadata.generation = Some(self.next_generation);
@@ -531,11 +613,13 @@ impl Controller {
 
     /// Which Revisions run, and how many instances.
     fn scale(&mut self, out: &mut Output) {
+        // Reachable: some Route sends (or is about to send) traffic to it.
         let mut active: BTreeSet<Key> = BTreeSet::new();
+        let mut latest: BTreeSet<Key> = BTreeSet::new();
         for outcome in self.config_outcomes.values() {
             let st = &outcome.configuration.status;
             if !st.latest_created_revision_name.is_empty() {
-                active.insert(Key::new(
+                latest.insert(Key::new(
                     outcome.configuration.namespace(),
                     &st.latest_created_revision_name,
                 ));
@@ -573,19 +657,28 @@ impl Controller {
         let mut changed = Vec::new();
         for (key, revision) in &self.catalog.revisions {
             let min = min_scale(revision);
-            let want = if active.contains(key) {
-                min.max(1)
-            } else {
-                min
-            };
-            if self.desired.get(key) != Some(&want) {
-                changed.push((key.clone(), want));
+            let is_active = active.contains(key) || latest.contains(key);
+            let want = if is_active { min.max(1) } else { min };
+            let ask = (want, is_active, active.contains(key));
+            if self.desired.get(key) != Some(&ask) {
+                changed.push((key.clone(), ask));
             }
         }
-        for (key, want) in changed {
-            self.desired.insert(key.clone(), want);
+        for (key, ask) in changed {
+            self.desired.insert(key.clone(), ask);
             if let Some(revision) = self.catalog.revisions.get(&key) {
-                out.run.push((process_spec(revision, &self.cfg), want));
+                let (instances, active, reachable) = ask;
+                out.run.push(Run {
+                    spec: process_spec(revision, &self.cfg),
+                    instances,
+                    active,
+                    reachable,
+                    annotations: revision.metadata.annotations.clone().unwrap_or_default(),
+                    timeout: std::time::Duration::from_secs(
+                        u64::try_from(revision_timeout(revision, &self.cfg)).unwrap_or(0),
+                    ),
+                    h2c: revision.spec.is_h2c(),
+                });
             }
         }
     }
@@ -596,11 +689,14 @@ impl Controller {
             let Some(revision) = self.catalog.revisions.get(&key) else {
                 continue;
             };
-            let ready = self
-                .runtime
-                .get(&key)
-                .map(|r| r.ready.as_slice())
-                .unwrap_or_default();
+            let ready = match &self.activator {
+                Some(addr) if !self.direct.contains(&key) => std::slice::from_ref(addr),
+                _ => self
+                    .runtime
+                    .get(&key)
+                    .map(|r| r.ready.as_slice())
+                    .unwrap_or_default(),
+            };
             let endpoints = make_endpoints(revision, ready);
             if self.revision_endpoints.get(&key) != Some(&endpoints) {
                 out.gateway.push((
@@ -610,6 +706,15 @@ impl Controller {
                 self.revision_endpoints.insert(key, endpoints);
             }
         }
+    }
+
+    /// Whether a Revision can take traffic now: it has a ready instance, or it was Ready and
+    /// the activator (which wakes it and holds requests meanwhile) is in its path.
+    fn can_answer(&self, revision: &Key) -> bool {
+        let Some(rt) = self.runtime.get(revision) else {
+            return false;
+        };
+        !rt.ready.is_empty() || (self.via_activator(revision) && rt.readiness == Readiness::Ready)
     }
 
     /// The Routes a KIngress is served for, with their URL.

@@ -1,12 +1,14 @@
 //! The serving section of `/status` under `sluice up`: Services, Revisions with their
 //! instances, and Routes with their traffic.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sluice_serving::serving::Key;
 
+use super::autoscale::ScalingView;
 use super::controller::{Controller, IngressReport, RevisionRow, RouteRow, ServiceRow};
 use crate::gateway::{GatewayStatus, ServingStatusFn};
 use crate::runtime::ProcessRuntime;
@@ -32,6 +34,9 @@ pub struct RevisionView {
     pub revision: RevisionRow,
     /// Its instances (including crashed and stopping ones).
     pub instances: Vec<InstanceView>,
+    /// The autoscaler's view (absent for a Revision it does not scale: a stopped one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingView>,
 }
 
 /// One instance of a Revision.
@@ -56,6 +61,7 @@ pub(super) fn status_fn(
     controller: Arc<Mutex<Controller>>,
     runtime: ProcessRuntime,
     state_dir: PathBuf,
+    scaling: Arc<Mutex<BTreeMap<Key, ScalingView>>>,
 ) -> ServingStatusFn {
     Arc::new(move |gateway: &GatewayStatus| {
         let by_key: std::collections::HashMap<(&str, &str), &crate::gateway::IngressStatusView> =
@@ -98,9 +104,15 @@ pub(super) fn status_fn(
                         },
                     })
                     .collect();
+                let scaling = scaling
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&Key::new(&revision.namespace, &revision.name))
+                    .cloned();
                 RevisionView {
                     revision,
                     instances,
+                    scaling,
                 }
             })
             .collect();

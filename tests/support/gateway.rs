@@ -164,7 +164,9 @@ impl Gateway {
                 cmd.args(["gateway", "--dir"]).arg(&gw.dir);
             }
             Mode::Up => {
-                cmd.arg("up").arg(&gw.dir);
+                cmd.arg("up")
+                    .arg(&gw.dir)
+                    .args(["--activator", &addr(free_addr())]);
             }
         }
         cmd.args(["--external-http", &addr(gw.external_http)])

@@ -56,17 +56,19 @@ pub(super) fn configuration_label(revision: &Revision) -> Option<&str> {
 }
 
 /// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service), with
-/// its timeout and `containerConcurrency` as annotations the gateway turns into the route
-/// timeout and a per-instance request limit in Envoy.
-pub fn make_revision_service(revision: &Revision, cfg: &ServingConfig) -> KubeService {
-    let timeout = revision
-        .spec
-        .timeout_seconds
-        .filter(|s| *s > 0)
-        .unwrap_or(cfg.defaults.revision_timeout_seconds);
+/// its timeout and (when Envoy sends its traffic `direct`ly to the instances)
+/// `containerConcurrency` as annotations the gateway turns into the route timeout and a
+/// per-instance request limit in Envoy. Through the activator the limit is the activator's to
+/// keep: in Envoy it would cap the whole Revision at one instance's worth.
+pub fn make_revision_service(
+    revision: &Revision,
+    cfg: &ServingConfig,
+    direct: bool,
+) -> KubeService {
+    let timeout = revision_timeout(revision, cfg);
     let mut annotations = BTreeMap::from([(TIMEOUT_ANNOTATION.to_string(), timeout.to_string())]);
     let concurrency = container_concurrency(revision, cfg);
-    if concurrency > 0 {
+    if concurrency > 0 && direct {
         annotations.insert(CONCURRENCY_ANNOTATION.to_string(), concurrency.to_string());
     }
     KubeService {
@@ -168,6 +170,15 @@ fn probe_port(port: &IntOrString) -> Option<u16> {
         IntOrString::Int(n) if *n > 0 => u16::try_from(*n).ok(),
         _ => None,
     }
+}
+
+/// `timeoutSeconds`, else `config-defaults`' `revision-timeout-seconds`.
+pub(super) fn revision_timeout(revision: &Revision, cfg: &ServingConfig) -> i64 {
+    revision
+        .spec
+        .timeout_seconds
+        .filter(|s| *s > 0)
+        .unwrap_or(cfg.defaults.revision_timeout_seconds)
 }
 
 /// `containerConcurrency`, else `config-defaults`' `container-concurrency`; 0 = unlimited.

@@ -60,7 +60,7 @@ fn a_service_runs_its_revision_and_is_served_once_ready() {
     let out = c.reconcile();
     assert!(out.state_changed, "the created revision is persisted");
     assert_eq!(out.run.len(), 1);
-    let (spec, n) = &out.run[0];
+    let (spec, n) = (&out.run[0].spec, &out.run[0].instances);
     assert_eq!((spec.revision.as_str(), *n), ("hello-00001", 1));
     assert_eq!(spec.command, ["./hello"]);
     assert_eq!(spec.service, "hello");
@@ -106,7 +106,7 @@ fn a_template_edit_creates_revision_two_and_moves_latest_traffic() {
     assert!(
         out.run
             .iter()
-            .any(|(s, n)| s.revision == "hello-00002" && *n == 1)
+            .any(|r| r.spec.revision == "hello-00002" && r.instances == 1)
     );
     assert!(
         ingress_of(&out).is_none(),
@@ -120,7 +120,7 @@ fn a_template_edit_creates_revision_two_and_moves_latest_traffic() {
     assert!(
         out.run
             .iter()
-            .any(|(s, n)| s.revision == "hello-00001" && *n == 0),
+            .any(|r| r.spec.revision == "hello-00001" && r.instances == 0 && !r.active),
         "{:?}",
         out.run
     );
@@ -225,7 +225,7 @@ fn traffic_to_a_stopped_revision_waits_until_it_is_ready() {
     assert!(
         out.run
             .iter()
-            .any(|(s, n)| s.revision == "hello-00001" && *n == 1),
+            .any(|r| r.spec.revision == "hello-00001" && r.instances == 1 && r.reachable),
         "00001 is started again"
     );
     ready(&mut c, "hello-00001", 4002);
@@ -252,7 +252,7 @@ fn revisions_survive_a_restart_through_the_state() {
     feed(&mut c, "d/hello.yaml", &HELLO.replace("one", "two"));
     let out = c.reconcile();
     assert!(
-        !out.run.iter().any(|(s, _)| s.revision == "hello-00003"),
+        !out.run.iter().any(|r| r.spec.revision == "hello-00003"),
         "the same template makes no new revision"
     );
     assert_eq!(c.revisions().len(), 2);
@@ -320,7 +320,7 @@ spec:
     let mut c = Controller::new(ServingState::default(), None);
     feed(&mut c, "d/shop.yaml", text);
     let out = c.reconcile();
-    let (spec, n) = &out.run[0];
+    let (spec, n) = (&out.run[0].spec, &out.run[0].instances);
     assert_eq!((spec.revision.as_str(), *n), ("backend-00001", 1));
     assert_eq!(spec.service, "", "no Knative Service owns it");
     c.runtime_changed(

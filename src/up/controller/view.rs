@@ -139,7 +139,7 @@ impl Controller {
                     namespace: r.namespace().to_string(),
                     name: r.name().to_string(),
                     configuration: configuration_label(r).unwrap_or_default().to_string(),
-                    desired: self.desired.get(&r.key()).copied().unwrap_or(0),
+                    desired: self.desired.get(&r.key()).map_or(0, |d| d.0),
                     ready: r.status.condition_status(READY).to_string(),
                     reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
                     message: ready.map(|c| c.message.clone()).unwrap_or_default(),
