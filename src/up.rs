@@ -75,6 +75,10 @@ pub struct UpArgs {
     /// burst capacity: it holds requests while instances start).
     #[arg(long, default_value = "127.0.0.1:8012")]
     pub activator: SocketAddr,
+    /// The most requests the activator holds waiting, per Revision and in all; beyond it
+    /// requests get 503 at once (this bounds its memory under a flood).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub activator_queue: usize,
     /// Envoy binary (else SLUICE_ENVOY, PATH, ./.venv/bin/envoy).
     #[arg(long, value_name = "PATH")]
     pub envoy: Option<PathBuf>,
@@ -170,7 +174,13 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
                 args.activator
             ))
         })?;
-    let (activator, pokes) = Activator::new(ActivatorConfig::default());
+    let (activator, pokes) = Activator::new(ActivatorConfig {
+        throttler: sluice_activator::ThrottlerConfig {
+            revision_queue: args.activator_queue,
+            global_queue: args.activator_queue,
+        },
+        ..ActivatorConfig::default()
+    });
     let controller = Arc::new(Mutex::new(
         Controller::new(state, args.domain.clone()).with_activator(args.activator),
     ));

@@ -73,7 +73,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 if SLOW_START_MS:
     time.sleep(SLOW_START_MS / 1000)
-server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
-server.daemon_threads = True
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # A burst of connections at once (the activator waking it) must not overflow the
+    # listen backlog (socketserver's default is 5).
+    request_queue_size = 1024
+
+
+server = Server(("127.0.0.1", PORT), Handler)
 print(f"{REVISION} listening on 127.0.0.1:{PORT}", flush=True)
 server.serve_forever()

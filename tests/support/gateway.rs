@@ -45,8 +45,8 @@ enum Mode<'a> {
     Dir,
     /// `sluice gateway --kube` with this kubeconfig.
     Kube(&'a Path),
-    /// `sluice up DIR`.
-    Up,
+    /// `sluice up DIR` with extra flags.
+    Up(&'a [&'a str]),
 }
 
 /// A running `sluice gateway --dir` (or `--kube`, or `sluice up`).
@@ -82,7 +82,12 @@ impl Gateway {
     /// Starts `sluice up DIR` over a new directory holding `files` and waits until its debug
     /// server answers.
     pub async fn start_up(label: &str, files: &[(&str, String)]) -> Gateway {
-        Self::spawn(label, files, Mode::Up).await
+        Self::spawn(label, files, Mode::Up(&[])).await
+    }
+
+    /// [`Self::start_up`] with extra `sluice up` flags.
+    pub async fn start_up_with(label: &str, files: &[(&str, String)], flags: &[&str]) -> Gateway {
+        Self::spawn(label, files, Mode::Up(flags)).await
     }
 
     /// Starts `sluice gateway --kube` reading the cluster of `kubeconfig` (set as `KUBECONFIG`)
@@ -113,7 +118,7 @@ impl Gateway {
         let (root, dir) = (self.root.clone(), self.dir.clone());
         self.keep = true;
         self.stop().await;
-        Self::launch(label, root, dir, Mode::Up).await
+        Self::launch(label, root, dir, Mode::Up(&[])).await
     }
 
     /// SIGKILLs this `sluice up` alone: its Envoy and its revision processes survive it, as
@@ -130,7 +135,7 @@ impl Gateway {
         .expect("SIGKILL to sluice");
         let _ = child.wait().await;
         drop(self);
-        Self::launch(label, root, dir, Mode::Up).await
+        Self::launch(label, root, dir, Mode::Up(&[])).await
     }
 
     async fn launch(label: &str, root: PathBuf, dir: PathBuf, mode: Mode<'_>) -> Gateway {
@@ -163,10 +168,11 @@ impl Gateway {
             Mode::Dir => {
                 cmd.args(["gateway", "--dir"]).arg(&gw.dir);
             }
-            Mode::Up => {
+            Mode::Up(flags) => {
                 cmd.arg("up")
                     .arg(&gw.dir)
-                    .args(["--activator", &addr(free_addr())]);
+                    .args(["--activator", &addr(free_addr())])
+                    .args(flags);
             }
         }
         cmd.args(["--external-http", &addr(gw.external_http)])
@@ -211,6 +217,14 @@ impl Gateway {
         })
         .await;
         gw
+    }
+
+    /// The process id of `sluice` itself.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("sluice is running")
     }
 
     /// The watched directory.

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod ports;
+pub mod serving;
 pub mod wait;
 
 pub use backend::{Backend, BackendOptions, start, try_start};

@@ -369,3 +369,107 @@ fn min_scale_is_read_as_the_autoscaler_reads_it() {
         assert_eq!(objects::min_scale(&r), 2, "{key}");
     }
 }
+
+#[test]
+fn with_the_activator_endpoints_point_at_it_until_the_autoscaler_says_direct() {
+    let activator = SocketAddr::from((Ipv4Addr::LOCALHOST, 8012));
+    let mut c = Controller::new(ServingState::default(), None).with_activator(activator);
+    let yaml = HELLO.replace(
+        "      containers:\n",
+        "      containerConcurrency: 2\n      containers:\n",
+    );
+    feed(&mut c, "d/hello.yaml", &yaml);
+    c.reconcile();
+    ready(&mut c, "hello-00001", 4000);
+    let out = c.reconcile();
+    let key = Key::new("default", "hello-00001");
+    assert!(c.via_activator(&key));
+    let endpoint_ports = |out: &Output| {
+        out.gateway.iter().find_map(|(k, o)| match (k.kind, o) {
+            (Kind::Endpoints, Some(Object::Endpoints(e))) => Some(
+                e.subsets
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| s.ports.iter().flatten().map(|p| p.port))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+    };
+    let concurrency_annotation = |out: &Output| {
+        out.gateway.iter().find_map(|(k, o)| match (k.kind, o) {
+            (Kind::Service, Some(Object::Service(s))) => Some(
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(sluice_serving::lookup::CONCURRENCY_ANNOTATION))
+                    .cloned(),
+            ),
+            _ => None,
+        })
+    };
+    assert!(ingress_of(&out).is_some(), "served once ready");
+    // The instance became ready, but Envoy keeps sending to the activator.
+    assert_eq!(
+        endpoint_ports(&out),
+        None,
+        "the Endpoints (the activator) did not change"
+    );
+
+    c.set_direct(&key, true);
+    let out = c.reconcile();
+    assert_eq!(
+        endpoint_ports(&out),
+        Some(vec![4000]),
+        "straight to the instance"
+    );
+    assert_eq!(
+        concurrency_annotation(&out),
+        Some(Some("2".to_string())),
+        "Envoy keeps containerConcurrency on the direct path"
+    );
+
+    c.set_direct(&key, false);
+    let out = c.reconcile();
+    assert_eq!(
+        endpoint_ports(&out),
+        Some(vec![8012]),
+        "back to the activator"
+    );
+    assert_eq!(
+        concurrency_annotation(&out),
+        Some(None),
+        "the activator keeps the limit: Envoy must not cap it at one instance's worth"
+    );
+}
+
+#[test]
+fn a_revision_at_zero_behind_the_activator_can_take_traffic_at_once() {
+    let activator = SocketAddr::from((Ipv4Addr::LOCALHOST, 8012));
+    let mut c = Controller::new(ServingState::default(), None).with_activator(activator);
+    feed(&mut c, "d/hello.yaml", HELLO);
+    c.reconcile();
+    ready(&mut c, "hello-00001", 4000);
+    c.reconcile();
+    feed(&mut c, "d/hello.yaml", &HELLO.replace("one", "two"));
+    c.reconcile();
+    ready(&mut c, "hello-00002", 4001);
+    c.reconcile();
+    // 00001 scaled to zero: Ready, no instance.
+    c.runtime_changed(
+        &Key::new("default", "hello-00001"),
+        RuntimeReport {
+            ready: vec![],
+            readiness: Readiness::Ready,
+        },
+    );
+    c.reconcile();
+    let split = format!(
+        "{}  traffic:\n  - revisionName: hello-00001\n    percent: 50\n  - latestRevision: true\n    percent: 50\n",
+        HELLO.replace("one", "two")
+    );
+    feed(&mut c, "d/hello.yaml", &split);
+    let out = c.reconcile();
+    let ingress = ingress_of(&out).expect("not held: the activator wakes 00001");
+    assert_eq!(splits(ingress).len(), 2);
+}
