@@ -171,6 +171,10 @@ pub(crate) async fn serve(
     hooks: Hooks,
 ) -> Result<(), CliError> {
     let name = hooks.name.unwrap_or("sluice gateway");
+    // Before anything answers (the debug server's /healthz tells callers we are up): a SIGTERM
+    // from then on is a clean shutdown, never the default action.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Other(e.into()))?;
     let mode: XdsMode = args
         .xds_mode
         .parse()
@@ -307,7 +311,7 @@ pub(crate) async fn serve(
     ));
     let reporter = reporter.map(|r| tokio::spawn(r.run(shared.clone(), changed.clone(), stop_rx)));
 
-    let result = core_loop(name, &mut source, &shared, &cache, &changed).await;
+    let result = core_loop(name, &mut source, &shared, &cache, &changed, &mut sigterm).await;
     eprintln!("{name}: shutting down");
     if let Some(e) = envoy {
         e.stop().await;
@@ -457,9 +461,8 @@ async fn core_loop(
     shared: &Arc<Mutex<Shared>>,
     cache: &SnapshotCache,
     changed: &Notify,
+    sigterm: &mut tokio::signal::unix::Signal,
 ) -> Result<(), CliError> {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| CliError::Other(e.into()))?;
     let mut pending: Vec<Input> = Vec::new();
     let mut synced = false;
     loop {

@@ -372,10 +372,17 @@ async fn instances_and_envoy_left_by_a_killed_sluice_are_stopped_on_the_next_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_concurrency_one_never_gets_two_requests_at_once() {
-    let yaml = service("one", "one", "", "").replace(
-        "      containers:\n",
-        "      containerConcurrency: 1\n      containers:\n",
-    );
+    // max-scale 1: the autoscaler would add instances for this load, and `/max-in-flight`
+    // must reach the one that served it (tests/scale_e2e.rs checks several instances).
+    let yaml = service("one", "one", "", "")
+        .replace(
+            "      containers:\n",
+            "      containerConcurrency: 1\n      containers:\n",
+        )
+        .replace(
+            "  template:\n    spec:\n",
+            "  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/max-scale: \"1\"\n    spec:\n",
+        );
     let gw = Gateway::start_up("concurrency", &[("one.yaml", yaml)]).await;
     wait_service(&gw, "one", "one-00001").await;
     // Eight at once, each held 200 ms by the app: Envoy queues seven of them.
