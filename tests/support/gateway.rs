@@ -400,6 +400,12 @@ impl Drop for Gateway {
             }
         }
         if !self.keep {
+            // Revision instances and Envoy have process groups of their own: a `sluice up`
+            // that died (or was killed above) leaves them running. Their pid files say which.
+            let run = self.dir.join(".sluice").join(sluice::runtime::RUN_DIR);
+            if run.is_dir() {
+                sluice::runtime::pids::reap(&run, std::time::Duration::from_millis(200));
+            }
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
