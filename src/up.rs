@@ -520,6 +520,9 @@ async fn sample_envoy(
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        if !lock(&into).wanted() {
+            continue;
+        }
         match stats.read().await {
             Ok(samples) => lock(&into).add(&samples),
             Err(e) => tracing::trace!(error = %e, "Envoy stats"),

@@ -214,6 +214,11 @@ impl Controller {
         self.activator.is_some() && !self.direct.contains(revision)
     }
 
+    /// Whether some Revision is served without the activator.
+    pub fn any_direct(&self) -> bool {
+        !self.direct.is_empty()
+    }
+
     /// The autoscaler's path decision: straight to the instances (`direct`) or through the
     /// activator. The Revision's Service (its per-instance limit) and Endpoints follow.
     pub fn set_direct(&mut self, revision: &Key, direct: bool) {

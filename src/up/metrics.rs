@@ -111,9 +111,24 @@ impl EnvoyStats {
 #[derive(Debug, Default)]
 pub struct EnvoySampler {
     acc: HashMap<Key, Acc>,
+    wanted: bool,
 }
 
 impl EnvoySampler {
+    /// Whether any Revision is served directly (else reading Envoy is wasted work: the
+    /// activator measures every Revision in its path).
+    pub fn wanted(&self) -> bool {
+        self.wanted
+    }
+
+    /// Says whether samples are wanted; when not, what was gathered is dropped.
+    pub fn set_wanted(&mut self, wanted: bool) {
+        if !wanted {
+            self.acc.clear();
+        }
+        self.wanted = wanted;
+    }
+
     /// Adds one sample of every Revision cluster.
     pub fn add(&mut self, samples: &HashMap<Key, Sample>) {
         for (key, s) in samples {

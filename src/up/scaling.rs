@@ -135,7 +135,11 @@ impl Loop {
                 (key, stat)
             })
             .collect();
-        let envoy = lock(&self.envoy_stats).take();
+        let envoy = {
+            let mut sampler = lock(&self.envoy_stats);
+            sampler.set_wanted(lock(&self.controller).any_direct());
+            sampler.take()
+        };
         let keys: Vec<Key> = self.autoscaling.keys().cloned().collect();
         let mut path_changed = false;
         for key in keys {
