@@ -13,7 +13,9 @@
 //!   activator, with hysteresis;
 //! * [`ScaleToZero`]: when 0 may really remove the last instance (grace
 //!   period, pod retention);
-//! * [`Scaler`]: the trait runtimes implement to apply a scale.
+//! * [`Scaler`]: the trait runtimes implement to apply a scale;
+//! * [`StatsIngest`]: the `sluice.autoscaler.v1.Stats` gRPC service the activators stream
+//!   their figures (and pokes) to.
 //!
 //! A runtime's loop per revision, every 2 s and on a poke:
 //!
@@ -40,6 +42,7 @@ mod annotations;
 mod config;
 mod decider;
 mod duration;
+mod ingest;
 mod path;
 mod revision;
 mod scaler;
@@ -58,6 +61,7 @@ pub use config::{
     PANIC_WINDOW_PERCENTAGE_MIN, TARGET_MIN, WINDOW_MAX, WINDOW_MIN,
 };
 pub use decider::{Decider, ScaleResult, Stat};
+pub use ingest::{Report, StatsIngest};
 pub use path::ActivatorPath;
 pub use revision::RevisionScaling;
 pub use scaler::{RevisionKey, ScaleError, Scaler};

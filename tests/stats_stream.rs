@@ -1,0 +1,104 @@
+//! The stat stream between separate processes' worth of parts: the activator's gRPC
+//! `Reporter` streaming to the autoscaler's `StatsIngest` over a real loopback connection, with
+//! a real request held by the activator at zero (its poke) and then served by a real backend.
+
+mod support;
+
+use std::time::Duration;
+
+use sluice_activator::{
+    Activator, ActivatorConfig, NAMESPACE_HEADER, REVISION_HEADER, Reporter, ReporterConfig,
+    RevisionConfig, RevisionKey,
+};
+use sluice_autoscaler::{Report, StatsIngest};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+const SOON: Duration = Duration::from_secs(10);
+
+async fn next_report(
+    rx: &mut mpsc::Receiver<Report>,
+    what: &str,
+    f: impl Fn(&Report) -> bool,
+) -> Report {
+    tokio::time::timeout(SOON, async {
+        loop {
+            let r = rx.recv().await.expect("the ingest channel stays open");
+            if f(&r) {
+                return r;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within {SOON:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activator_streams_pokes_and_load_to_the_autoscaler() {
+    // The autoscaler's side.
+    let (ingest, mut reports) = StatsIngest::new(64);
+    let stats_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stats_addr = stats_listener.local_addr().unwrap();
+    let server_ingest = ingest.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(server_ingest.into_service())
+            .serve_with_incoming(TcpListenerStream::new(stats_listener))
+            .await
+    });
+
+    // The activator's side: a revision with no instance yet.
+    let (activator, pokes) = Activator::new(ActivatorConfig::default());
+    let key = RevisionKey::new("default", "hello-00001");
+    activator.set_revision(key.clone(), RevisionConfig::default());
+    let reporter = Reporter::new(ReporterConfig {
+        interval: Duration::from_millis(200),
+        ..ReporterConfig::new(format!("http://{stats_addr}"), "activator-e2e")
+    })
+    .expect("valid endpoint");
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(reporter.run(activator.clone(), pokes, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let activator_addr = listener.local_addr().unwrap();
+    let serving = activator.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+
+    // A request at zero is held, and pokes the autoscaler through the stream.
+    let request = tokio::spawn(async move {
+        support::get(
+            activator_addr,
+            "hello.default.example.com",
+            "/",
+            &[
+                (NAMESPACE_HEADER, "default"),
+                (REVISION_HEADER, "hello-00001"),
+            ],
+        )
+        .await
+    });
+    let poke = next_report(&mut reports, "poke", |r| r.poke).await;
+    assert_eq!(poke.revision, key);
+    assert_eq!(poke.source, "activator-e2e");
+
+    // An instance arrives; the held request is served.
+    let backend = support::start(support::BackendOptions::new("hello")).await;
+    activator
+        .update_instances(&key, &[backend.addr])
+        .expect("registered revision");
+    let response = request.await.expect("task").expect("request answered");
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    // The period's figures carry the request: time-averaged concurrency and one arrival.
+    let load = next_report(&mut reports, "periodic report with load", |r| {
+        !r.poke && r.stat.requests >= 1.0
+    })
+    .await;
+    assert_eq!(load.revision, key);
+    assert!(load.stat.concurrency > 0.0, "{load:?}");
+    assert!(ingest.batches() >= 2);
+    assert_eq!(ingest.dropped(), 0);
+    stop_tx.send_replace(true);
+}
