@@ -10,14 +10,18 @@
 //! instance (each has its own loopback port); the gateway turns those into a cluster and its
 //! EDS.
 //!
-//! Which Revisions run: those the Routes send traffic to (named by `revisionName`, or the
-//! latest ready one of a named Configuration), those in a served or waiting KIngress, and each
-//! Configuration's latest created Revision (so it can become Ready) — one instance each, or
-//! `autoscaling.knative.dev/min-scale` when higher. The others are stopped.
+//! Which Revisions run ([`Run`], `running.rs`): those the Routes send traffic to (named by
+//! `revisionName`, or the latest ready one of a named Configuration), those in a served or
+//! waiting KIngress — these are *reachable* — and each Configuration's latest created Revision
+//! (so it can become Ready); the autoscaler decides their instance count. The others are
+//! stopped. With an activator ([`Controller::with_activator`]), a Revision's Endpoints are the
+//! activator's address unless the autoscaler took it out of the path
+//! ([`Controller::set_direct`]); only on the direct path does its Service carry the
+//! `containerConcurrency` limit for Envoy.
 //!
 //! No failed request while traffic moves: a new KIngress that sends traffic to a Revision that
-//! is not yet running is held back (the previous one keeps serving) until that Revision has a
-//! ready instance.
+//! cannot answer yet (no ready instance, and not a Ready one at zero behind the activator) is
+//! held back (the previous one keeps serving) until it can.
 //!
 //! Bad input never costs served traffic: an object that fails Knative's validation is reported
 //! with its file, object and field, and the last good version stays in effect; a Route whose
@@ -26,23 +30,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service as KubeService};
 use sluice_serving::FieldError;
 use sluice_serving::ingress::Ingress;
 use sluice_serving::serving::{
     Configuration, ConfigurationOutcome, Key, Readiness, ReadinessReport, Revision, Route,
-    RouteOutcome, Service, ServingConfig, ServingObjects, ServingState, admit_configuration,
-    admit_route, admit_service, make_configuration, make_route, reconcile_configuration,
-    reconcile_route,
+    RouteOutcome, Service, ServingConfig, ServingObjects, ServingState, make_configuration,
+    make_route, reconcile_configuration, reconcile_route,
 };
 
 use crate::gateway::documents::{Kind, Object, ObjectKey, Problem};
 use crate::gateway::source::Change;
 use crate::runtime::RevisionSpec as ProcessSpec;
-use inputs::{readmit, shadow_problem, update_input};
-use objects::{configuration_label, min_scale, revision_timeout, split_revisions};
+use objects::{configuration_label, split_revisions};
 pub use objects::{make_endpoints, make_revision_service, process_spec};
 pub use view::{IngressReport, RevisionRow, RouteRow, ServiceRow, TrafficRow};
 
@@ -192,202 +194,14 @@ impl Controller {
         c
     }
 
-    /// Routes every Revision's traffic through the activator at `addr` unless
-    /// [`Self::set_direct`] takes it out of the path.
-    pub fn with_activator(mut self, addr: SocketAddr) -> Self {
-        self.activator = Some(addr);
-        self
-    }
-
     /// The serving configuration in effect.
     pub fn config(&self) -> &ServingConfig {
         &self.cfg
     }
 
-    /// `config-autoscaler` in force (defaults when absent or invalid).
-    pub fn autoscaler_config(&self) -> &sluice_autoscaler::Config {
-        &self.autoscaler_cfg
-    }
-
-    /// Whether Envoy sends the Revision's traffic through the activator.
-    pub fn via_activator(&self, revision: &Key) -> bool {
-        self.activator.is_some() && !self.direct.contains(revision)
-    }
-
-    /// Whether some Revision is served without the activator.
-    pub fn any_direct(&self) -> bool {
-        !self.direct.is_empty()
-    }
-
-    /// The autoscaler's path decision: straight to the instances (`direct`) or through the
-    /// activator. The Revision's Service (its per-instance limit) and Endpoints follow.
-    pub fn set_direct(&mut self, revision: &Key, direct: bool) {
-        let changed = if direct {
-            self.direct.insert(revision.clone())
-        } else {
-            self.direct.remove(revision)
-        };
-        if changed {
-            self.dirty_path.insert(revision.clone());
-        }
-    }
-
     /// The persisted state.
     pub fn state(&self) -> &ServingState {
         &self.state
-    }
-
-    /// A Knative object or a `knative-serving` ConfigMap was created or changed in `file`, or
-    /// (`None`) deleted. Other kinds are not the controller's (the caller hands them to the
-    /// gateway).
-    pub fn object_changed(&mut self, key: &ObjectKey, object: Option<Object>, file: &Path) {
-        let k = Key::new(&key.namespace, &key.name);
-        match (key.kind, object) {
-            (Kind::KnativeService, Some(Object::KnativeService(s))) => {
-                let admitted = admit_service(&s, &self.cfg);
-                update_input(&mut self.services, k.clone(), file, *s, admitted);
-                self.service_touched(&k);
-            }
-            (Kind::KnativeService, _) => {
-                self.services.remove(&k);
-                self.service_touched(&k);
-            }
-            (Kind::Configuration, Some(Object::Configuration(c))) => {
-                let admitted = admit_configuration(&c, &self.cfg);
-                update_input(&mut self.configurations, k.clone(), file, *c, admitted);
-                self.dirty_configs.insert(k);
-            }
-            (Kind::Configuration, _) => {
-                self.configurations.remove(&k);
-                self.dirty_configs.insert(k);
-            }
-            (Kind::Route, Some(Object::Route(r))) => {
-                let admitted = admit_route(&r);
-                update_input(&mut self.routes, k.clone(), file, *r, admitted);
-                self.dirty_routes.insert(k);
-            }
-            (Kind::Route, _) => {
-                self.routes.remove(&k);
-                self.dirty_routes.insert(k);
-            }
-            (Kind::ConfigMap, object) => {
-                if key.namespace != sluice_serving::serving::config::SYSTEM_NAMESPACE {
-                    return;
-                }
-                match object {
-                    Some(Object::ConfigMap(cm)) => {
-                        self.config_maps
-                            .insert(key.name.clone(), (file.to_path_buf(), *cm));
-                    }
-                    _ => {
-                        self.config_maps.remove(&key.name);
-                    }
-                }
-                self.rebuild_config();
-            }
-            _ => {}
-        }
-    }
-
-    fn service_touched(&mut self, k: &Key) {
-        self.dirty_configs.insert(k.clone());
-        self.dirty_routes.insert(k.clone());
-    }
-
-    /// Re-reads the ConfigMaps; on a change everything is admitted and reconciled again.
-    fn rebuild_config(&mut self) {
-        let mut cfg = ServingConfig::default();
-        self.config_error = None;
-        self.autoscaler_cfg = sluice_autoscaler::Config::default();
-        for (name, (file, cm)) in &self.config_maps {
-            let empty = BTreeMap::new();
-            let data = cm.data.as_ref().unwrap_or(&empty);
-            if name == sluice_autoscaler::CONFIG_NAME {
-                match sluice_autoscaler::Config::from_map(data) {
-                    Ok(c) => self.autoscaler_cfg = c,
-                    Err(e) => {
-                        self.config_error = Some(Problem {
-                            file: file.clone(),
-                            object: Some(format!("ConfigMap knative-serving/{name}")),
-                            field: None,
-                            message: format!("{e}; the defaults are used instead"),
-                        });
-                    }
-                }
-                continue;
-            }
-            if let Err(e) = cfg.apply(name, data) {
-                self.config_error = Some(Problem {
-                    file: file.clone(),
-                    object: Some(format!("ConfigMap knative-serving/{name}")),
-                    field: None,
-                    message: format!("{e}; the defaults are used instead"),
-                });
-            }
-        }
-        if let Some(domain) = &self.domain_override {
-            cfg.domain = sluice_serving::serving::DomainConfig::single(domain);
-        }
-        if cfg == self.cfg {
-            return;
-        }
-        self.cfg = cfg;
-        // Admission depends on config-defaults: admit every object again.
-        let cfg = self.cfg.clone();
-        for (key, input) in &mut self.services {
-            readmit(key, input, |s| admit_service(s, &cfg));
-        }
-        for (key, input) in &mut self.configurations {
-            readmit(key, input, |c| admit_configuration(c, &cfg));
-        }
-        for (key, input) in &mut self.routes {
-            readmit(key, input, admit_route);
-        }
-        let keys: Vec<Key> = self
-            .services
-            .keys()
-            .chain(self.configurations.keys())
-            .chain(self.config_outcomes.keys())
-            .cloned()
-            .collect();
-        self.dirty_configs.extend(keys);
-        let keys: Vec<Key> = self
-            .services
-            .keys()
-            .chain(self.routes.keys())
-            .chain(self.route_outcomes.keys())
-            .cloned()
-            .collect();
-        self.dirty_routes.extend(keys);
-    }
-
-    /// What the runtime reports for a Revision now.
-    pub fn runtime_changed(&mut self, revision: &Key, report: RuntimeReport) {
-        if self.runtime.get(revision) == Some(&report) {
-            return;
-        }
-        let readiness_changed = self.readiness.get(revision) != Some(&report.readiness);
-        self.readiness
-            .insert(revision.clone(), report.readiness.clone());
-        let ready_changed = self
-            .runtime
-            .get(revision)
-            .is_none_or(|r| r.ready != report.ready);
-        self.runtime.insert(revision.clone(), report);
-        if readiness_changed && let Some(config) = self.configuration_of(revision) {
-            self.dirty_configs.insert(config);
-        }
-        if ready_changed {
-            // Endpoints, and KIngresses waiting for this Revision.
-            let waiting: Vec<Key> = self
-                .pending
-                .iter()
-                .filter(|(_, (_, revs))| revs.contains(&revision.name))
-                .map(|(k, _)| k.clone())
-                .collect();
-            self.dirty_routes.extend(waiting);
-            self.dirty_endpoints.insert(revision.clone());
-        }
     }
 
     /// The Revisions the controller knows (from the state), by key.
@@ -443,22 +257,6 @@ impl Controller {
         self.endpoints(&mut out);
         out.state_changed = std::mem::take(&mut self.state_changed);
         out
-    }
-
-    fn update_shadowed(&mut self) {
-        self.shadowed.clear();
-        for (k, c) in &self.configurations {
-            if self.services.contains_key(k) {
-                self.shadowed
-                    .insert(k.clone(), shadow_problem(&c.file, Kind::Configuration, k));
-            }
-        }
-        for (k, r) in &self.routes {
-            if self.services.contains_key(k) {
-                self.shadowed
-                    .insert(k.clone(), shadow_problem(&r.file, Kind::Route, k));
-            }
-        }
     }
 
     fn reconcile_config(&mut self, key: &Key, out: &mut Output) {
@@ -541,36 +339,6 @@ impl Controller {
         self.dirty_routes.extend(dirty);
     }
 
-    /// The Revision's Service and (empty until instances are ready) Endpoints for the gateway.
-    fn revision_service(&mut self, revision: &Revision, out: &mut Output) {
-        let key = revision.key();
-        let svc = make_revision_service(revision, &self.cfg, !self.via_activator(&key));
-        if self.revision_services.get(&key) != Some(&svc) {
-            out.gateway.push((
-                object_key(Kind::Service, &key),
-                Some(Object::Service(Box::new(svc.clone()))),
-            ));
-            self.revision_services.insert(key.clone(), svc);
-            self.dirty_endpoints.insert(key);
-            self.dirty_scale = true;
-        }
-    }
-
-    fn revision_gone(&mut self, key: &Key, out: &mut Output) {
-        self.catalog.revisions.remove(key);
-        if self.revision_services.remove(key).is_some() {
-            out.gateway.push((object_key(Kind::Service, key), None));
-        }
-        if self.revision_endpoints.remove(key).is_some() {
-            out.gateway.push((object_key(Kind::Endpoints, key), None));
-        }
-        self.desired.remove(key);
-        self.direct.remove(key);
-        self.runtime.remove(key);
-        self.readiness.remove(key);
-        out.remove.push(key.clone());
-    }
-
     fn reconcile_one_route(&mut self, key: &Key, out: &mut Output) {
         let Some(route) = self.effective_route(key) else {
             self.route_outcomes.remove(key);
@@ -616,112 +384,6 @@ impl Controller {
         self.dirty_scale = true;
     }
 
-    /// Which Revisions run, and how many instances.
-    fn scale(&mut self, out: &mut Output) {
-        // Reachable: some Route sends (or is about to send) traffic to it.
-        let mut active: BTreeSet<Key> = BTreeSet::new();
-        let mut latest: BTreeSet<Key> = BTreeSet::new();
-        for outcome in self.config_outcomes.values() {
-            let st = &outcome.configuration.status;
-            if !st.latest_created_revision_name.is_empty() {
-                latest.insert(Key::new(
-                    outcome.configuration.namespace(),
-                    &st.latest_created_revision_name,
-                ));
-            }
-        }
-        for (key, outcome) in &self.route_outcomes {
-            for t in &outcome.route.spec.traffic {
-                let name = if !t.revision_name.is_empty() {
-                    t.revision_name.clone()
-                } else if let Some(c) = self
-                    .config_outcomes
-                    .get(&Key::new(&key.namespace, &t.configuration_name))
-                {
-                    let st = &c.configuration.status;
-                    if st.latest_ready_revision_name.is_empty() {
-                        st.latest_created_revision_name.clone()
-                    } else {
-                        st.latest_ready_revision_name.clone()
-                    }
-                } else {
-                    continue;
-                };
-                active.insert(Key::new(&key.namespace, &name));
-            }
-        }
-        for (key, ingress) in self
-            .served
-            .iter()
-            .chain(self.pending.iter().map(|(k, (i, _))| (k, i)))
-        {
-            for r in split_revisions(ingress) {
-                active.insert(Key::new(&key.namespace, &r));
-            }
-        }
-        let mut changed = Vec::new();
-        for (key, revision) in &self.catalog.revisions {
-            let min = min_scale(revision);
-            let is_active = active.contains(key) || latest.contains(key);
-            let want = if is_active { min.max(1) } else { min };
-            let ask = (want, is_active, active.contains(key));
-            if self.desired.get(key) != Some(&ask) {
-                changed.push((key.clone(), ask));
-            }
-        }
-        for (key, ask) in changed {
-            self.desired.insert(key.clone(), ask);
-            if let Some(revision) = self.catalog.revisions.get(&key) {
-                let (instances, active, reachable) = ask;
-                out.run.push(Run {
-                    spec: process_spec(revision, &self.cfg),
-                    instances,
-                    active,
-                    reachable,
-                    annotations: revision.metadata.annotations.clone().unwrap_or_default(),
-                    timeout: std::time::Duration::from_secs(
-                        u64::try_from(revision_timeout(revision, &self.cfg)).unwrap_or(0),
-                    ),
-                    h2c: revision.spec.is_h2c(),
-                });
-            }
-        }
-    }
-
-    /// Endpoints for the Revisions whose ready instances changed.
-    fn endpoints(&mut self, out: &mut Output) {
-        for key in std::mem::take(&mut self.dirty_endpoints) {
-            let Some(revision) = self.catalog.revisions.get(&key) else {
-                continue;
-            };
-            let ready = match &self.activator {
-                Some(addr) if !self.direct.contains(&key) => std::slice::from_ref(addr),
-                _ => self
-                    .runtime
-                    .get(&key)
-                    .map(|r| r.ready.as_slice())
-                    .unwrap_or_default(),
-            };
-            let endpoints = make_endpoints(revision, ready);
-            if self.revision_endpoints.get(&key) != Some(&endpoints) {
-                out.gateway.push((
-                    object_key(Kind::Endpoints, &key),
-                    Some(Object::Endpoints(Box::new(endpoints.clone()))),
-                ));
-                self.revision_endpoints.insert(key, endpoints);
-            }
-        }
-    }
-
-    /// Whether a Revision can take traffic now: it has a ready instance, or it was Ready and
-    /// the activator (which wakes it and holds requests meanwhile) is in its path.
-    fn can_answer(&self, revision: &Key) -> bool {
-        let Some(rt) = self.runtime.get(revision) else {
-            return false;
-        };
-        !rt.ready.is_empty() || (self.via_activator(revision) && rt.readiness == Readiness::Ready)
-    }
-
     /// The Routes a KIngress is served for, with their URL.
     pub fn served_urls(&self) -> Vec<(Key, String)> {
         self.served
@@ -739,44 +401,6 @@ impl Controller {
     pub fn is_served(&self, key: &Key) -> bool {
         self.served.contains_key(key)
     }
-
-    /// Every input problem: files' objects that fail validation, ConfigMaps that do not
-    /// parse, objects shadowed by a Service of the same name.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut out: Vec<Problem> = self.config_error.iter().cloned().collect();
-        let mut add = |kind: Kind, key: &Key, file: &Path, errors: &[FieldError]| {
-            for e in errors {
-                let fields = if e.paths.is_empty() {
-                    None
-                } else {
-                    Some(e.paths.join(", "))
-                };
-                out.push(Problem {
-                    file: file.to_path_buf(),
-                    object: Some(format!("{kind} {}/{}", key.namespace, key.name)),
-                    field: fields,
-                    message: e.message.clone(),
-                });
-            }
-        };
-        for (k, s) in &self.services {
-            if let Some(errors) = &s.rejected {
-                add(Kind::KnativeService, k, &s.file, errors);
-            }
-        }
-        for (k, c) in &self.configurations {
-            if let Some(errors) = &c.rejected {
-                add(Kind::Configuration, k, &c.file, errors);
-            }
-        }
-        for (k, r) in &self.routes {
-            if let Some(errors) = &r.rejected {
-                add(Kind::Route, k, &r.file, errors);
-            }
-        }
-        out.extend(self.shadowed.values().cloned());
-        out
-    }
 }
 
 fn object_key(kind: Kind, key: &Key) -> ObjectKey {
@@ -789,6 +413,7 @@ fn object_key(kind: Kind, key: &Key) -> ObjectKey {
 
 mod inputs;
 mod objects;
+mod running;
 #[cfg(test)]
 mod tests;
 mod view;

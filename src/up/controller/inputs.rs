@@ -9,8 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_serving::FieldError;
 use sluice_serving::serving::{Configuration, Key, Route, Service};
 
+use sluice_serving::serving::{ServingConfig, admit_configuration, admit_route, admit_service};
+
 use super::Input;
-use crate::gateway::documents::{Kind, Problem};
+use crate::gateway::documents::{Kind, Object, ObjectKey, Problem};
 
 /// A Configuration or Route (`kind`) named like a Knative Service, which owns that name.
 pub(super) fn shadow_problem(file: &Path, kind: Kind, key: &Key) -> Problem {
@@ -117,4 +119,184 @@ fn stamp(meta: &mut ObjectMeta, key: &Key, kind: &str, generation: i64) {
         h & 0xffff_ffff_ffff
     ));
     meta.generation = Some(generation);
+}
+
+impl super::Controller {
+    /// A Knative object or a `knative-serving` ConfigMap was created or changed in `file`, or
+    /// (`None`) deleted. Other kinds are not the controller's (the caller hands them to the
+    /// gateway).
+    pub fn object_changed(&mut self, key: &ObjectKey, object: Option<Object>, file: &Path) {
+        let k = Key::new(&key.namespace, &key.name);
+        match (key.kind, object) {
+            (Kind::KnativeService, Some(Object::KnativeService(s))) => {
+                let admitted = admit_service(&s, &self.cfg);
+                update_input(&mut self.services, k.clone(), file, *s, admitted);
+                self.service_touched(&k);
+            }
+            (Kind::KnativeService, _) => {
+                self.services.remove(&k);
+                self.service_touched(&k);
+            }
+            (Kind::Configuration, Some(Object::Configuration(c))) => {
+                let admitted = admit_configuration(&c, &self.cfg);
+                update_input(&mut self.configurations, k.clone(), file, *c, admitted);
+                self.dirty_configs.insert(k);
+            }
+            (Kind::Configuration, _) => {
+                self.configurations.remove(&k);
+                self.dirty_configs.insert(k);
+            }
+            (Kind::Route, Some(Object::Route(r))) => {
+                let admitted = admit_route(&r);
+                update_input(&mut self.routes, k.clone(), file, *r, admitted);
+                self.dirty_routes.insert(k);
+            }
+            (Kind::Route, _) => {
+                self.routes.remove(&k);
+                self.dirty_routes.insert(k);
+            }
+            (Kind::ConfigMap, object) => {
+                if key.namespace != sluice_serving::serving::config::SYSTEM_NAMESPACE {
+                    return;
+                }
+                match object {
+                    Some(Object::ConfigMap(cm)) => {
+                        self.config_maps
+                            .insert(key.name.clone(), (file.to_path_buf(), *cm));
+                    }
+                    _ => {
+                        self.config_maps.remove(&key.name);
+                    }
+                }
+                self.rebuild_config();
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn service_touched(&mut self, k: &Key) {
+        self.dirty_configs.insert(k.clone());
+        self.dirty_routes.insert(k.clone());
+    }
+
+    /// Re-reads the ConfigMaps; on a change everything is admitted and reconciled again.
+    pub(super) fn rebuild_config(&mut self) {
+        let mut cfg = ServingConfig::default();
+        self.config_error = None;
+        self.autoscaler_cfg = sluice_autoscaler::Config::default();
+        for (name, (file, cm)) in &self.config_maps {
+            let empty = BTreeMap::new();
+            let data = cm.data.as_ref().unwrap_or(&empty);
+            if name == sluice_autoscaler::CONFIG_NAME {
+                match sluice_autoscaler::Config::from_map(data) {
+                    Ok(c) => self.autoscaler_cfg = c,
+                    Err(e) => {
+                        self.config_error = Some(Problem {
+                            file: file.clone(),
+                            object: Some(format!("ConfigMap knative-serving/{name}")),
+                            field: None,
+                            message: format!("{e}; the defaults are used instead"),
+                        });
+                    }
+                }
+                continue;
+            }
+            if let Err(e) = cfg.apply(name, data) {
+                self.config_error = Some(Problem {
+                    file: file.clone(),
+                    object: Some(format!("ConfigMap knative-serving/{name}")),
+                    field: None,
+                    message: format!("{e}; the defaults are used instead"),
+                });
+            }
+        }
+        if let Some(domain) = &self.domain_override {
+            cfg.domain = sluice_serving::serving::DomainConfig::single(domain);
+        }
+        if cfg == self.cfg {
+            return;
+        }
+        self.cfg = cfg;
+        // Admission depends on config-defaults: admit every object again.
+        let cfg = self.cfg.clone();
+        for (key, input) in &mut self.services {
+            readmit(key, input, |s| admit_service(s, &cfg));
+        }
+        for (key, input) in &mut self.configurations {
+            readmit(key, input, |c| admit_configuration(c, &cfg));
+        }
+        for (key, input) in &mut self.routes {
+            readmit(key, input, admit_route);
+        }
+        let keys: Vec<Key> = self
+            .services
+            .keys()
+            .chain(self.configurations.keys())
+            .chain(self.config_outcomes.keys())
+            .cloned()
+            .collect();
+        self.dirty_configs.extend(keys);
+        let keys: Vec<Key> = self
+            .services
+            .keys()
+            .chain(self.routes.keys())
+            .chain(self.route_outcomes.keys())
+            .cloned()
+            .collect();
+        self.dirty_routes.extend(keys);
+    }
+
+    pub(super) fn update_shadowed(&mut self) {
+        self.shadowed.clear();
+        for (k, c) in &self.configurations {
+            if self.services.contains_key(k) {
+                self.shadowed
+                    .insert(k.clone(), shadow_problem(&c.file, Kind::Configuration, k));
+            }
+        }
+        for (k, r) in &self.routes {
+            if self.services.contains_key(k) {
+                self.shadowed
+                    .insert(k.clone(), shadow_problem(&r.file, Kind::Route, k));
+            }
+        }
+    }
+
+    /// Every input problem: files' objects that fail validation, ConfigMaps that do not
+    /// parse, objects shadowed by a Service of the same name.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out: Vec<Problem> = self.config_error.iter().cloned().collect();
+        let mut add = |kind: Kind, key: &Key, file: &Path, errors: &[FieldError]| {
+            for e in errors {
+                let fields = if e.paths.is_empty() {
+                    None
+                } else {
+                    Some(e.paths.join(", "))
+                };
+                out.push(Problem {
+                    file: file.to_path_buf(),
+                    object: Some(format!("{kind} {}/{}", key.namespace, key.name)),
+                    field: fields,
+                    message: e.message.clone(),
+                });
+            }
+        };
+        for (k, s) in &self.services {
+            if let Some(errors) = &s.rejected {
+                add(Kind::KnativeService, k, &s.file, errors);
+            }
+        }
+        for (k, c) in &self.configurations {
+            if let Some(errors) = &c.rejected {
+                add(Kind::Configuration, k, &c.file, errors);
+            }
+        }
+        for (k, r) in &self.routes {
+            if let Some(errors) = &r.rejected {
+                add(Kind::Route, k, &r.file, errors);
+            }
+        }
+        out.extend(self.shadowed.values().cloned());
+        out
+    }
 }

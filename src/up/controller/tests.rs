@@ -1,6 +1,7 @@
 //! Unit tests of the serving controller: files in, gateway objects and runtime decisions out.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use super::*;
 use crate::gateway::documents::decode;
