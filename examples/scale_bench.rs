@@ -416,11 +416,17 @@ async fn run(
     let mut s = start(&root, sluice).await?;
     let c = client();
     let total = cold.len() + 2;
-    wait_status(&c, s.debug, "all Services Ready", Duration::from_secs(120), |st| {
-        st["serving"]["services"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|s| s["ready"] == "True").count() == total)
-    })
+    wait_status(
+        &c,
+        s.debug,
+        "all Services Ready",
+        Duration::from_secs(120),
+        |st| {
+            st["serving"]["services"]
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|s| s["ready"] == "True").count() == total)
+        },
+    )
     .await?;
     wait_status(
         &c,
@@ -496,7 +502,12 @@ async fn run(
             ms(&hist, 0.99),
             hist.max() as f64 / 1000.0,
         );
-        p50s.push((ms(&one, 0.5), ms(&one, 0.99), ms(&hist, 0.5), ms(&hist, 0.99)));
+        p50s.push((
+            ms(&one, 0.5),
+            ms(&one, 0.99),
+            ms(&hist, 0.5),
+            ms(&hist, 0.99),
+        ));
     }
     for (what, i) in [("the activator", 1), ("an extra Envoy", 2)] {
         println!(
