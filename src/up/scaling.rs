@@ -26,7 +26,8 @@ use sluice_serving::serving::Key;
 use tokio::time::Instant;
 
 use super::controller::Run;
-use super::{Loop, lock};
+use super::lock;
+use super::serving_loop::Loop;
 use crate::runtime::RuntimeError;
 
 /// How often every active Revision is decided (one metric bucket).
