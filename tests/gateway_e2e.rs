@@ -164,6 +164,8 @@ async fn kingress_becomes_ready_and_is_routed_by_host() {
     // A Host with a port finds the same virtual host.
     let body = expect_backend(gw.external_http, "hello.example.com:8080", "/", &[], "a").await;
     assert_eq!(body["host"], "hello.example.com:8080");
+    // Host names are case-insensitive.
+    expect_backend(gw.external_http, "Hello.Example.COM", "/", &[], "a").await;
     expect_status(gw.external_http, "unknown.example.com", 404).await;
 
     // Knative's probe is answered by Envoy itself with the served hash.

@@ -17,9 +17,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::http::lua::v3::Lua;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -84,6 +86,19 @@ pub struct TlsChain {
     pub visibility: Visibility,
 }
 
+/// Host names are case-insensitive, but the scope of a request (its host's small
+/// RouteConfiguration) is found by the exact `:authority`: a Host with capitals is lower-cased
+/// before routing (and the route looked up again). Requests without capitals only pay the
+/// check.
+pub const HOST_CASE_LUA: &str = r#"function envoy_on_request(handle)
+  local host = handle:headers():get(":authority")
+  if host ~= nil and string.find(host, "%u") ~= nil then
+    handle:headers():replace(":authority", string.lower(host))
+    handle:clearRouteCache()
+  end
+end
+"#;
+
 /// The HTTP connection manager of a listener consulting `table`.
 pub fn http_connection_manager(stat_prefix: &str, table: RouteTable) -> HttpConnectionManager {
     HttpConnectionManager {
@@ -92,13 +107,28 @@ pub fn http_connection_manager(stat_prefix: &str, table: RouteTable) -> HttpConn
         route_specifier: Some(http_connection_manager::RouteSpecifier::ScopedRoutes(
             scoped_routes(table),
         )),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(
-                any(&Router::default()),
-            )),
-            ..Default::default()
-        }],
+        http_filters: vec![
+            HttpFilter {
+                name: "envoy.filters.http.lua".to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Lua {
+                    default_source_code: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(
+                            HOST_CASE_LUA.to_string(),
+                        )),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    any(&Router::default()),
+                )),
+                ..Default::default()
+            },
+        ],
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".to_string(),
             ..Default::default()

@@ -65,13 +65,27 @@ fn connection_manager_serves_knative_traffic() {
                 })),
             },
         )),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(
-                any(&Router::default()),
-            )),
-            ..Default::default()
-        }],
+        http_filters: vec![
+            // Host names are matched case-insensitively: capitals are lowered first.
+            HttpFilter {
+                name: "envoy.filters.http.lua".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Lua {
+                    default_source_code: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(HOST_CASE_LUA.into())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    any(&Router::default()),
+                )),
+                ..Default::default()
+            },
+        ],
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".into(),
             ..Default::default()
