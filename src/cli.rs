@@ -35,6 +35,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Ask the control plane what it serves each Envoy (nodes, snapshots, live pushes).
     Xds(xds::XdsArgs),
+    /// Run the Kubernetes serving controller (--kube, the only source): Knative Services,
+    /// Configurations and Routes from the cluster become Revisions, Deployments and KIngresses.
+    Controller(crate::controller::ControllerArgs),
     /// Envoy helpers (print the bootstrap for an Envoy you run yourself).
     Envoy(envoy::EnvoyArgs),
     /// Print a revision's logs (`sluice up`): its instances' stdout and stderr.
@@ -51,6 +54,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Envoy(args) => envoy::run(args),
         Command::Gateway(args) => crate::gateway::run(*args).await,
         Command::Up(args) => crate::up::run(*args).await,
+        Command::Controller(args) => crate::controller::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Status(args) => status::run(args).await,
     };

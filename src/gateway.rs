@@ -113,14 +113,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let (source, reporter) = match &args.dir {
         Some(dir) => (Source::Dir(DirSource::open(dir)?), None),
         None => {
-            let kube_config = ::kube::Config::infer().await.map_err(|e| {
-                CliError::Usage(format!(
-                    "--kube: no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
-                ))
-            })?;
-            let origin = kube_config.cluster_url.to_string();
-            let client = ::kube::Client::try_from(kube_config)
-                .map_err(|e| CliError::Usage(format!("--kube: {e}")))?;
+            let (client, origin) = kube_client().await?;
             let instance = kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
             let reporter = kube::StatusReporter::new(
                 client.clone(),
@@ -634,6 +627,20 @@ fn publish(
             tracing::error!(error = %e, "update refused; the previous configuration keeps serving")
         }
     }
+}
+
+/// The cluster client for `--kube` (KUBECONFIG, `~/.kube/config` or in-cluster), and the
+/// cluster's URL to name it by.
+pub(crate) async fn kube_client() -> Result<(::kube::Client, String), CliError> {
+    let kube_config = ::kube::Config::infer().await.map_err(|e| {
+        CliError::Usage(format!(
+            "--kube: no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+        ))
+    })?;
+    let origin = kube_config.cluster_url.to_string();
+    let client = ::kube::Client::try_from(kube_config)
+        .map_err(|e| CliError::Usage(format!("--kube: {e}")))?;
+    Ok((client, origin))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `src/main.rs` only parses the command line and calls in here.
 
 pub mod cli;
+pub mod controller;
 pub mod debug;
 pub mod envoy;
 pub mod files;

@@ -40,6 +40,7 @@
 //! ```
 
 pub mod cache;
+pub mod controller;
 pub mod error;
 pub mod events;
 pub mod rbac;

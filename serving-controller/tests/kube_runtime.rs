@@ -25,7 +25,7 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -33,6 +33,7 @@ use kube::client::Body;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_autoscaler::{RevisionKey, ScaleError, Scaler};
+use sluice_serving::kube::controller::{CONTROLLER_PERMISSIONS, CONTROLLER_SYSTEM_PERMISSIONS};
 use sluice_serving::kube::rbac::Permission;
 use sluice_serving::kube::runtime::crds::custom_resource_definitions;
 use sluice_serving::kube::runtime::{
@@ -703,6 +704,8 @@ struct Manifests {
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     config_maps: Vec<ConfigMap>,
@@ -748,6 +751,10 @@ fn load() -> Manifests {
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                     m.cluster_role_bindings.push(typed(&value, &at))
                 }
+                ("rbac.authorization.k8s.io/v1", "Role") => m.roles.push(typed(&value, &at)),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    m.role_bindings.push(typed(&value, &at))
+                }
                 ("apps/v1", "Deployment") => m.deployments.push(typed(&value, &at)),
                 ("v1", "Service") => m.services.push(typed(&value, &at)),
                 ("v1", "ConfigMap") => m.config_maps.push(typed(&value, &at)),
@@ -779,8 +786,10 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
     assert_eq!(m.service_accounts.len(), 2);
     assert_eq!(m.cluster_roles.len(), 3);
     assert_eq!(m.cluster_role_bindings.len(), 3);
-    // The gateway's; the controller's arrives with `sluice controller`.
-    assert_eq!(m.deployments.len(), 1);
+    assert_eq!(m.roles.len(), 1);
+    assert_eq!(m.role_bindings.len(), 1);
+    // The gateway's and the controller's (300-controller.yaml).
+    assert_eq!(m.deployments.len(), 2);
     assert_eq!(m.services.len(), 2);
     assert_eq!(m.config_maps.len(), 1);
     let namespaced = m
@@ -789,7 +798,9 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
         .map(|d| &d.metadata)
         .chain(m.services.iter().map(|s| &s.metadata))
         .chain(m.service_accounts.iter().map(|s| &s.metadata))
-        .chain(m.config_maps.iter().map(|c| &c.metadata));
+        .chain(m.config_maps.iter().map(|c| &c.metadata))
+        .chain(m.roles.iter().map(|r| &r.metadata))
+        .chain(m.role_bindings.iter().map(|b| &b.metadata));
     for meta in namespaced {
         assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{}", name(meta));
     }
@@ -833,51 +844,6 @@ fn permissions(list: &[Permission]) -> BTreeMap<(String, String), BTreeSet<Strin
         .collect()
 }
 
-/// What the controller's watchers and status writes will need on the serving objects. Not
-/// used by code yet: `sluice controller` does not exist (see deploy/full/README.md).
-const SERVING_API_PERMISSIONS: &[Permission] = &[
-    Permission {
-        group: "serving.knative.dev",
-        resource: "services",
-        verbs: &["list", "watch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "configurations",
-        verbs: &["list", "watch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "revisions",
-        verbs: &["list", "watch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "routes",
-        verbs: &["list", "watch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "services/status",
-        verbs: &["patch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "configurations/status",
-        verbs: &["patch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "revisions/status",
-        verbs: &["patch"],
-    },
-    Permission {
-        group: "serving.knative.dev",
-        resource: "routes/status",
-        verbs: &["patch"],
-    },
-];
-
 #[test]
 fn controller_roles_grant_exactly_what_the_runtime_and_serving_api_need() {
     let m = load();
@@ -888,7 +854,31 @@ fn controller_roles_grant_exactly_what_the_runtime_and_serving_api_need() {
         "ClusterRole sluice-controller-runtime must grant RUNTIME_PERMISSIONS, no more, no less"
     );
     let serving_role = find(&m.cluster_roles, "sluice-controller-serving");
-    assert_eq!(grants(serving_role), permissions(SERVING_API_PERMISSIONS));
+    assert_eq!(
+        grants(serving_role),
+        permissions(CONTROLLER_PERMISSIONS),
+        "ClusterRole sluice-controller-serving must grant CONTROLLER_PERMISSIONS, no more, no less"
+    );
+    let config_role = find(&m.roles, "sluice-controller-config");
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in config_role.rules.iter().flatten() {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                granted
+                    .entry((group.clone(), resource.clone()))
+                    .or_default()
+                    .extend(rule.verbs.iter().cloned());
+            }
+        }
+    }
+    assert_eq!(granted, permissions(CONTROLLER_SYSTEM_PERMISSIONS));
+    let config_binding = find(&m.role_bindings, "sluice-controller-config");
+    assert_eq!(config_binding.role_ref.kind, "Role");
+    assert_eq!(config_binding.role_ref.name, "sluice-controller-config");
+    let subjects = config_binding.subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].name, "sluice-controller");
+    assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
 
     let account = find(&m.service_accounts, "sluice-controller");
     for role in ["sluice-controller-runtime", "sluice-controller-serving"] {

@@ -1,4 +1,4 @@
-//! `deploy/ingress/`: every manifest parses into its typed k8s-openapi object with no unknown
+//! `deploy/ingress/` (and the controller of `deploy/full/`, at the end): every manifest parses into its typed k8s-openapi object with no unknown
 //! or misspelt field, and the pieces fit together — RBAC grants exactly what the code uses,
 //! Services select the gateway pods and reach its container ports, probes hit the debug server,
 //! the Envoy bootstrap matches the template and the addresses Sluice is started with.
@@ -393,5 +393,116 @@ fn config_network_patch_selects_sluice_under_both_keys() {
                 SLUICE_INGRESS_CLASS.to_string()
             ),
         ])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/full/300-controller.yaml: the serving controller's Deployment. (Every deploy/full file
+// is also parsed, and its RBAC compared with the code, in kube_runtime.rs.)
+
+fn full_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/full")
+}
+
+/// The Deployments and ServiceAccounts of `deploy/full/{files}`, typed.
+fn full_objects(files: &[&str]) -> (Vec<Deployment>, Vec<ServiceAccount>) {
+    let mut deployments = Vec::new();
+    let mut accounts = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(full_dir().join(file)).expect("readable");
+        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let at = format!("{file} document {}", index + 1);
+            let yaml = serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
+            if yaml.is_null() {
+                continue;
+            }
+            let value = serde_json::to_value(&yaml).expect("YAML maps to JSON");
+            match (value["apiVersion"].as_str(), value["kind"].as_str()) {
+                (Some("apps/v1"), Some("Deployment")) => deployments.push(typed(&value, &at)),
+                (Some("v1"), Some("ServiceAccount")) => accounts.push(typed(&value, &at)),
+                _ => {}
+            }
+        }
+    }
+    (deployments, accounts)
+}
+
+#[test]
+fn the_controller_runs_sluice_controller_kube_with_a_probed_debug_server() {
+    let (deployments, _) = full_objects(&["300-controller.yaml"]);
+    let deployment = only(&deployments, "Deployment in 300-controller.yaml");
+    assert_eq!(name(&deployment.metadata), "sluice-controller");
+    assert_eq!(deployment.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let spec = &deployment.spec;
+    assert_eq!(spec.replicas, Some(1), "no leader election: one replica");
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate"),
+        "never two controllers at once"
+    );
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    assert!(!selector.is_empty());
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+
+    let sluice = container(deployment, "sluice");
+    assert_eq!(sluice.command.as_deref(), Some(&["sluice".to_string()][..]));
+    let args = sluice.args.clone().unwrap_or_default();
+    assert_eq!(&args[..2], ["controller", "--kube"]);
+    assert_eq!(
+        arg(sluice, "--debug"),
+        Some("0.0.0.0:9090"),
+        "the kubelet must reach it"
+    );
+    assert_eq!(container_ports(sluice).get("debug"), Some(&9090));
+    for probe in [&sluice.readiness_probe, &sluice.liveness_probe] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("HTTP probe");
+        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        assert_eq!(get.port, IntOrString::String("debug".into()));
+    }
+}
+
+#[test]
+fn the_controller_uses_the_gateway_image_and_the_bound_service_account() {
+    let (deployments, accounts) =
+        full_objects(&["200-rbac.yaml", "300-controller.yaml", "400-gateway.yaml"]);
+    let find = |wanted: &str| {
+        deployments
+            .iter()
+            .find(|d| name(&d.metadata) == wanted)
+            .unwrap_or_else(|| panic!("Deployment {wanted}"))
+    };
+    let controller = container(find("sluice-controller"), "sluice");
+    let gateway = container(find("sluice-gateway"), "sluice");
+    assert_eq!(
+        controller.image, gateway.image,
+        "one image for every sluice command"
+    );
+    let pod = find("sluice-controller")
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec");
+    let account = pod
+        .service_account_name
+        .as_deref()
+        .expect("a ServiceAccount");
+    assert_eq!(account, "sluice-controller");
+    assert!(
+        accounts
+            .iter()
+            .any(|a| name(&a.metadata) == account
+                && a.metadata.namespace.as_deref() == Some(NAMESPACE)),
+        "ServiceAccount {account} is in 200-rbac.yaml (where its roles are bound)"
     );
 }

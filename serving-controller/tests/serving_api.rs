@@ -290,6 +290,27 @@ fn defaults_as_the_webhook() {
     assert_eq!(got.spec.traffic[0].latest_revision, Some(true));
 }
 
+#[test]
+fn a_services_own_route_and_configuration_pass_validation() {
+    // With the uid an API server sets: the children carry it in `serviceUID` labels.
+    let mut svc = admit_service(&decode(CANARY), &ServingConfig::default()).unwrap();
+    svc.metadata.uid = Some("0b5d2f4e-1111-2222-3333-444455556666".into());
+    let route = sluice_serving::serving::make_route(&svc);
+    assert!(
+        route
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("serving.knative.dev/serviceUID")),
+        "{:?}",
+        route.metadata.labels
+    );
+    admit_route(&route).expect("a Service's Route is valid");
+    let config = sluice_serving::serving::make_configuration(&svc);
+    sluice_serving::serving::admit_configuration(&config, &ServingConfig::default())
+        .expect("a Service's Configuration is valid");
+}
+
 fn service_error(edit: impl Fn(&mut Service)) -> String {
     let mut s = decode(CANARY);
     edit(&mut s);

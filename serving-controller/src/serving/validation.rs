@@ -232,6 +232,8 @@ fn route_labels(meta: &ObjectMeta) -> Vec<FieldError> {
     labels(meta)
         .filter_map(|(k, v)| match k.as_str() {
             VISIBILITY_LABEL => visibility_value(v),
+            // Set by the Service on its Route (as upstream's MakeRoute does).
+            SERVICE_UID_LABEL => None,
             SERVICE_LABEL => owner_matches(meta, Service::KIND, v, SERVICE_LABEL),
             _ if k.starts_with(GROUP_PREFIX) => Some(invalid_key(k)),
             _ => None,

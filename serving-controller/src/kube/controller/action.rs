@@ -1,0 +1,100 @@
+//! What the core asks of the API server ([`Action`]), and what became of it ([`Feedback`]).
+
+use super::watch::{ObjectKind, Watched};
+use crate::ingress::Ingress;
+use crate::serving::{Configuration, Key, Revision, Route};
+
+/// One write the controller asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Server-side apply of a Service's Configuration.
+    ApplyConfiguration(Box<Configuration>),
+    /// Server-side apply of a Service's Route.
+    ApplyRoute(Box<Route>),
+    /// Create a Revision of a Configuration.
+    CreateRevision {
+        /// The Configuration.
+        configuration: Key,
+        /// The Revision to create.
+        revision: Box<Revision>,
+    },
+    /// Run a Revision: its Deployment (at the current replica count if it exists, else
+    /// `initial_scale`) and Service.
+    RunRevision {
+        /// The Revision, as the API server holds it.
+        revision: Box<Revision>,
+        /// Replicas of a new Deployment.
+        initial_scale: u32,
+    },
+    /// Server-side apply of a Route's KIngress.
+    ApplyIngress(Box<Ingress>),
+    /// Server-side apply of an object's `status`.
+    PatchStatus {
+        /// The object's kind (one of the four serving kinds).
+        kind: ObjectKind,
+        /// The object.
+        key: Key,
+        /// The whole status.
+        status: serde_json::Value,
+    },
+}
+
+/// What became of an [`Action`].
+#[derive(Debug, Clone)]
+pub enum Feedback {
+    /// The API server answered with this object (a write's result).
+    Observed(Watched),
+    /// Creating a Revision failed: it is forgotten, and the Configuration tried again later.
+    RevisionNotCreated {
+        /// The Configuration.
+        configuration: Key,
+    },
+    /// The Revision's Deployment and Service are applied.
+    RevisionRunning(Key),
+    /// Running the Revision failed. `retry`: try again later; otherwise the Revision is
+    /// failed with `message` (it names the field).
+    RevisionNotRunning {
+        /// The Revision.
+        revision: Key,
+        /// Whether to try again.
+        retry: bool,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Action {
+    /// The action's name in metrics: `apply_ingress`, `patch_status`, …
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::ApplyConfiguration(_) => "apply_configuration",
+            Action::ApplyRoute(_) => "apply_route",
+            Action::CreateRevision { .. } => "create_revision",
+            Action::RunRevision { .. } => "run_revision",
+            Action::ApplyIngress(_) => "apply_ingress",
+            Action::PatchStatus { .. } => "patch_status",
+        }
+    }
+
+    /// What it writes, for messages: `apply KIngress default/hello`.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::ApplyConfiguration(c) => format!("apply Configuration {}", c.key()),
+            Action::ApplyRoute(r) => format!("apply Route {}", r.key()),
+            Action::CreateRevision {
+                configuration,
+                revision,
+            } => format!(
+                "create Revision {} of Configuration {configuration}",
+                revision.name()
+            ),
+            Action::RunRevision { revision, .. } => format!("run Revision {}", revision.key()),
+            Action::ApplyIngress(i) => format!(
+                "apply KIngress {}/{}",
+                i.metadata.namespace.as_deref().unwrap_or_default(),
+                i.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Action::PatchStatus { kind, key, .. } => format!("patch the status of {kind:?} {key}"),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The controller's writes: each [`Action`] carried out against the API server, its answer
+//! turned into [`Feedback`] for the core (the object as the API server now holds it, so the
+//! next reconcile compares against it without waiting for the watch).
+//!
+//! Every write is a server-side apply under the field manager
+//! [`FIELD_MANAGER`](crate::kube::runtime::FIELD_MANAGER), forced (the controller owns these
+//! fields), except Revisions, which are created once (`POST`: Revisions are immutable, and a
+//! name taken meanwhile is a conflict, not something to overwrite).
+//!
+//! **Replicas.** [`KubeRuntime::apply_revision`] sets the Deployment's `spec.replicas` on every
+//! apply. So that a restart of the controller does not undo the autoscaler's last scale, a
+//! Revision is run once per process, and at the count its Deployment has when it already
+//! exists (one `GET`); only a new Deployment starts at the initial scale. From then on the
+//! replica count belongs to the `scale` subresource (the autoscaler,
+//! [`KubeRuntime::scale`]). A scale landing between that `GET` and the apply is undone; the
+//! autoscaler's next tick sets it again.
+
+use ::kube::Client;
+use ::kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use ::kube::core::ApiResource;
+use k8s_openapi::api::apps::v1::Deployment;
+use serde::Serialize;
+
+use super::ControllerError;
+use super::action::{Action, Feedback};
+use super::decode::{SERVING_GROUP, SERVING_VERSION, ServingObject, api_resource, decode};
+use super::watch::{ObjectKind, Watched};
+use crate::kube::resource::{decode_or_stub, ingress_api_resource};
+use crate::kube::runtime::{FIELD_MANAGER, KubeRuntime, deployment_name};
+use crate::serving::{Configuration, Key, Revision, Route, Service};
+
+/// A failed write: what to reconcile again (after a backoff), and why.
+#[derive(Debug)]
+pub struct Failure {
+    /// The object to reconcile again.
+    pub kind: ObjectKind,
+    /// Its key.
+    pub key: Key,
+    /// What went wrong.
+    pub error: ControllerError,
+}
+
+/// Carries out [`Action`]s.
+#[derive(Clone)]
+pub struct Executor {
+    client: Client,
+    runtime: KubeRuntime,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+fn api_error(
+    action: &'static str,
+    kind: &'static str,
+    key: &Key,
+) -> impl FnOnce(::kube::Error) -> ControllerError {
+    let key = key.clone();
+    move |source| ControllerError::Api {
+        action,
+        kind,
+        key,
+        source: Box::new(source),
+    }
+}
+
+impl Executor {
+    /// Writes with `client`; Revisions run on `runtime`.
+    pub fn new(client: Client, runtime: KubeRuntime) -> Self {
+        Self { client, runtime }
+    }
+
+    /// Carries out one action: the feedback for the core, and the failure if any.
+    pub async fn execute(&self, action: Action) -> (Option<Feedback>, Option<Failure>) {
+        match action {
+            Action::ApplyConfiguration(c) => {
+                let key = c.key();
+                let result = self
+                    .apply_serving(&*c, &key)
+                    .await
+                    .map(|o| Watched::Configuration(Box::new(decode(o))));
+                observed(result, ObjectKind::Service, key)
+            }
+            Action::ApplyRoute(r) => {
+                let key = r.key();
+                let result = self
+                    .apply_serving(&*r, &key)
+                    .await
+                    .map(|o| Watched::Route(Box::new(decode(o))));
+                observed(result, ObjectKind::Service, key)
+            }
+            Action::CreateRevision {
+                configuration,
+                revision,
+            } => match self.create_revision(&revision).await {
+                Ok(o) => (
+                    Some(Feedback::Observed(Watched::Revision(Box::new(decode(o))))),
+                    None,
+                ),
+                Err(error) => (
+                    Some(Feedback::RevisionNotCreated {
+                        configuration: configuration.clone(),
+                    }),
+                    Some(Failure {
+                        kind: ObjectKind::Configuration,
+                        key: configuration,
+                        error,
+                    }),
+                ),
+            },
+            Action::RunRevision {
+                revision,
+                initial_scale,
+            } => {
+                let key = revision.key();
+                match self.run_revision(&revision, initial_scale).await {
+                    Ok(()) => (Some(Feedback::RevisionRunning(key)), None),
+                    Err(error) => {
+                        let retry = error.is_retryable();
+                        let feedback = Feedback::RevisionNotRunning {
+                            revision: key.clone(),
+                            retry,
+                            message: error.to_string(),
+                        };
+                        let failure = Failure {
+                            kind: ObjectKind::Revision,
+                            key,
+                            error,
+                        };
+                        (Some(feedback), retry.then_some(failure))
+                    }
+                }
+            }
+            Action::ApplyIngress(ingress) => {
+                let key = Key::new(
+                    ingress.metadata.namespace.clone().unwrap_or_default(),
+                    ingress.metadata.name.clone().unwrap_or_default(),
+                );
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    self.client.clone(),
+                    &key.namespace,
+                    &ingress_api_resource(),
+                );
+                let result = api
+                    .patch(&key.name, &apply_params(), &Patch::Apply(&*ingress))
+                    .await
+                    .map_err(api_error("applying", "KIngress", &key))
+                    .map(|o| {
+                        let ingress = decode_or_stub(o).unwrap_or_else(|failed| failed.0);
+                        Watched::Ingress(Box::new(ingress))
+                    });
+                observed(result, ObjectKind::Route, key)
+            }
+            Action::PatchStatus { kind, key, status } => {
+                let result = match kind {
+                    ObjectKind::Service => self
+                        .patch_status::<Service>(&key, status)
+                        .await
+                        .map(|o| Watched::Service(Box::new(decode(o)))),
+                    ObjectKind::Configuration => self
+                        .patch_status::<Configuration>(&key, status)
+                        .await
+                        .map(|o| Watched::Configuration(Box::new(decode(o)))),
+                    ObjectKind::Revision => self
+                        .patch_status::<Revision>(&key, status)
+                        .await
+                        .map(|o| Watched::Revision(Box::new(decode(o)))),
+                    ObjectKind::Route => self
+                        .patch_status::<Route>(&key, status)
+                        .await
+                        .map(|o| Watched::Route(Box::new(decode(o)))),
+                    _ => return (None, None),
+                };
+                observed(result, kind, key)
+            }
+        }
+    }
+
+    async fn apply_serving<T: ServingObject>(
+        &self,
+        object: &T,
+        key: &Key,
+    ) -> Result<DynamicObject, ControllerError> {
+        tracing::debug!(kind = T::KIND, object = %key, "applying");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, &api_resource::<T>());
+        api.patch(&key.name, &apply_params(), &Patch::Apply(object))
+            .await
+            .map_err(api_error("applying", T::KIND, key))
+    }
+
+    async fn create_revision(&self, revision: &Revision) -> Result<DynamicObject, ControllerError> {
+        let key = revision.key();
+        let object: DynamicObject = to_dynamic(revision, "Revision", &key)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &key.namespace,
+            &api_resource::<Revision>(),
+        );
+        api.create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PostParams::default()
+            },
+            &object,
+        )
+        .await
+        .map_err(api_error("creating", "Revision", &key))
+    }
+
+    async fn run_revision(&self, revision: &Revision, initial: u32) -> Result<(), ControllerError> {
+        let key = revision.key();
+        // Checked before any request, so that an unrunnable Revision costs no GET either.
+        crate::kube::runtime::check_revision(revision)?;
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
+        let current = deployments
+            .get_opt(&deployment_name(&key.name))
+            .await
+            .map_err(api_error("reading", "Deployment of Revision", &key))?;
+        let replicas = current
+            .and_then(|d| d.spec.replicas)
+            .map_or(initial, |r| u32::try_from(r).unwrap_or(0));
+        self.runtime.apply_revision(revision, replicas).await?;
+        tracing::info!(revision = %key, replicas, "Revision running");
+        Ok(())
+    }
+
+    async fn patch_status<T: ServingObject>(
+        &self,
+        key: &Key,
+        status: serde_json::Value,
+    ) -> Result<DynamicObject, ControllerError> {
+        let body = serde_json::json!({
+            "apiVersion": format!("{SERVING_GROUP}/{SERVING_VERSION}"),
+            "kind": T::KIND,
+            "status": status,
+        });
+        let ar: ApiResource = api_resource::<T>();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, &ar);
+        api.patch_status(&key.name, &apply_params(), &Patch::Apply(&body))
+            .await
+            .map_err(api_error("patching the status of", T::KIND, key))
+    }
+}
+
+fn to_dynamic<T: Serialize>(
+    object: &T,
+    kind: &'static str,
+    key: &Key,
+) -> Result<DynamicObject, ControllerError> {
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|source| ControllerError::Encode {
+            kind,
+            key: key.clone(),
+            source,
+        })
+}
+
+fn observed(
+    result: Result<Watched, ControllerError>,
+    kind: ObjectKind,
+    key: Key,
+) -> (Option<Feedback>, Option<Failure>) {
+    match result {
+        Ok(watched) => (Some(Feedback::Observed(watched)), None),
+        Err(error) => (None, Some(Failure { kind, key, error })),
+    }
+}

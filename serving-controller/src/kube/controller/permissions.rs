@@ -1,0 +1,99 @@
+//! The API access the controller needs besides the runtime's, mirrored by
+//! `deploy/full/200-rbac.yaml` (`serving-controller/tests/kube_runtime.rs` compares them).
+
+use crate::kube::rbac::Permission;
+
+/// Everything the controller does besides [`KubeRuntime`]'s writes (see
+/// [`RUNTIME_PERMISSIONS`](crate::kube::runtime::RUNTIME_PERMISSIONS)).
+///
+/// Watches are `list` + `watch`; server-side applies are `patch` (plus `create` for the first
+/// apply of an object); Revisions are created (`create`); a Revision's Deployment is read once
+/// (`get`) before it is run, for its current replica count. Every object the controller (or
+/// its runtime) writes has a `blockOwnerDeletion` owner reference to a serving object; where the
+/// `OwnerReferencesPermissionEnforcement` admission plugin is on, that needs `update` on the
+/// owner's `finalizers` subresource.
+pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "serving.knative.dev",
+        resource: "services",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "configurations",
+        verbs: &["list", "watch", "create", "patch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "revisions",
+        verbs: &["list", "watch", "create"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "routes",
+        verbs: &["list", "watch", "create", "patch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "services/status",
+        verbs: &["patch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "configurations/status",
+        verbs: &["patch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "revisions/status",
+        verbs: &["patch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "routes/status",
+        verbs: &["patch"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "services/finalizers",
+        verbs: &["update"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "configurations/finalizers",
+        verbs: &["update"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "revisions/finalizers",
+        verbs: &["update"],
+    },
+    Permission {
+        group: "serving.knative.dev",
+        resource: "routes/finalizers",
+        verbs: &["update"],
+    },
+    Permission {
+        group: "networking.internal.knative.dev",
+        resource: "ingresses",
+        verbs: &["list", "watch", "create", "patch"],
+    },
+    Permission {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        verbs: &["get"],
+    },
+];
+
+/// What the controller does in `knative-serving` only (a Role there, not a ClusterRole):
+/// watching the `config-*` ConfigMaps.
+pub const CONTROLLER_SYSTEM_PERMISSIONS: &[Permission] = &[Permission {
+    group: "",
+    resource: "configmaps",
+    verbs: &["list", "watch"],
+}];
