@@ -120,6 +120,26 @@ pub enum Object {
 }
 
 impl Object {
+    /// A digest of the object's content (its JSON form): equal objects have equal digests,
+    /// and a changed one a different digest (128 bits: a collision is not a practical concern).
+    pub fn digest(&self) -> u128 {
+        let json = match self {
+            Object::Ingress(o) => serde_json::to_vec(o),
+            Object::Service(o) => serde_json::to_vec(o),
+            Object::EndpointSlice(o) => serde_json::to_vec(o),
+            Object::Endpoints(o) => serde_json::to_vec(o),
+            Object::Secret(o) => serde_json::to_vec(o),
+            Object::ConfigMap(o) => serde_json::to_vec(o),
+            Object::KnativeService(o) => serde_json::to_vec(o),
+            Object::Configuration(o) => serde_json::to_vec(o),
+            Object::Route(o) => serde_json::to_vec(o),
+        };
+        // Serializing these types cannot fail (string keys, no non-finite floats); were it to,
+        // the Debug form still tells different objects apart.
+        let bytes = json.unwrap_or_else(|_| format!("{self:?}").into_bytes());
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    }
+
     /// The object's metadata.
     pub fn metadata(&self) -> &ObjectMeta {
         match self {

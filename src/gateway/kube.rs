@@ -594,7 +594,7 @@ mod tests {
 
     fn state(error: Option<(&str, &str)>, served: Option<&str>) -> IngressState {
         IngressState {
-            ingress: ingress("hello"),
+            ingress: Box::new(ingress("hello")),
             served_hash: served.map(str::to_string),
             error: error.map(|(_, m)| m.to_string()),
             reason: error.map(|(r, _)| r.to_string()),

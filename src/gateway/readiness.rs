@@ -76,37 +76,43 @@ pub(crate) async fn readiness_loop(
                 })
                 .collect()
         };
-        let connected = nodes.connected();
-        // One copy of each node's state per round, not per KIngress.
-        let states: Vec<_> = connected.iter().filter_map(|n| nodes.get(n)).collect();
-        // Say why when Envoy rejected something: the NACK is the reason.
-        let nack = states.iter().find_map(|st| {
-            st.types.iter().find_map(|(t, ts)| {
-                ts.last_nack.as_ref().map(|k| {
-                    format!(
-                        "Envoy {} rejected {} version {}: {}",
-                        st.node.id,
-                        sluice_xds::resource::short_name(t),
-                        k.version,
-                        k.error
-                    )
+        // One look at the nodes per round, without copying their ACK maps.
+        let (connected, nack, acked): (bool, Option<String>, Vec<bool>) = nodes.inspect(|all| {
+            let states: Vec<_> = all.into_iter().filter(|n| n.streams > 0).collect();
+            // Say why when Envoy rejected something: the NACK is the reason.
+            let nack = states.iter().find_map(|st| {
+                st.types.iter().find_map(|(t, ts)| {
+                    ts.last_nack.as_ref().map(|k| {
+                        format!(
+                            "Envoy {} rejected {} version {}: {}",
+                            st.node.id,
+                            sluice_xds::resource::short_name(t),
+                            k.version,
+                            k.error
+                        )
+                    })
                 })
-            })
+            });
+            let acked = todo
+                .iter()
+                .map(|(_, _, _, versions)| {
+                    !states.is_empty()
+                        && states.iter().all(|st| {
+                            versions.iter().all(|(name, v): &(String, String)| {
+                                st.types
+                                    .get(ROUTE)
+                                    .and_then(|t| t.acked.get(name))
+                                    .is_some_and(|(av, _)| av == v)
+                            })
+                        })
+                })
+                .collect();
+            (!states.is_empty(), nack, acked)
         });
         let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
         let mut to_probe = Vec::new();
-        for (key, hash, targets, versions) in todo {
-            let acked = !states.is_empty()
-                && states.len() == connected.len()
-                && states.iter().all(|st| {
-                    versions.iter().all(|(name, v)| {
-                        st.types
-                            .get(ROUTE)
-                            .and_then(|t| t.acked.get(name))
-                            .is_some_and(|(av, _)| av == v)
-                    })
-                });
-            if connected.is_empty() {
+        for ((key, hash, targets, _), acked) in todo.into_iter().zip(acked) {
+            if !connected {
                 verdicts.push((key, hash, Err("waiting for an Envoy to connect".into())));
             } else if !acked {
                 let why = nack

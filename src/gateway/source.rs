@@ -1,8 +1,9 @@
 //! The file-directory source: which file defines which object, and what
 //! changes when a file changes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
 
 use super::documents::{Decoded, Object, ObjectKey, Problem, decode};
 
@@ -10,15 +11,17 @@ use super::documents::{Decoded, Object, ObjectKey, Problem, decode};
 #[derive(Debug, Default)]
 pub struct FileSource {
     /// File → the objects it defines, and its problems.
-    files: BTreeMap<PathBuf, FileEntry>,
-    /// Object → (defining file, object).
-    objects: BTreeMap<ObjectKey, (PathBuf, Object)>,
+    files: BTreeMap<Arc<Path>, FileEntry>,
+    /// Object → (defining file, digest of its content). A digest, not a copy: a changed file
+    /// is compared object by object without holding every object twice. Keys and paths are
+    /// shared with `files` (at 10k KIngresses there are tens of thousands of each).
+    objects: HashMap<Arc<ObjectKey>, (Arc<Path>, u128)>,
     warned_kinds: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
 struct FileEntry {
-    keys: Vec<ObjectKey>,
+    keys: Vec<Arc<ObjectKey>>,
     problems: Vec<Problem>,
 }
 
@@ -60,7 +63,7 @@ impl FileSource {
 
     /// The file that defines `key`, if any does.
     pub fn file_of(&self, key: &ObjectKey) -> Option<&Path> {
-        self.objects.get(key).map(|(path, _)| path.as_path())
+        self.objects.get(key).map(|(path, _)| &**path)
     }
 
     /// A file was created or changed.
@@ -79,11 +82,15 @@ impl FileSource {
             tracing::warn!(problem = %p, "invalid input; the previous configuration keeps serving");
         }
         let mut changes = Vec::new();
-        let old_keys = self.files.remove(path).map(|f| f.keys).unwrap_or_default();
-        let mut keys = Vec::new();
+        let (file, old_keys): (Arc<Path>, Vec<Arc<ObjectKey>>) = match self.files.remove_entry(path)
+        {
+            Some((file, entry)) => (file, entry.keys),
+            None => (Arc::from(path), Vec::new()),
+        };
+        let mut keys: Vec<Arc<ObjectKey>> = Vec::new();
         for (key, object) in objects {
             if let Some((other, _)) = self.objects.get(&key)
-                && other != path
+                && **other != *path
             {
                 problems.push(Problem {
                     file: path.to_path_buf(),
@@ -96,22 +103,30 @@ impl FileSource {
                 });
                 continue;
             }
-            let same = self.objects.get(&key).is_some_and(|(_, o)| *o == object);
-            if !same {
-                changes.push((key.clone(), Some(object.clone())));
-            }
-            self.objects
-                .insert(key.clone(), (path.to_path_buf(), object));
+            let digest = object.digest();
+            let key = match self.objects.get_key_value(&key) {
+                Some((k, (_, d))) => {
+                    if *d == digest {
+                        // Unchanged: no change to hand on.
+                        keys.push(k.clone());
+                        continue;
+                    }
+                    k.clone()
+                }
+                None => Arc::new(key),
+            };
+            changes.push(((*key).clone(), Some(object)));
+            self.objects.insert(key.clone(), (file.clone(), digest));
             keys.push(key);
         }
+        let kept: std::collections::HashSet<&ObjectKey> = keys.iter().map(|k| &**k).collect();
         for k in old_keys {
-            if !keys.contains(&k) {
-                self.objects.remove(&k);
-                changes.push((k, None));
+            if !kept.contains(&*k) {
+                self.objects.remove(&*k);
+                changes.push(((*k).clone(), None));
             }
         }
-        self.files
-            .insert(path.to_path_buf(), FileEntry { keys, problems });
+        self.files.insert(file, FileEntry { keys, problems });
         changes
     }
 
@@ -125,7 +140,7 @@ impl FileSource {
 
     /// A file, or a folder and everything under it, is gone.
     pub fn removed(&mut self, path: &Path) -> Vec<Change> {
-        let gone: Vec<PathBuf> = self
+        let gone: Vec<Arc<Path>> = self
             .files
             .keys()
             .filter(|f| f.starts_with(path))
@@ -135,8 +150,8 @@ impl FileSource {
         for f in gone {
             if let Some(entry) = self.files.remove(&f) {
                 for k in entry.keys {
-                    self.objects.remove(&k);
-                    changes.push((k, None));
+                    self.objects.remove(&*k);
+                    changes.push(((*k).clone(), None));
                 }
             }
         }

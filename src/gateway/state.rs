@@ -10,10 +10,12 @@
 //! last user goes. A KIngress that fails translation keeps its previous,
 //! good translation in service and carries the error for its status.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_serving::ingress::IngressKey;
 use sluice_serving::lookup::SERVICE_NAME_LABEL;
+use sluice_serving::translate::TlsChain;
 use sluice_serving::translate::listeners::listeners;
 use sluice_serving::{
     DomainConflict, GatewayConfig, Ingress, IngressResources, Objects, TranslateError, is_ours,
@@ -23,13 +25,25 @@ use sluice_xds::{Resource, Update};
 
 use super::documents::{Kind, Object, ObjectKey};
 
-type ResKey = (String, String);
+/// A resource: its type URL (one of xDS's, so static) and its name.
+type ResKey = (&'static str, String);
+
+/// The key of a resource of type `type_url` named `name`.
+fn res_key(type_url: &str, name: &str) -> ResKey {
+    let t = sluice_xds::resource::PUSH_ORDER
+        .into_iter()
+        .find(|t| *t == type_url)
+        // Translation only makes the six xDS types; were it to make another, keying it under
+        // the route type would only merge it with a route of the same name.
+        .unwrap_or(sluice_xds::resource::ROUTE);
+    (t, name.to_string())
+}
 
 /// The state of one KIngress, for status.
 #[derive(Debug, Clone)]
 pub struct IngressState {
-    /// The object as last read.
-    pub ingress: Ingress,
+    /// The object as last read (boxed: the map of states stays small).
+    pub ingress: Box<Ingress>,
     /// Its probe hash as served (from the last good translation).
     pub served_hash: Option<String>,
     /// The last translation error, if the current spec could not be served.
@@ -50,11 +64,13 @@ pub struct GatewayState {
     config: GatewayConfig,
     objects: Objects,
     ingresses: BTreeMap<IngressKey, IngressState>,
-    served: BTreeMap<IngressKey, IngressResources>,
-    /// Resource → the KIngresses contributing it.
-    owners: HashMap<ResKey, BTreeSet<IngressKey>>,
-    /// Resource → its current body (shared ones: the first owner's).
-    current: HashMap<ResKey, Resource>,
+    /// Per KIngress, what its translation serves — encoded once, bodies shared with `current`
+    /// and the cache (the typed translation is not kept: at 10k KIngresses it was the
+    /// largest thing in memory).
+    served: BTreeMap<IngressKey, Served>,
+    /// Every served resource but listeners: the KIngresses contributing it and its current
+    /// body.
+    held: HashMap<ResKey, Held>,
     listeners: BTreeMap<String, Resource>,
     /// Which KIngresses name each Service / Secret, so an event on one touches
     /// only those (no scan over every KIngress).
@@ -64,14 +80,47 @@ pub struct GatewayState {
     conflicts: BTreeMap<IngressKey, DomainConflict>,
 }
 
+/// A served resource.
+#[derive(Debug)]
+struct Held {
+    /// The KIngresses contributing it, sorted (most resources have one).
+    owners: Vec<IngressKey>,
+    /// Its current body: a shared resource follows its first owner.
+    current: Resource,
+}
+
+/// What one KIngress's translation serves.
+#[derive(Debug)]
+struct Served {
+    /// Its resources (not listeners), encoded.
+    resources: Vec<Resource>,
+    /// Its HTTPS filter chains, for the listeners.
+    tls: Vec<TlsChain>,
+}
+
+impl Served {
+    fn new(t: IngressResources) -> Self {
+        Self {
+            resources: t.resources(),
+            tls: t.tls,
+        }
+    }
+
+    fn get(&self, key: &ResKey) -> Option<&Resource> {
+        self.resources
+            .iter()
+            .find(|r| (r.type_url(), r.name()) == (key.0, key.1.as_str()))
+    }
+}
+
 /// A namespace and a name.
 type NsName = (String, String);
 
 /// Reverse index: (namespace, name) of a Service or Secret → the KIngresses naming it.
 #[derive(Debug, Default)]
 struct Refs {
-    services: HashMap<(String, String), BTreeSet<IngressKey>>,
-    secrets: HashMap<(String, String), BTreeSet<IngressKey>>,
+    services: HashMap<(String, String), Vec<IngressKey>>,
+    secrets: HashMap<(String, String), Vec<IngressKey>>,
     by_ingress: HashMap<IngressKey, (Vec<NsName>, Vec<NsName>)>,
 }
 
@@ -106,28 +155,37 @@ impl Refs {
         secrets.sort();
         secrets.dedup();
         for s in &services {
-            self.services
-                .entry(s.clone())
-                .or_default()
-                .insert(key.clone());
+            add_ref(&mut self.services, s, key);
         }
         for s in &secrets {
-            self.secrets
-                .entry(s.clone())
-                .or_default()
-                .insert(key.clone());
+            add_ref(&mut self.secrets, s, key);
         }
         self.by_ingress.insert(key.clone(), (services, secrets));
     }
 }
 
+/// Records that `key` names `target` (each list sorted: most have one entry, and a `Vec`
+/// costs a fraction of a `BTreeSet` node at 10k KIngresses).
+fn add_ref(
+    map: &mut HashMap<(String, String), Vec<IngressKey>>,
+    target: &(String, String),
+    key: &IngressKey,
+) {
+    let keys = map.entry(target.clone()).or_default();
+    if let Err(at) = keys.binary_search(key) {
+        keys.insert(at, key.clone());
+    }
+}
+
 fn remove_ref(
-    map: &mut HashMap<(String, String), BTreeSet<IngressKey>>,
+    map: &mut HashMap<(String, String), Vec<IngressKey>>,
     target: &(String, String),
     key: &IngressKey,
 ) {
     if let Some(set) = map.get_mut(target) {
-        set.remove(key);
+        if let Ok(at) = set.binary_search(key) {
+            set.remove(at);
+        }
         if set.is_empty() {
             map.remove(target);
         }
@@ -142,8 +200,7 @@ impl GatewayState {
             objects: Objects::new(),
             ingresses: BTreeMap::new(),
             served: BTreeMap::new(),
-            owners: HashMap::new(),
-            current: HashMap::new(),
+            held: HashMap::new(),
             listeners: BTreeMap::new(),
             refs: Refs::default(),
             conflicts: BTreeMap::new(),
@@ -181,7 +238,7 @@ impl GatewayState {
                     i.set_defaults();
                     let hosts = rule_hosts(&i);
                     let prev = self.ingresses.get(&ik);
-                    if prev.is_some_and(|p| p.ingress == *i) {
+                    if prev.is_some_and(|p| p.ingress == i) {
                         continue;
                     }
                     hosts_changed |= prev.is_none_or(|p| p.hosts != hosts);
@@ -191,7 +248,7 @@ impl GatewayState {
                     self.ingresses.insert(
                         ik.clone(),
                         IngressState {
-                            ingress: *i,
+                            ingress: i,
                             served_hash,
                             error: None,
                             reason: None,
@@ -201,7 +258,7 @@ impl GatewayState {
                         },
                     );
                     self.refs
-                        .set(&ik, self.ingresses.get(&ik).map(|s| &s.ingress));
+                        .set(&ik, self.ingresses.get(&ik).map(|s| &*s.ingress));
                     touched.insert(ik);
                 }
                 (Kind::Ingress, _) => {
@@ -215,7 +272,7 @@ impl GatewayState {
                 (Kind::Service, o) => {
                     match o {
                         Some(Object::Service(s)) => {
-                            self.objects.services.insert(k.clone(), *s);
+                            self.objects.services.insert(k.clone(), s);
                         }
                         _ => {
                             self.objects.services.remove(&k);
@@ -237,7 +294,7 @@ impl GatewayState {
                 (Kind::Endpoints, o) => {
                     match o {
                         Some(Object::Endpoints(e)) => {
-                            self.objects.endpoints.insert(k.clone(), *e);
+                            self.objects.endpoints.insert(k.clone(), e);
                         }
                         _ => {
                             self.objects.endpoints.remove(&k);
@@ -248,7 +305,7 @@ impl GatewayState {
                 (Kind::Secret, o) => {
                     match o {
                         Some(Object::Secret(s)) => {
-                            self.objects.secrets.insert(k.clone(), *s);
+                            self.objects.secrets.insert(k.clone(), s);
                         }
                         _ => {
                             self.objects.secrets.remove(&k);
@@ -263,7 +320,7 @@ impl GatewayState {
         }
         // Host ownership can only move when some KIngress's hosts changed.
         if hosts_changed {
-            self.conflicts = resolve_conflicts(self.ingresses.values().map(|s| &s.ingress));
+            self.conflicts = resolve_conflicts(self.ingresses.values().map(|s| &*s.ingress));
         }
         let conflicts = std::mem::take(&mut self.conflicts);
         if hosts_changed {
@@ -300,24 +357,25 @@ impl GatewayState {
     /// upserted; a resource upserted twice is sent once, as it is now.
     fn settle(&self, update: &mut Update) {
         let key = |r: &Resource| (r.type_url().to_string(), r.name().to_string());
-        let mut seen: HashSet<ResKey> = HashSet::new();
+        let held = |k: &(String, String)| self.held.contains_key(&res_key(&k.0, &k.1));
+        let mut seen: HashSet<(String, String)> = HashSet::new();
         let mut upserts: Vec<Resource> = std::mem::take(&mut update.upserts)
             .into_iter()
             .rev()
             .filter(|r| seen.insert(key(r)))
             .collect();
         upserts.reverse();
-        let removed: HashSet<ResKey> = update.removals.iter().cloned().collect();
-        // `current` holds the served shared resources (listeners are never both upserted and
+        let removed: HashSet<(String, String)> = update.removals.iter().cloned().collect();
+        // `held` holds the served shared resources (listeners are never both upserted and
         // removed): present means the upsert came last, absent means the removal did.
         upserts.retain(|r| {
             let k = key(r);
-            !removed.contains(&k) || self.current.contains_key(&k)
+            !removed.contains(&k) || held(&k)
         });
-        let mut removals_seen: HashSet<ResKey> = HashSet::new();
-        update.removals.retain(|k| {
-            !(seen.contains(k) && self.current.contains_key(k)) && removals_seen.insert(k.clone())
-        });
+        let mut removals_seen: HashSet<(String, String)> = HashSet::new();
+        update
+            .removals
+            .retain(|k| !(seen.contains(k) && held(k)) && removals_seen.insert(k.clone()));
         update.upserts = upserts;
     }
 
@@ -326,13 +384,13 @@ impl GatewayState {
         let Some(t) = self.served.get(key) else {
             return Vec::new();
         };
-        t.route_configurations
+        t.resources
             .iter()
+            .filter(|r| r.type_url() == sluice_xds::resource::ROUTE)
             .filter_map(|rc| {
-                let k = (sluice_xds::resource::ROUTE.to_string(), rc.name.clone());
-                self.current
-                    .get(&k)
-                    .map(|r| (rc.name.clone(), r.version().to_string()))
+                self.held
+                    .get(&res_key(rc.type_url(), rc.name()))
+                    .map(|h| (rc.name().to_string(), h.current.version().to_string()))
             })
             .collect()
     }
@@ -407,55 +465,58 @@ impl GatewayState {
         };
         let old = self.served.remove(key);
         // Only the old keys matter: no need to encode the old translation again.
+        let next = next.map(Served::new);
         let old_keys: Vec<ResKey> = old
             .iter()
-            .flat_map(|o| o.resource_keys())
-            .map(|(t, n)| (t.to_string(), n.to_string()))
+            .flat_map(|o| &o.resources)
+            .map(|r| res_key(r.type_url(), r.name()))
             .collect();
-        let new_res: HashMap<ResKey, Resource> = next
+        let new_res: HashMap<ResKey, &Resource> = next
             .iter()
-            .flat_map(|o| o.resources())
-            .map(|r| ((r.type_url().to_string(), r.name().to_string()), r))
+            .flat_map(|o| &o.resources)
+            .map(|r| (res_key(r.type_url(), r.name()), r))
             .collect();
         let mut changed = false;
-        for (k, r) in &new_res {
-            let owners = self.owners.entry(k.clone()).or_default();
-            owners.insert(key.clone());
-            let differs = self
-                .current
-                .get(k)
-                .is_none_or(|c| c.version() != r.version());
-            // A shared resource follows its first owner; others only add a user.
-            let leads = owners.iter().next() == Some(key);
-            if differs && (leads || !self.current.contains_key(k)) {
-                self.current.insert(k.clone(), r.clone());
-                update.upserts.push(r.clone());
-                changed = true;
+        for (k, r) in new_res.iter() {
+            match self.held.entry(k.clone()) {
+                Entry::Vacant(v) => {
+                    v.insert(Held {
+                        owners: vec![key.clone()],
+                        current: (*r).clone(),
+                    });
+                    update.upserts.push((*r).clone());
+                    changed = true;
+                }
+                Entry::Occupied(o) => {
+                    let h = o.into_mut();
+                    if let Err(at) = h.owners.binary_search(key) {
+                        h.owners.insert(at, key.clone());
+                    }
+                    // A shared resource follows its first owner; others only add a user.
+                    if h.owners.first() == Some(key) && h.current.version() != r.version() {
+                        h.current = (*r).clone();
+                        update.upserts.push((*r).clone());
+                        changed = true;
+                    }
+                }
             }
         }
         for k in old_keys.iter().filter(|k| !new_res.contains_key(*k)) {
-            let Some(owners) = self.owners.get_mut(k) else {
+            let Some(h) = self.held.get_mut(k) else {
                 continue;
             };
-            owners.remove(key);
-            if owners.is_empty() {
-                self.owners.remove(k);
-                self.current.remove(k);
-                update.removals.push(k.clone());
+            if let Ok(at) = h.owners.binary_search(key) {
+                h.owners.remove(at);
+            }
+            if h.owners.is_empty() {
+                self.held.remove(k);
+                update.removals.push((k.0.to_string(), k.1.clone()));
                 changed = true;
-            } else if let Some(first) = owners.iter().next().cloned()
-                && let Some(r) = self.served.get(&first).and_then(|t| {
-                    t.resources()
-                        .into_iter()
-                        .find(|r| (r.type_url(), r.name()) == (k.0.as_str(), k.1.as_str()))
-                })
-                && self
-                    .current
-                    .get(k)
-                    .is_none_or(|c| c.version() != r.version())
+            } else if let Some(r) = self.served.get(&h.owners[0]).and_then(|t| t.get(k))
+                && h.current.version() != r.version()
             {
-                self.current.insert(k.clone(), r.clone());
-                update.upserts.push(r);
+                h.current = r.clone();
+                update.upserts.push(r.clone());
                 changed = true;
             }
         }

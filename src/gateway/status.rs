@@ -122,27 +122,27 @@ pub(crate) fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
             message: p.message.clone(),
         })
         .collect();
-    let nodes = nodes
-        .list()
-        .into_iter()
-        .map(|n| NodeView {
-            id: n.node.id.clone(),
-            connected: n.streams > 0,
-            mode: n.mode.as_str().to_string(),
-            types: n
-                .types
-                .iter()
-                .map(|(t, st)| {
-                    let v = match (&st.last_nack, &st.acked_version) {
-                        (Some(nack), _) => format!("NACK {}: {}", nack.version, nack.error),
-                        (None, Some(v)) => format!("ACK {v}"),
-                        (None, None) => "pending".into(),
-                    };
-                    (sluice_xds::resource::short_name(t).to_string(), v)
-                })
-                .collect(),
-        })
-        .collect();
+    let nodes = nodes.inspect(|all| {
+        all.into_iter()
+            .map(|n| NodeView {
+                id: n.node.id.clone(),
+                connected: n.streams > 0,
+                mode: n.mode.as_str().to_string(),
+                types: n
+                    .types
+                    .iter()
+                    .map(|(t, st)| {
+                        let v = match (&st.last_nack, &st.acked_version) {
+                            (Some(nack), _) => format!("NACK {}: {}", nack.version, nack.error),
+                            (None, Some(v)) => format!("ACK {v}"),
+                            (None, None) => "pending".into(),
+                        };
+                        (sluice_xds::resource::short_name(t).to_string(), v)
+                    })
+                    .collect(),
+            })
+            .collect()
+    });
     GatewayStatus {
         ingresses,
         problems,

@@ -254,7 +254,7 @@ impl SnapshotCache {
             let mut out = BTreeMap::new();
             for (name, mut r) in new_rs {
                 match old_t.resources.get(&name) {
-                    Some(prev) if prev.version == r.version => {
+                    Some(prev) if prev.version() == r.version() => {
                         out.insert(name, prev.clone());
                     }
                     _ => {
@@ -321,7 +321,7 @@ impl SnapshotCache {
             let t = types.entry(r.type_url().to_string()).or_default();
             if t.resources
                 .get(r.name())
-                .is_some_and(|p| p.version == r.version)
+                .is_some_and(|p| p.version() == r.version())
             {
                 continue;
             }

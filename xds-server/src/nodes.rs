@@ -208,6 +208,17 @@ impl Nodes {
         v
     }
 
+    /// Runs `f` over every node's state (sorted by id) without copying it: at 10k KIngresses
+    /// a node's ACK maps hold tens of thousands of names, and readiness looks at them often.
+    /// The nodes are locked while `f` runs: keep it short and do not await in it.
+    pub fn inspect<R>(&self, f: impl FnOnce(Vec<&NodeState>) -> R) -> R {
+        self.with(|m| {
+            let mut v: Vec<&NodeState> = m.values().collect();
+            v.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+            f(v)
+        })
+    }
+
     /// A copy of one node's state.
     pub fn get(&self, node_id: &str) -> Option<NodeState> {
         self.with(|m| m.get(node_id).cloned())

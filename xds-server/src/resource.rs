@@ -2,6 +2,7 @@
 //! references between resources that the consistency check follows.
 
 use std::fmt;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::ClusterDiscoveryType};
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
@@ -96,23 +97,32 @@ pub struct Ref {
 }
 
 /// One named xDS resource, encoded, with a content version.
+///
+/// Cloning is cheap: the encoded body, name, version and references are shared (one copy
+/// whether the resource sits in the cache, in an update, or in a caller's own index — at
+/// 10k KIngresses that is tens of thousands of resources held in several places).
 #[derive(Clone, PartialEq)]
 pub struct Resource {
-    pub(crate) name: String,
-    pub(crate) body: Any,
-    pub(crate) version: String,
+    shared: Arc<Shared>,
     pub(crate) generation: u64,
-    pub(crate) refs: Vec<Ref>,
+}
+
+#[derive(PartialEq)]
+struct Shared {
+    name: String,
+    body: Any,
+    version: String,
+    refs: Vec<Ref>,
 }
 
 impl fmt::Debug for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resource")
-            .field("type", &short_name(&self.body.type_url))
-            .field("name", &self.name)
-            .field("version", &self.version)
+            .field("type", &short_name(&self.shared.body.type_url))
+            .field("name", &self.shared.name)
+            .field("version", &self.shared.version)
             .field("generation", &self.generation)
-            .field("bytes", &self.body.value.len())
+            .field("bytes", &self.shared.body.value.len())
             .finish()
     }
 }
@@ -175,34 +185,36 @@ impl Resource {
         refs.dedup();
         let version = content_version(&body);
         Self {
-            name,
-            body,
-            version,
+            shared: Arc::new(Shared {
+                name,
+                body,
+                version,
+                refs,
+            }),
             generation: 0,
-            refs,
         }
     }
 
     /// Resource name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
     }
 
     /// Type URL.
     pub fn type_url(&self) -> &str {
-        &self.body.type_url
+        &self.shared.body.type_url
     }
 
     /// The encoded resource.
     pub fn body(&self) -> &Any {
-        &self.body
+        &self.shared.body
     }
 
     /// Content version: a stable hash of type and bytes. Equal content gives the
     /// same version across restarts, so a reconnecting Delta client that already
     /// has a resource is not sent it again.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.shared.version
     }
 
     /// Cache generation at which this resource last changed (0 until stored).
@@ -212,12 +224,12 @@ impl Resource {
 
     /// Resources this one refers to.
     pub fn refs(&self) -> &[Ref] {
-        &self.refs
+        &self.shared.refs
     }
 
     /// Decodes the resource as `M`.
     pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
-        M::decode(self.body.value.as_slice())
+        M::decode(self.shared.body.value.as_slice())
     }
 }
 
