@@ -143,6 +143,30 @@ impl Ingress {
     }
 }
 
+impl Ingress {
+    /// Releases the spare capacity of its lists (deserialising grows them by doubling: a
+    /// one-rule, two-split KIngress held four of each). Meant for KIngresses kept for long —
+    /// a gateway holds every one of its class.
+    pub fn shrink_to_fit(&mut self) {
+        let spec = &mut self.spec;
+        spec.tls.shrink_to_fit();
+        for t in &mut spec.tls {
+            t.hosts.shrink_to_fit();
+        }
+        spec.rules.shrink_to_fit();
+        for rule in &mut spec.rules {
+            rule.hosts.shrink_to_fit();
+            if let Some(http) = &mut rule.http {
+                http.paths.shrink_to_fit();
+                for path in &mut http.paths {
+                    path.splits.shrink_to_fit();
+                }
+            }
+        }
+        self.status.conditions.shrink_to_fit();
+    }
+}
+
 /// Whether a KIngress belongs to Sluice (its class annotation names Sluice's class). Objects of
 /// any other class, or none, are never translated nor status-patched.
 pub fn is_ours(ingress: &Ingress) -> bool {

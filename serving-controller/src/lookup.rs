@@ -68,7 +68,9 @@ pub struct Objects {
     /// EndpointSlices by (namespace, slice name); change them with
     /// [`Objects::add_endpoint_slice`] / [`Objects::remove_endpoint_slice`] so the
     /// per-Service index stays right.
-    endpoint_slices: BTreeMap<Key, Box<EndpointSlice>>,
+    /// Each stored with only what translation reads (see [`slim_slice`]) and the Service it
+    /// belongs to.
+    endpoint_slices: BTreeMap<Key, (Option<String>, Box<EndpointSlice>)>,
     /// (namespace, Service) → names of its EndpointSlices: a lookup costs the
     /// Service's slices, not every slice of the namespace.
     slices_by_service: BTreeMap<Key, std::collections::BTreeSet<String>>,
@@ -103,23 +105,26 @@ impl Objects {
     pub fn add_endpoint_slice(&mut self, s: EndpointSlice) -> &mut Self {
         let key = key_of(&s.metadata);
         self.remove_endpoint_slice(&key.0, &key.1);
-        if let Some(service) = slice_service(&s) {
+        let service = slice_service(&s);
+        if let Some(service) = &service {
             self.slices_by_service
-                .entry((key.0.clone(), service))
+                .entry((key.0.clone(), service.clone()))
                 .or_default()
                 .insert(key.1.clone());
         }
-        self.endpoint_slices.insert(key, Box::new(s));
+        self.endpoint_slices
+            .insert(key, (service, Box::new(slim_slice(s))));
         self
     }
 
-    /// Removes an EndpointSlice by namespace and slice name; returns it.
-    pub fn remove_endpoint_slice(&mut self, namespace: &str, name: &str) -> Option<EndpointSlice> {
-        let old = self
+    /// Removes an EndpointSlice by namespace and slice name; returns the name of the Service
+    /// it belonged to (`Some(None)`: a slice without the service-name label).
+    pub fn remove_endpoint_slice(&mut self, namespace: &str, name: &str) -> Option<Option<String>> {
+        let (service, _) = self
             .endpoint_slices
             .remove(&(namespace.to_string(), name.to_string()))?;
-        if let Some(service) = slice_service(&old) {
-            let k = (namespace.to_string(), service);
+        if let Some(service) = &service {
+            let k = (namespace.to_string(), service.clone());
             if let Some(set) = self.slices_by_service.get_mut(&k) {
                 set.remove(name);
                 if set.is_empty() {
@@ -127,12 +132,7 @@ impl Objects {
                 }
             }
         }
-        Some(*old)
-    }
-
-    /// Every EndpointSlice, by (namespace, slice name).
-    pub fn all_endpoint_slices(&self) -> &BTreeMap<Key, Box<EndpointSlice>> {
-        &self.endpoint_slices
+        Some(service)
     }
 
     /// Adds or replaces an Endpoints object.
@@ -163,7 +163,11 @@ impl Lookup for Objects {
             .get(&(namespace.to_string(), service.to_string()))
             .into_iter()
             .flatten()
-            .filter_map(|name| get(&self.endpoint_slices, namespace, name))
+            .filter_map(|name| {
+                self.endpoint_slices
+                    .get(&(namespace.to_string(), name.clone()))
+                    .map(|(_, s)| &**s)
+            })
             .collect()
     }
 
@@ -187,6 +191,44 @@ impl Lookup for Objects {
                 let secs: u64 = annotations.get(TIMEOUT_ANNOTATION)?.trim().parse().ok()?;
                 Some(Duration::from_secs(secs))
             })
+    }
+}
+
+/// An EndpointSlice with only what translation reads: its name, address type, ports, and
+/// each endpoint's addresses and ready condition. Labels, annotations, managed fields, topology
+/// and target references are dropped: a gateway holds every slice of every Service it routes
+/// to, and those fields are most of a slice's size.
+fn slim_slice(s: EndpointSlice) -> EndpointSlice {
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: s.metadata.name,
+            namespace: s.metadata.namespace,
+            ..ObjectMeta::default()
+        },
+        address_type: s.address_type,
+        ports: s.ports.map(|mut p| {
+            p.shrink_to_fit();
+            p
+        }),
+        endpoints: s.endpoints.map(|eps| {
+            eps.into_iter()
+                .map(|mut e| Endpoint {
+                    addresses: {
+                        e.addresses.shrink_to_fit();
+                        e.addresses
+                    },
+                    conditions: e.conditions.map(|c| EndpointConditions {
+                        ready: c.ready,
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                })
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+                .into_vec()
+        }),
     }
 }
 

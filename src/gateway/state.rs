@@ -236,6 +236,7 @@ impl GatewayState {
                         continue;
                     }
                     i.set_defaults();
+                    i.shrink_to_fit();
                     let hosts = rule_hosts(&i);
                     let prev = self.ingresses.get(&ik);
                     if prev.is_some_and(|p| p.ingress == i) {
@@ -282,7 +283,7 @@ impl GatewayState {
                 }
                 (Kind::EndpointSlice, o) => {
                     let old = self.objects.remove_endpoint_slice(&k.0, &k.1);
-                    let mut services: Vec<String> = old.iter().filter_map(slice_service).collect();
+                    let mut services: Vec<String> = old.into_iter().flatten().collect();
                     if let Some(Object::EndpointSlice(s)) = o {
                         services.extend(slice_service(&s));
                         self.objects.add_endpoint_slice(*s);

@@ -112,7 +112,7 @@ struct Shared {
     name: String,
     body: Any,
     version: String,
-    refs: Vec<Ref>,
+    refs: Box<[Ref]>,
 }
 
 impl fmt::Debug for Resource {
@@ -189,7 +189,7 @@ impl Resource {
                 name,
                 body,
                 version,
-                refs,
+                refs: refs.into_boxed_slice(),
             }),
             generation: 0,
         }
