@@ -100,7 +100,7 @@ fn main() {
     let route_bytes: usize = resources
         .iter()
         .filter(|r| r.type_url() == ROUTE)
-        .map(|r| r.body().value.len())
+        .map(|r| r.encoded_len())
         .sum();
     let cache = SnapshotCache::new();
     let t = Instant::now();
@@ -125,7 +125,7 @@ fn main() {
         .resources()
         .iter()
         .filter(|r| r.type_url() == ROUTE)
-        .map(|r| r.body().value.len())
+        .map(|r| r.encoded_len())
         .sum();
     let mut all = translated;
     all[edited] = one;

@@ -73,7 +73,8 @@ pub struct Objects {
     endpoint_slices: BTreeMap<Key, (Option<String>, Box<EndpointSlice>)>,
     /// (namespace, Service) → names of its EndpointSlices: a lookup costs the
     /// Service's slices, not every slice of the namespace.
-    slices_by_service: BTreeMap<Key, std::collections::BTreeSet<String>>,
+    /// Sorted; most Services have one or two slices.
+    slices_by_service: BTreeMap<Key, Vec<String>>,
     /// Endpoints by (namespace, service name).
     pub endpoints: BTreeMap<Key, Box<Endpoints>>,
     /// Secrets.
@@ -95,9 +96,11 @@ impl Objects {
         Self::default()
     }
 
-    /// Adds or replaces a Service.
+    /// Adds or replaces a Service (stored with only what translation reads: see
+    /// [`slim_service`]).
     pub fn add_service(&mut self, s: Service) -> &mut Self {
-        self.services.insert(key_of(&s.metadata), Box::new(s));
+        self.services
+            .insert(key_of(&s.metadata), Box::new(slim_service(s)));
         self
     }
 
@@ -107,10 +110,13 @@ impl Objects {
         self.remove_endpoint_slice(&key.0, &key.1);
         let service = slice_service(&s);
         if let Some(service) = &service {
-            self.slices_by_service
+            let names = self
+                .slices_by_service
                 .entry((key.0.clone(), service.clone()))
-                .or_default()
-                .insert(key.1.clone());
+                .or_default();
+            if let Err(at) = names.binary_search(&key.1) {
+                names.insert(at, key.1.clone());
+            }
         }
         self.endpoint_slices
             .insert(key, (service, Box::new(slim_slice(s))));
@@ -126,7 +132,9 @@ impl Objects {
         if let Some(service) = &service {
             let k = (namespace.to_string(), service.clone());
             if let Some(set) = self.slices_by_service.get_mut(&k) {
-                set.remove(name);
+                if let Ok(at) = set.binary_search_by(|n| n.as_str().cmp(name)) {
+                    set.remove(at);
+                }
                 if set.is_empty() {
                     self.slices_by_service.remove(&k);
                 }
@@ -191,6 +199,38 @@ impl Lookup for Objects {
                 let secs: u64 = annotations.get(TIMEOUT_ANNOTATION)?.trim().parse().ok()?;
                 Some(Duration::from_secs(secs))
             })
+    }
+}
+
+/// A Service with only what translation reads: name, namespace, Sluice's own annotations
+/// ([`TIMEOUT_ANNOTATION`], [`CONCURRENCY_ANNOTATION`]), type, external name and ports. Other
+/// annotations (kubectl's last-applied copy of the whole object, for one), labels, managed
+/// fields and status are dropped: a gateway holds every Service it routes to.
+pub fn slim_service(s: Service) -> Service {
+    use k8s_openapi::api::core::v1::ServiceSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let annotations = s.metadata.annotations.map(|a| {
+        a.into_iter()
+            .filter(|(k, _)| k.starts_with("sluice.knative.dev/"))
+            .collect::<BTreeMap<_, _>>()
+    });
+    Service {
+        metadata: ObjectMeta {
+            name: s.metadata.name,
+            namespace: s.metadata.namespace,
+            annotations: annotations.filter(|a| !a.is_empty()),
+            ..ObjectMeta::default()
+        },
+        spec: s.spec.map(|spec| ServiceSpec {
+            type_: spec.type_,
+            external_name: spec.external_name,
+            ports: spec.ports.map(|mut p| {
+                p.shrink_to_fit();
+                p
+            }),
+            ..ServiceSpec::default()
+        }),
+        status: None,
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_serving::ingress::IngressKey;
-use sluice_serving::lookup::SERVICE_NAME_LABEL;
+use sluice_serving::lookup::{SERVICE_NAME_LABEL, slim_service};
 use sluice_serving::translate::TlsChain;
 use sluice_serving::translate::listeners::listeners;
 use sluice_serving::{
@@ -273,7 +273,9 @@ impl GatewayState {
                 (Kind::Service, o) => {
                     match o {
                         Some(Object::Service(s)) => {
-                            self.objects.services.insert(k.clone(), s);
+                            self.objects
+                                .services
+                                .insert(k.clone(), Box::new(slim_service(*s)));
                         }
                         _ => {
                             self.objects.services.remove(&k);

@@ -184,7 +184,7 @@ impl SnapshotDebug for DebugService {
                     SyncState::Acked => AckState::Acked,
                     SyncState::Nacked => AckState::Nacked,
                 } as i32,
-                resource: Some(r.body().clone()),
+                resource: Some(r.body()),
             })
             .collect();
         Ok(Response::new(GetSnapshotResponse {

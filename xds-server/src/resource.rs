@@ -1,6 +1,7 @@
 //! xDS resources: type URLs, the [`Resource`] value the cache stores, and the
 //! references between resources that the consistency check follows.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -110,19 +111,24 @@ pub struct Resource {
 #[derive(PartialEq)]
 struct Shared {
     name: String,
-    body: Any,
+    /// The type URL: one of xDS's (static, not one copy per resource) or, for a type this
+    /// crate does not know, its own.
+    type_url: Cow<'static, str>,
+    /// The encoded message.
+    value: Vec<u8>,
     version: String,
+    version_id: u64,
     refs: Box<[Ref]>,
 }
 
 impl fmt::Debug for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resource")
-            .field("type", &short_name(&self.shared.body.type_url))
+            .field("type", &short_name(&self.shared.type_url))
             .field("name", &self.shared.name)
             .field("version", &self.shared.version)
             .field("generation", &self.generation)
-            .field("bytes", &self.shared.body.value.len())
+            .field("bytes", &self.shared.value.len())
             .finish()
     }
 }
@@ -184,10 +190,16 @@ impl Resource {
         refs.sort();
         refs.dedup();
         let version = content_version(&body);
+        let type_url = match PUSH_ORDER.into_iter().find(|t| *t == body.type_url) {
+            Some(t) => Cow::Borrowed(t),
+            None => Cow::Owned(body.type_url),
+        };
         Self {
             shared: Arc::new(Shared {
                 name,
-                body,
+                type_url,
+                value: body.value,
+                version_id: version_id(&version),
                 version,
                 refs: refs.into_boxed_slice(),
             }),
@@ -202,12 +214,20 @@ impl Resource {
 
     /// Type URL.
     pub fn type_url(&self) -> &str {
-        &self.shared.body.type_url
+        &self.shared.type_url
     }
 
-    /// The encoded resource.
-    pub fn body(&self) -> &Any {
-        &self.shared.body
+    /// The encoded resource, as the `Any` a response carries (a copy of its bytes).
+    pub fn body(&self) -> Any {
+        Any {
+            type_url: self.shared.type_url.to_string(),
+            value: self.shared.value.clone(),
+        }
+    }
+
+    /// The encoded message's size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.shared.value.len()
     }
 
     /// Content version: a stable hash of type and bytes. Equal content gives the
@@ -215,6 +235,12 @@ impl Resource {
     /// has a resource is not sent it again.
     pub fn version(&self) -> &str {
         &self.shared.version
+    }
+
+    /// The content version as a number ([`version_id`] of [`Self::version`]), for maps that
+    /// track what each client holds without a string per name.
+    pub fn version_id(&self) -> u64 {
+        self.shared.version_id
     }
 
     /// Cache generation at which this resource last changed (0 until stored).
@@ -229,7 +255,17 @@ impl Resource {
 
     /// Decodes the resource as `M`.
     pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
-        M::decode(self.shared.body.value.as_slice())
+        M::decode(self.shared.value.as_slice())
+    }
+}
+
+/// A version string as a number: ours are 16 hex digits and map to their value; any other
+/// (a version a reconnecting client reports from another server) to a hash of it, which
+/// equals none of ours in practice, so that resource is sent again.
+pub fn version_id(version: &str) -> u64 {
+    match u64::from_str_radix(version, 16) {
+        Ok(n) if version.len() == 16 => n,
+        _ => xxhash_rust::xxh3::xxh3_64(version.as_bytes()),
     }
 }
 

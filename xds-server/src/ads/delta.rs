@@ -32,12 +32,16 @@ struct Pending {
     at: Instant,
 }
 
+/// Most resources one Delta response carries; a larger change is sent as several.
+const MAX_RESOURCES_PER_RESPONSE: usize = 1000;
+
 #[derive(Default)]
 struct TypeState {
     wildcard: bool,
     subscribed: BTreeSet<String>,
     /// What the client holds (or was last sent): name → content version.
-    known: HashMap<String, String>,
+    /// Versions as [`Resource::version_id`]: a number, not a string per name.
+    known: HashMap<String, u64>,
     /// Cache version this type was last diffed against.
     synced: Option<u64>,
     /// Everything must be diffed again (first request, wildcard toggled).
@@ -158,7 +162,11 @@ impl Stream {
             st.dirty = true;
         }
         if first_request {
-            st.known = req.initial_resource_versions.clone();
+            st.known = req
+                .initial_resource_versions
+                .iter()
+                .map(|(n, v)| (n.clone(), crate::resource::version_id(v)))
+                .collect();
             self.c.held.seed(&type_url, &req.initial_resource_versions);
             // A reconnecting client that lists what it holds is initialised
             // already: it needs no empty first answer.
@@ -243,9 +251,24 @@ impl Stream {
             }
             let first = self.types.get(&d.type_url).is_some_and(|st| !st.answered);
             if !d.upserts.is_empty() || !d.removals.is_empty() || first {
-                let removed = std::mem::take(&mut d.removals);
-                self.send(&d.type_url, d.version, &d.upserts, removed)
-                    .await?;
+                let mut removed = std::mem::take(&mut d.removals);
+                // A large change (a cold start's 20k clusters) goes out as several responses:
+                // each is encoded into one buffer that tonic keeps at its largest size, and
+                // Envoy applies and ACKs each on its own. Removals ride with the last.
+                let chunks: Vec<_> = d.upserts.chunks(MAX_RESOURCES_PER_RESPONSE).collect();
+                let last = chunks.len().saturating_sub(1);
+                if chunks.is_empty() {
+                    self.send(&d.type_url, d.version, &[], std::mem::take(&mut removed))
+                        .await?;
+                }
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    let removed = if i == last {
+                        std::mem::take(&mut removed)
+                    } else {
+                        Vec::new()
+                    };
+                    self.send(&d.type_url, d.version, chunk, removed).await?;
+                }
             }
         }
         for (type_url, version, removals) in later.into_iter().rev() {
@@ -270,8 +293,8 @@ impl Stream {
             }
             let mut upserts = Vec::new();
             let mut removals = Vec::new();
-            let differs = |known: &HashMap<String, String>, r: &Resource| {
-                known.get(r.name()).is_none_or(|v| v != r.version())
+            let differs = |known: &HashMap<String, u64>, r: &Resource| {
+                known.get(r.name()).is_none_or(|v| *v != r.version_id())
             };
             if !full {
                 // Only new subscriptions: look at those names alone.
@@ -346,7 +369,7 @@ impl Stream {
                 .map(|r| WireResource {
                     name: r.name().to_string(),
                     version: r.version().to_string(),
-                    resource: Some(r.body().clone()),
+                    resource: Some(r.body()),
                     ..Default::default()
                 })
                 .collect(),
@@ -367,8 +390,7 @@ impl Stream {
         )
         .in_scope(|| tracing::debug!("push"));
         for r in upserts {
-            st.known
-                .insert(r.name().to_string(), r.version().to_string());
+            st.known.insert(r.name().to_string(), r.version_id());
         }
         for n in &removed {
             st.known.remove(n);

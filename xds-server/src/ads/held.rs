@@ -9,15 +9,16 @@
 //! clusters, their ClusterLoadAssignment (any version: endpoint churn must not
 //! delay routes). The stream re-checks after every ACK.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::cache::Snapshot;
 use crate::resource::{CLUSTER, ENDPOINT, ROUTE, Resource};
 
-/// Per type, the resources a client ACKed: name → content version.
+/// The clusters and endpoints a client ACKed, by name (routes wait on those only; other
+/// types and versions are not kept — at 10k KIngresses that is tens of thousands of names).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
-    types: HashMap<String, HashMap<String, String>>,
+    types: HashMap<&'static str, HashSet<String>>,
     /// Types whose newest response was NACKed: nothing waits on them.
     rejected: HashMap<String, bool>,
 }
@@ -25,10 +26,17 @@ pub(crate) struct Held {
 impl Held {
     /// A SotW ACK: the response held the whole set of its type.
     pub fn replace(&mut self, type_url: &str, resources: &[(String, String, u64)]) {
-        let t = self.types.entry(type_url.to_string()).or_default();
-        t.clear();
-        t.extend(resources.iter().map(|(n, v, _)| (n.clone(), v.clone())));
+        if let Some(t) = self.names(type_url) {
+            t.clear();
+            t.extend(resources.iter().map(|(n, _, _)| n.clone()));
+        }
         self.rejected.insert(type_url.to_string(), false);
+    }
+
+    /// The ACKed names of `type_url`, when it is a type routes wait on.
+    fn names(&mut self, type_url: &str) -> Option<&mut HashSet<String>> {
+        let t = [CLUSTER, ENDPOINT].into_iter().find(|t| *t == type_url)?;
+        Some(self.types.entry(t).or_default())
     }
 
     /// A Delta ACK: additions and removals.
@@ -38,21 +46,21 @@ impl Held {
         resources: &[(String, String, u64)],
         removed: &[String],
     ) {
-        let t = self.types.entry(type_url.to_string()).or_default();
-        for n in removed {
-            t.remove(n);
+        if let Some(t) = self.names(type_url) {
+            for n in removed {
+                t.remove(n);
+            }
+            t.extend(resources.iter().map(|(n, _, _)| n.clone()));
         }
-        t.extend(resources.iter().map(|(n, v, _)| (n.clone(), v.clone())));
         self.rejected.insert(type_url.to_string(), false);
     }
 
     /// A reconnecting Delta client's `initial_resource_versions`: what it
     /// already holds.
     pub fn seed(&mut self, type_url: &str, versions: &HashMap<String, String>) {
-        self.types
-            .entry(type_url.to_string())
-            .or_default()
-            .extend(versions.iter().map(|(n, v)| (n.clone(), v.clone())));
+        if let Some(t) = self.names(type_url) {
+            t.extend(versions.keys().cloned());
+        }
     }
 
     /// A NACK of `type_url`.
@@ -62,10 +70,7 @@ impl Held {
 
     fn has(&self, type_url: &str, name: &str) -> bool {
         self.rejected.get(type_url).copied().unwrap_or(false)
-            || self
-                .types
-                .get(type_url)
-                .is_some_and(|t| t.contains_key(name))
+            || self.types.get(type_url).is_some_and(|t| t.contains(name))
     }
 
     /// Whether `r` may be sent now. Only route configurations wait, and only

@@ -241,7 +241,7 @@ impl Stream {
         let nonce = next_nonce();
         let resp = DiscoveryResponse {
             version_info: version.clone(),
-            resources: chosen.values().map(|r| r.body().clone()).collect(),
+            resources: chosen.values().map(|r| r.body()).collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..Default::default()
