@@ -6,7 +6,7 @@
 //! Every expected message is awaited with a bounded timeout; "nothing is
 //! sent" is asserted by a short bounded wait ([`QUIET`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -718,6 +718,59 @@ async fn delta_sends_only_changes_and_honours_initial_versions() {
     let only = third.recv().await;
     assert_eq!(delta_names(&only), ["d"]);
     assert!(only.removed_resources.is_empty());
+}
+
+#[tokio::test]
+async fn delta_large_change_goes_out_in_bounded_responses() {
+    // 2500 clusters at once (a cold start) arrive as responses of at most 1000, each with its
+    // own nonce; the client ACKs each and the server records every resource as held.
+    let cache = SnapshotCache::new();
+    let all: Vec<String> = (0..2500).map(|i| format!("c{i:04}")).collect();
+    let g = cache
+        .set_snapshot(GROUP, all.iter().map(|n| static_cluster(n, 100)))
+        .unwrap()
+        .generation;
+    let h = Harness::start(&cache).await;
+    let mut envoy = h.delta("envoy-1").await;
+    envoy.subscribe(CLUSTER, &[]).await;
+    let mut got: Vec<String> = Vec::new();
+    let mut nonces = HashSet::new();
+    let mut sizes = Vec::new();
+    while got.len() < all.len() {
+        let r = envoy.recv().await;
+        assert_eq!(r.type_url, CLUSTER);
+        assert!(
+            nonces.insert(r.nonce.clone()),
+            "each response has its own nonce"
+        );
+        sizes.push(r.resources.len());
+        got.extend(delta_names(&r));
+        envoy.ack(&r).await;
+    }
+    assert_eq!(sizes, [1000, 1000, 500]);
+    got.sort();
+    assert_eq!(got, all, "every cluster once");
+    for n in ["c0000", "c1500", "c2499"] {
+        timeout(WAIT, h.nodes().wait_acked("envoy-1", CLUSTER, n, g))
+            .await
+            .unwrap_or_else(|_| panic!("ACK of {n} recorded"));
+    }
+    envoy.expect_quiet("everything was sent once").await;
+
+    // 1200 changed and one removed: the removal rides with the last response.
+    let mut update = Update::new().remove(CLUSTER, "c0000");
+    for n in &all[1..1201] {
+        update = update.upsert(static_cluster(n, 200));
+    }
+    cache.update(GROUP, update).unwrap();
+    let first = envoy.recv().await;
+    assert_eq!(first.resources.len(), 1000);
+    assert!(first.removed_resources.is_empty());
+    envoy.ack(&first).await;
+    let last = envoy.recv().await;
+    assert_eq!(last.resources.len(), 200);
+    assert_eq!(last.removed_resources, ["c0000"]);
+    envoy.ack(&last).await;
 }
 
 // ------------------------------------------------------ make before break
