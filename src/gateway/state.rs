@@ -64,7 +64,7 @@ pub struct GatewayState {
     config: GatewayConfig,
     objects: Objects,
     ingresses: BTreeMap<IngressKey, IngressState>,
-    /// Per KIngress, what its translation serves — encoded once, bodies shared with `current`
+    /// Per KIngress, what its translation serves — encoded once, bodies shared with `held`
     /// and the cache (the typed translation is not kept: at 10k KIngresses it was the
     /// largest thing in memory).
     served: BTreeMap<IngressKey, Served>,
