@@ -2,6 +2,7 @@
 //! (EndpointSlices or Endpoints) and Secrets. Passed in, so translation stays pure; sources
 //! (the file directory, kube reflectors) implement [`Lookup`] over their stores.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -36,12 +37,13 @@ pub fn endpoint_concurrency(service: &Service) -> Option<u32> {
 
 /// Read access to the objects a KIngress refers to.
 pub trait Lookup {
-    /// A Service by namespace and name.
-    fn service(&self, namespace: &str, name: &str) -> Option<&Service>;
+    /// A Service by namespace and name (borrowed, or rebuilt from a compact form: see
+    /// [`ServiceInfo`]).
+    fn service(&self, namespace: &str, name: &str) -> Option<Cow<'_, Service>>;
 
     /// The EndpointSlices of a Service (label `kubernetes.io/service-name`). When there is at
     /// least one, they win over the Service's Endpoints object.
-    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<&EndpointSlice>;
+    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Cow<'_, EndpointSlice>>;
 
     /// The Endpoints object of a Service (used only when it has no EndpointSlices).
     fn endpoints(&self, namespace: &str, service: &str) -> Option<&Endpoints>;
@@ -63,14 +65,14 @@ type Key = (String, String);
 /// 0.4–0.8 KB each (at 10k KIngresses the slack was tens of megabytes).
 #[derive(Debug, Clone, Default)]
 pub struct Objects {
-    /// Services.
-    pub services: BTreeMap<Key, Box<Service>>,
+    /// Services, in the compact form translation reads.
+    pub services: BTreeMap<Key, ServiceInfo>,
     /// EndpointSlices by (namespace, slice name); change them with
     /// [`Objects::add_endpoint_slice`] / [`Objects::remove_endpoint_slice`] so the
     /// per-Service index stays right.
-    /// Each stored with only what translation reads (see [`slim_slice`]) and the Service it
+    /// Each stored with only what translation reads (see [`SliceInfo`]) and the Service it
     /// belongs to.
-    endpoint_slices: BTreeMap<Key, (Option<String>, Box<EndpointSlice>)>,
+    endpoint_slices: BTreeMap<Key, (Option<String>, SliceInfo)>,
     /// (namespace, Service) → names of its EndpointSlices: a lookup costs the
     /// Service's slices, not every slice of the namespace.
     /// Sorted; most Services have one or two slices.
@@ -96,11 +98,10 @@ impl Objects {
         Self::default()
     }
 
-    /// Adds or replaces a Service (stored with only what translation reads: see
-    /// [`slim_service`]).
+    /// Adds or replaces a Service (stored as a [`ServiceInfo`]).
     pub fn add_service(&mut self, s: Service) -> &mut Self {
         self.services
-            .insert(key_of(&s.metadata), Box::new(slim_service(s)));
+            .insert(key_of(&s.metadata), ServiceInfo::new(s));
         self
     }
 
@@ -119,7 +120,7 @@ impl Objects {
             }
         }
         self.endpoint_slices
-            .insert(key, (service, Box::new(slim_slice(s))));
+            .insert(key, (service, SliceInfo::new(s)));
         self
     }
 
@@ -162,11 +163,13 @@ fn get<'a, T>(map: &'a BTreeMap<Key, Box<T>>, namespace: &str, name: &str) -> Op
 }
 
 impl Lookup for Objects {
-    fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
-        get(&self.services, namespace, name)
+    fn service(&self, namespace: &str, name: &str) -> Option<Cow<'_, Service>> {
+        self.services
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|s| Cow::Owned(s.to_service()))
     }
 
-    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<&EndpointSlice> {
+    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Cow<'_, EndpointSlice>> {
         self.slices_by_service
             .get(&(namespace.to_string(), service.to_string()))
             .into_iter()
@@ -174,7 +177,7 @@ impl Lookup for Objects {
             .filter_map(|name| {
                 self.endpoint_slices
                     .get(&(namespace.to_string(), name.clone()))
-                    .map(|(_, s)| &**s)
+                    .map(|(_, s)| Cow::Owned(s.to_slice()))
             })
             .collect()
     }
@@ -192,8 +195,9 @@ impl Lookup for Objects {
             .get(&(namespace.to_string(), service.to_string()))
             .copied()
             .or_else(|| {
-                let annotations = get(&self.services, namespace, service)?
-                    .metadata
+                let annotations = self
+                    .services
+                    .get(&(namespace.to_string(), service.to_string()))?
                     .annotations
                     .as_ref()?;
                 let secs: u64 = annotations.get(TIMEOUT_ANNOTATION)?.trim().parse().ok()?;
@@ -202,73 +206,137 @@ impl Lookup for Objects {
     }
 }
 
-/// A Service with only what translation reads: name, namespace, Sluice's own annotations
+/// What translation reads of a Service: name, namespace, Sluice's own annotations
 /// ([`TIMEOUT_ANNOTATION`], [`CONCURRENCY_ANNOTATION`]), type, external name and ports. Other
 /// annotations (kubectl's last-applied copy of the whole object, for one), labels, managed
-/// fields and status are dropped: a gateway holds every Service it routes to.
-pub fn slim_service(s: Service) -> Service {
-    use k8s_openapi::api::core::v1::ServiceSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    let annotations = s.metadata.annotations.map(|a| {
-        a.into_iter()
-            .filter(|(k, _)| k.starts_with("sluice.knative.dev/"))
-            .collect::<BTreeMap<_, _>>()
-    });
-    Service {
-        metadata: ObjectMeta {
-            name: s.metadata.name,
+/// fields and status are dropped, and the rest is held without the ~0.8 KB of mostly empty
+/// fields a `Service` struct has: a gateway holds every Service it routes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceInfo {
+    namespace: Option<String>,
+    name: Option<String>,
+    annotations: Option<BTreeMap<String, String>>,
+    type_: Option<String>,
+    external_name: Option<String>,
+    ports: Option<Vec<k8s_openapi::api::core::v1::ServicePort>>,
+}
+
+impl ServiceInfo {
+    /// The parts of `s` translation reads.
+    pub fn new(s: Service) -> Self {
+        let annotations = s.metadata.annotations.map(|a| {
+            a.into_iter()
+                .filter(|(k, _)| k.starts_with("sluice.knative.dev/"))
+                .collect::<BTreeMap<_, _>>()
+        });
+        let (type_, external_name, ports) = match s.spec {
+            Some(spec) => (
+                spec.type_,
+                spec.external_name,
+                spec.ports.map(|mut p| {
+                    p.shrink_to_fit();
+                    p
+                }),
+            ),
+            None => (None, None, None),
+        };
+        Self {
             namespace: s.metadata.namespace,
+            name: s.metadata.name,
             annotations: annotations.filter(|a| !a.is_empty()),
-            ..ObjectMeta::default()
-        },
-        spec: s.spec.map(|spec| ServiceSpec {
-            type_: spec.type_,
-            external_name: spec.external_name,
-            ports: spec.ports.map(|mut p| {
-                p.shrink_to_fit();
-                p
+            type_,
+            external_name,
+            ports,
+        }
+    }
+
+    /// A `Service` holding what was kept.
+    pub fn to_service(&self) -> Service {
+        use k8s_openapi::api::core::v1::ServiceSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        Service {
+            metadata: ObjectMeta {
+                name: self.name.clone(),
+                namespace: self.namespace.clone(),
+                annotations: self.annotations.clone(),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: self.type_.clone(),
+                external_name: self.external_name.clone(),
+                ports: self.ports.clone(),
+                ..ServiceSpec::default()
             }),
-            ..ServiceSpec::default()
-        }),
-        status: None,
+            status: None,
+        }
     }
 }
 
-/// An EndpointSlice with only what translation reads: its name, address type, ports, and
-/// each endpoint's addresses and ready condition. Labels, annotations, managed fields, topology
-/// and target references are dropped: a gateway holds every slice of every Service it routes
-/// to, and those fields are most of a slice's size.
-fn slim_slice(s: EndpointSlice) -> EndpointSlice {
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    EndpointSlice {
-        metadata: ObjectMeta {
-            name: s.metadata.name,
+/// What translation reads of an EndpointSlice: its name, address type, ports, and each
+/// endpoint's addresses and ready condition. Labels, annotations, managed fields, topology and
+/// target references are dropped, and the rest is held without the mostly empty fields of the
+/// `EndpointSlice` and `Endpoint` structs (~0.8 KB for a one-endpoint slice): a gateway holds
+/// every slice of every Service it routes to.
+#[derive(Debug, Clone, PartialEq)]
+struct SliceInfo {
+    namespace: Option<String>,
+    name: Option<String>,
+    address_type: String,
+    ports: Option<Vec<k8s_openapi::api::discovery::v1::EndpointPort>>,
+    endpoints: Option<Vec<SliceEndpoint>>,
+}
+
+/// One endpoint of a [`SliceInfo`]: its addresses and its `ready` condition (`None` when the
+/// endpoint has no conditions, `Some(None)` when `ready` is unset).
+type SliceEndpoint = (Vec<String>, Option<Option<bool>>);
+
+impl SliceInfo {
+    fn new(s: EndpointSlice) -> Self {
+        Self {
             namespace: s.metadata.namespace,
-            ..ObjectMeta::default()
-        },
-        address_type: s.address_type,
-        ports: s.ports.map(|mut p| {
-            p.shrink_to_fit();
-            p
-        }),
-        endpoints: s.endpoints.map(|eps| {
-            eps.into_iter()
-                .map(|mut e| Endpoint {
-                    addresses: {
+            name: s.metadata.name,
+            address_type: s.address_type,
+            ports: s.ports.map(|mut p| {
+                p.shrink_to_fit();
+                p
+            }),
+            endpoints: s.endpoints.map(|eps| {
+                eps.into_iter()
+                    .map(|mut e| {
                         e.addresses.shrink_to_fit();
-                        e.addresses
-                    },
-                    conditions: e.conditions.map(|c| EndpointConditions {
-                        ready: c.ready,
-                        ..EndpointConditions::default()
-                    }),
-                    ..Endpoint::default()
-                })
-                .collect::<Vec<_>>()
-                .into_boxed_slice()
-                .into_vec()
-        }),
+                        (e.addresses, e.conditions.map(|c| c.ready))
+                    })
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice()
+                    .into_vec()
+            }),
+        }
+    }
+
+    fn to_slice(&self) -> EndpointSlice {
+        use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: self.name.clone(),
+                namespace: self.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            address_type: self.address_type.clone(),
+            ports: self.ports.clone(),
+            endpoints: self.endpoints.as_ref().map(|eps| {
+                eps.iter()
+                    .map(|(addresses, ready)| Endpoint {
+                        addresses: addresses.clone(),
+                        conditions: ready.map(|ready| EndpointConditions {
+                            ready,
+                            ..EndpointConditions::default()
+                        }),
+                        ..Endpoint::default()
+                    })
+                    .collect()
+            }),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_serving::ingress::IngressKey;
-use sluice_serving::lookup::{SERVICE_NAME_LABEL, slim_service};
+use sluice_serving::lookup::{SERVICE_NAME_LABEL, ServiceInfo};
 use sluice_serving::translate::TlsChain;
 use sluice_serving::translate::listeners::listeners;
 use sluice_serving::{
@@ -275,7 +275,7 @@ impl GatewayState {
                         Some(Object::Service(s)) => {
                             self.objects
                                 .services
-                                .insert(k.clone(), Box::new(slim_service(*s)));
+                                .insert(k.clone(), ServiceInfo::new(*s));
                         }
                         _ => {
                             self.objects.services.remove(&k);

@@ -250,13 +250,17 @@ impl KubeCache {
 }
 
 impl Lookup for KubeCache {
-    fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+    fn service(&self, namespace: &str, name: &str) -> Option<std::borrow::Cow<'_, Service>> {
         self.services
             .get(&ObjectKey::new(namespace, name))
-            .map(|s| &**s)
+            .map(|s| std::borrow::Cow::Borrowed(&**s))
     }
 
-    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<&EndpointSlice> {
+    fn endpoint_slices(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Vec<std::borrow::Cow<'_, EndpointSlice>> {
         let Some(names) = self
             .slices_by_service
             .get(&ObjectKey::new(namespace, service))
@@ -269,7 +273,7 @@ impl Lookup for KubeCache {
                 self.endpoint_slices
                     .get(&ObjectKey::new(namespace, name.as_str()))
             })
-            .map(|s| &**s)
+            .map(|s| std::borrow::Cow::Borrowed(&**s))
             .collect()
     }
 

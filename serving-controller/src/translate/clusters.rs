@@ -260,7 +260,7 @@ pub(crate) fn upstream(
         cluster: limited_eds_cluster(
             &cluster_name,
             is_h2c(port),
-            crate::lookup::endpoint_concurrency(service),
+            crate::lookup::endpoint_concurrency(&service),
         ),
         assignment: Some(load_assignment(&cluster_name, &addrs)),
     })
