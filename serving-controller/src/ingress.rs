@@ -141,9 +141,7 @@ impl Ingress {
             }
         }
     }
-}
 
-impl Ingress {
     /// Releases the spare capacity of its lists (deserialising grows them by doubling: a
     /// one-rule, two-split KIngress held four of each). Meant for KIngresses kept for long —
     /// a gateway holds every one of its class.

@@ -60,22 +60,20 @@ pub trait Lookup {
 
 type Key = (String, String);
 
-/// A simple in-memory [`Lookup`]: objects keyed by namespace and name. Objects are boxed: a
-/// B-tree node holds eleven values inline and is often half full, and these structs are
-/// 0.4–0.8 KB each (at 10k KIngresses the slack was tens of megabytes).
+/// A simple in-memory [`Lookup`]: objects keyed by namespace and name. Services and
+/// EndpointSlices are held in compact forms ([`ServiceInfo`], [`SliceInfo`]); Endpoints and
+/// Secrets are boxed (a B-tree node holds eleven values inline and is often half full, and the
+/// k8s structs are 0.4–0.8 KB each: at 10k KIngresses that slack was tens of megabytes).
 #[derive(Debug, Clone, Default)]
 pub struct Objects {
     /// Services, in the compact form translation reads.
     pub services: BTreeMap<Key, ServiceInfo>,
-    /// EndpointSlices by (namespace, slice name); change them with
-    /// [`Objects::add_endpoint_slice`] / [`Objects::remove_endpoint_slice`] so the
+    /// EndpointSlices by (namespace, slice name), each with the Service it belongs to; change
+    /// them with [`Objects::add_endpoint_slice`] / [`Objects::remove_endpoint_slice`] so the
     /// per-Service index stays right.
-    /// Each stored with only what translation reads (see [`SliceInfo`]) and the Service it
-    /// belongs to.
     endpoint_slices: BTreeMap<Key, (Option<String>, SliceInfo)>,
-    /// (namespace, Service) → names of its EndpointSlices: a lookup costs the
+    /// (namespace, Service) → names of its EndpointSlices, sorted: a lookup costs the
     /// Service's slices, not every slice of the namespace.
-    /// Sorted; most Services have one or two slices.
     slices_by_service: BTreeMap<Key, Vec<String>>,
     /// Endpoints by (namespace, service name).
     pub endpoints: BTreeMap<Key, Box<Endpoints>>,
@@ -307,6 +305,8 @@ impl SliceInfo {
                         (e.addresses, e.conditions.map(|c| c.ready))
                     })
                     .collect::<Vec<_>>()
+                    // The collect reuses the `Endpoint` buffer, sized for the larger type:
+                    // give the spare back.
                     .into_boxed_slice()
                     .into_vec()
             }),
@@ -340,7 +340,8 @@ impl SliceInfo {
     }
 }
 
-fn slice_service(s: &EndpointSlice) -> Option<String> {
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn slice_service(s: &EndpointSlice) -> Option<String> {
     s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
 }
 

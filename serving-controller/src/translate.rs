@@ -97,27 +97,6 @@ impl IngressResources {
         out
     }
 
-    /// (type URL, name) of every resource [`Self::resources`] returns, without
-    /// encoding them.
-    pub fn resource_keys(&self) -> Vec<(&'static str, &str)> {
-        use sluice_xds::resource::{CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE, SECRET};
-        let mut out = Vec::new();
-        out.extend(self.secrets.iter().map(|s| (SECRET, s.name.as_str())));
-        out.extend(self.clusters.iter().map(|c| (CLUSTER, c.name.as_str())));
-        out.extend(
-            self.load_assignments
-                .iter()
-                .map(|a| (ENDPOINT, a.cluster_name.as_str())),
-        );
-        out.extend(
-            self.route_configurations
-                .iter()
-                .map(|r| (ROUTE, r.name.as_str())),
-        );
-        out.extend(self.scopes.iter().map(|s| (SCOPED_ROUTE, s.name.as_str())));
-        out
-    }
-
     /// The hosts this KIngress has a scope for in `table`.
     pub fn hosts(&self, table: RouteTable) -> Vec<&str> {
         let prefix = format!("{}/", table.name());

@@ -89,7 +89,8 @@ impl FileSource {
         };
         let mut keys: Vec<Arc<ObjectKey>> = Vec::new();
         for (key, object) in objects {
-            if let Some((other, _)) = self.objects.get(&key)
+            let known = self.objects.get_key_value(&key);
+            if let Some((_, (other, _))) = known
                 && **other != *path
             {
                 problems.push(Problem {
@@ -104,7 +105,7 @@ impl FileSource {
                 continue;
             }
             let digest = object.digest();
-            let key = match self.objects.get_key_value(&key) {
+            let key = match known {
                 Some((k, (_, d))) => {
                     if *d == digest {
                         // Unchanged: no change to hand on.

@@ -14,7 +14,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_serving::ingress::IngressKey;
-use sluice_serving::lookup::{SERVICE_NAME_LABEL, ServiceInfo};
+use sluice_serving::lookup::{ServiceInfo, slice_service};
 use sluice_serving::translate::TlsChain;
 use sluice_serving::translate::listeners::listeners;
 use sluice_serving::{
@@ -555,10 +555,6 @@ impl GatewayState {
     }
 }
 
-fn slice_service(s: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<String> {
-    s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
-}
-
 fn rule_hosts(i: &Ingress) -> Vec<(String, bool)> {
     use sluice_serving::ingress::Visibility;
     i.spec
@@ -643,40 +639,6 @@ spec:
   - hosts: [hello.example.com]
     http: {paths: [{splits: [{serviceName: hello, serviceNamespace: default, servicePort: 80}]}]}
 "#;
-
-    #[test]
-    fn resource_keys_name_exactly_the_resources() {
-        let decoded = super::super::documents::decode(std::path::Path::new("x.yaml"), HANDOVER);
-        let mut objects = Objects::new();
-        let mut ingress = None;
-        for (_, o) in decoded.objects {
-            match o {
-                Object::Service(s) => {
-                    objects.add_service(*s);
-                }
-                Object::EndpointSlice(s) => {
-                    objects.add_endpoint_slice(*s);
-                }
-                Object::Ingress(i) if ingress.is_none() => ingress = Some(*i),
-                _ => {}
-            }
-        }
-        let t = translate_ingress(&ingress.unwrap(), &objects).unwrap();
-        let mut from_resources: Vec<(String, String)> = t
-            .resources()
-            .iter()
-            .map(|r| (r.type_url().to_string(), r.name().to_string()))
-            .collect();
-        let mut keys: Vec<(String, String)> = t
-            .resource_keys()
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        from_resources.sort();
-        keys.sort();
-        assert!(!keys.is_empty());
-        assert_eq!(keys, from_resources);
-    }
 
     #[test]
     fn a_host_handed_over_keeps_the_shared_cluster() {

@@ -251,23 +251,22 @@ impl Stream {
             }
             let first = self.types.get(&d.type_url).is_some_and(|st| !st.answered);
             if !d.upserts.is_empty() || !d.removals.is_empty() || first {
-                let mut removed = std::mem::take(&mut d.removals);
                 // A large change (a cold start's 20k clusters) goes out as several responses:
                 // each is encoded into one buffer that tonic keeps at its largest size, and
                 // Envoy applies and ACKs each on its own. Removals ride with the last.
-                let chunks: Vec<_> = d.upserts.chunks(MAX_RESOURCES_PER_RESPONSE).collect();
-                let last = chunks.len().saturating_sub(1);
-                if chunks.is_empty() {
-                    self.send(&d.type_url, d.version, &[], std::mem::take(&mut removed))
-                        .await?;
-                }
-                for (i, chunk) in chunks.into_iter().enumerate() {
-                    let removed = if i == last {
-                        std::mem::take(&mut removed)
+                let mut rest: &[_] = &d.upserts;
+                loop {
+                    let (chunk, more) = rest.split_at(rest.len().min(MAX_RESOURCES_PER_RESPONSE));
+                    rest = more;
+                    let removed = if rest.is_empty() {
+                        std::mem::take(&mut d.removals)
                     } else {
                         Vec::new()
                     };
                     self.send(&d.type_url, d.version, chunk, removed).await?;
+                    if rest.is_empty() {
+                        break;
+                    }
                 }
             }
         }
