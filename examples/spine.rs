@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let nodes = server.nodes().clone();
     let status: sluice::debug::StatusFn = Arc::new(move || {
         serde_json::json!({ "nodes": nodes.list().iter().map(|n| serde_json::json!({
-            "id": n.node.id, "connected": n.streams > 0, "mode": n.mode.as_str(),
+            "id": n.node.id, "connected": n.connected, "mode": n.mode.as_str(),
         })).collect::<Vec<_>>() })
     });
     let mut rx = stop_rx.clone();

@@ -82,7 +82,8 @@ pub struct GatewayArgs {
     /// Serve xDS only; run Envoy yourself (`sluice envoy bootstrap` prints its bootstrap).
     #[arg(long)]
     pub no_envoy: bool,
-    /// Node id of the launched Envoy.
+    /// Node id of the gateway's Envoys (the launched one, or those you run with --no-envoy):
+    /// only streams with this node id count for readiness.
     #[arg(long, default_value = "sluice-gateway")]
     pub node_id: String,
     /// xDS variant the launched Envoy speaks: delta or sotw.
@@ -201,10 +202,11 @@ pub(crate) async fn serve(
         let shared = shared.clone();
         let nodes = server.nodes().clone();
         let serving = hooks.serving_status.clone();
+        let node_id = args.node_id.clone();
         Arc::new(move || {
             let mut status = {
                 let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                status_of(&s, &nodes)
+                status_of(&s, &nodes, &node_id)
             };
             if let Some(serving) = &serving {
                 status.serving = Some(serving(&status));
@@ -298,6 +300,7 @@ pub(crate) async fn serve(
     let readiness = tokio::spawn(readiness_loop(
         shared.clone(),
         server.nodes().clone(),
+        args.node_id.clone(),
         config,
         changed.clone(),
         stop_rx.clone(),

@@ -43,6 +43,11 @@ pub struct ActivatorConfig {
     /// Probe new instances (TCP connect) before sending them traffic,
     /// retrying at this interval; `None` trusts the instance list as given.
     pub probe_interval: Option<Duration>,
+    /// Client connections served at once; beyond it new ones wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
+    /// Websocket (upgrade) tunnels open at once; beyond it an upgrade gets 503.
+    pub max_tunnels: usize,
 }
 
 impl Default for ActivatorConfig {
@@ -53,6 +58,8 @@ impl Default for ActivatorConfig {
             connect_timeout: Duration::from_secs(5),
             poke_capacity: 1024,
             probe_interval: Some(Duration::from_millis(200)),
+            max_connections: 20_000,
+            max_tunnels: 10_000,
         }
     }
 }

@@ -54,6 +54,14 @@ pub enum Error {
         /// How long the request waited.
         waited: Duration,
     },
+    /// Too many websocket tunnels are open already: load shed.
+    #[error("revision {revision}: {open} websocket tunnels open, the activator's cap")]
+    TooManyTunnels {
+        /// The revision asked for.
+        revision: RevisionKey,
+        /// Tunnels open.
+        open: usize,
+    },
     /// The instance did not start responding before the revision's timeout.
     #[error("revision {revision}: {addr} did not respond within {timeout:?}")]
     Timeout {
@@ -86,6 +94,7 @@ impl Error {
             Self::RevisionRemoved(_) => "revision_removed",
             Self::QueueFull { .. } => "queue_full",
             Self::NoCapacity { .. } => "no_capacity",
+            Self::TooManyTunnels { .. } => "too_many_tunnels",
             Self::Timeout { .. } => "timeout",
             Self::Upstream { .. } => "upstream",
         }
@@ -111,6 +120,10 @@ pub fn rescue(err: &Error) -> Response<Bytes> {
         Error::QueueFull { revision, .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("overloaded: queue full for revision {revision}"),
+        ),
+        Error::TooManyTunnels { revision, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("overloaded: too many websocket connections open (revision {revision})"),
         ),
         Error::NoCapacity { revision, waited } => (
             StatusCode::SERVICE_UNAVAILABLE,

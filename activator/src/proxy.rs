@@ -80,10 +80,21 @@ impl Activator {
             .ok_or_else(|| Error::UnknownRevision(key.clone()))?;
         let config = entry.config.clone();
         let counted = Counted::new(entry);
+        let upgrade = wants_upgrade(&req);
+        if upgrade {
+            // Each tunnel holds two connections and a slot for as long as it lives.
+            let open = self.inner.tunnels.receiver_count();
+            if open >= self.inner.config.max_tunnels {
+                return Err(Error::TooManyTunnels {
+                    revision: key,
+                    open,
+                });
+            }
+        }
         let permit = self.inner.throttler.acquire(&key, config.timeout).await?;
         let addr = permit.addr();
 
-        let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upstream_req = upstream_request(req, &key, addr, client_upgrade.is_some())?;
         // Websockets are HTTP/1.1 upgrades whatever the revision's protocol.
         let client = if config.h2c && client_upgrade.is_none() {
@@ -91,7 +102,7 @@ impl Activator {
         } else {
             &self.inner.http1
         };
-        let deadline = arrival + config.timeout;
+        let deadline = crate::revision::deadline(arrival, config.timeout);
         let mut resp = match tokio::time::timeout_at(deadline, client.request(upstream_req)).await {
             Err(_) => {
                 return Err(Error::Timeout {

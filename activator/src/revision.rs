@@ -43,3 +43,28 @@ impl Default for RevisionConfig {
         }
     }
 }
+
+/// `start + timeout`, saturating: a timeout too long for the clock (a configuration error, or
+/// a hostile one) waits a century instead of panicking.
+pub fn deadline(start: tokio::time::Instant, timeout: std::time::Duration) -> tokio::time::Instant {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(timeout.min(CENTURY))
+        .or_else(|| start.checked_add(std::time::Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(start)
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_saturate() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline(now, std::time::Duration::MAX) > now);
+        assert_eq!(
+            deadline(now, std::time::Duration::from_secs(30)),
+            now + std::time::Duration::from_secs(30)
+        );
+    }
+}

@@ -40,12 +40,21 @@ impl Activator {
         builder.http2().timer(TokioTimer::new());
         let (draining, _) = watch::channel(false);
         let mut conns = JoinSet::new();
+        let max = self.inner.config.max_connections.max(1);
+        let mut capped = false;
         tokio::pin!(shutdown);
         loop {
+            if conns.len() >= max && !capped {
+                tracing::warn!(
+                    connections = conns.len(),
+                    "connection cap reached: not accepting until one closes"
+                );
+            }
+            capped = conns.len() >= max;
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => {
+                accepted = listener.accept(), if conns.len() < max => {
                     let (stream, peer) = match accepted {
                         Ok(conn) => conn,
                         Err(e) => {

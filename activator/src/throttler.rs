@@ -310,7 +310,9 @@ impl Throttler {
         start: Instant,
         timeout: Duration,
     ) -> Result<Permit, Error> {
-        let received = tokio::time::timeout_at(start + timeout, &mut waiter.rx).await;
+        let received =
+            tokio::time::timeout_at(crate::revision::deadline(start, timeout), &mut waiter.rx)
+                .await;
         if received.is_ok() {
             // Whoever sent (or dropped) our sender took us off the queue.
             waiter.queued = false;

@@ -7,8 +7,6 @@
 //! `envoy-types` source directory with `cargo metadata`:
 //! `cargo run -p sluice-proto --example gen_envoy_descriptors -- ENVOY_TYPES_DIR OUT`.
 
-use prost::Message;
-
 /// The Envoy APIs Sluice serves or renders (imports are followed).
 const FILES: &[&str] = &[
     "envoy/service/discovery/v3/ads.proto",
@@ -28,6 +26,12 @@ const FILES: &[&str] = &[
     "envoy/service/load_stats/v3/lrs.proto",
     "envoy/config/bootstrap/v3/bootstrap.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/filters/http/lua/v3/lua.proto",
+    "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
+    "envoy/extensions/filters/listener/proxy_protocol/v3/proxy_protocol.proto",
+    "envoy/config/trace/v3/opentelemetry.proto",
+    "envoy/service/auth/v3/external_auth.proto",
 ];
 
 /// Include roots inside `envoy-types/proto/`.
@@ -47,9 +51,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: gen_envoy_descriptors ENVOY_TYPES_DIR OUT_FILE".into());
     };
     let includes: Vec<String> = ROOTS.iter().map(|r| format!("{dir}/proto/{r}")).collect();
-    let fds = protox::compile(FILES, includes)?;
-    let bytes = fds.encode_to_vec();
+    // Encoded by the compiler itself, not through `prost_types`: that keeps custom options
+    // such as `udpa.annotations.sensitive`, which the redaction of key material reads.
+    let mut compiler = protox::Compiler::new(includes)?;
+    compiler.include_imports(true).include_source_info(false);
+    compiler.open_files(FILES)?;
+    let files = compiler.descriptor_pool().files().count();
+    let bytes = compiler.encode_file_descriptor_set();
     std::fs::write(&out, &bytes)?;
-    println!("{out}: {} files, {} bytes", fds.file.len(), bytes.len());
+    println!("{out}: {files} files, {} bytes", bytes.len());
     Ok(())
 }

@@ -150,6 +150,7 @@ pub async fn run(args: XdsArgs) -> Result<(), CliError> {
             let mut req = tonic::Request::new(sluice_proto::xds::v1::GetSnapshotRequest {
                 node_id: a.node.unwrap_or_default(),
                 r#type: a.kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
+                ..Default::default()
             });
             req.set_timeout(RPC_TIMEOUT);
             let snapshot = client

@@ -1,6 +1,11 @@
 //! Readiness is proven, not assumed: a KIngress is Ready once every connected
-//! Envoy ACKed its route configuration at the served version and a Knative
+//! gateway Envoy ACKed its route configuration at the served version and a Knative
 //! probe through Envoy answered its hash.
+//!
+//! Only the gateway's own Envoys count: streams whose node id is `--node-id` (each stream on
+//! its own, so with several replicas every one of them must have ACKed). Any other client of
+//! the xDS port — `grpcurl`, a debug tool, a stranger — can neither hold a KIngress back nor
+//! change the reason shown for it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,11 +41,12 @@ type ProbeTask = (
 );
 
 /// Proves readiness: for every KIngress whose served hash is not proven yet,
-/// waits for every connected node to ACK its route configuration at the
-/// served version, then probes it through Envoy.
+/// waits for every connected gateway Envoy (node id `node_id`) to ACK its route
+/// configuration at the served version, then probes it through Envoy.
 pub(crate) async fn readiness_loop(
     shared: Arc<Mutex<Shared>>,
     nodes: Nodes,
+    node_id: String,
     config: GatewayConfig,
     changed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -78,7 +84,7 @@ pub(crate) async fn readiness_loop(
         };
         // One look at the nodes per round, without copying their ACK maps.
         let (connected, nack, acked): (bool, Option<String>, Vec<bool>) = nodes.inspect(|all| {
-            let states: Vec<_> = all.into_iter().filter(|n| n.streams > 0).collect();
+            let states: Vec<_> = all.into_iter().filter(|n| n.id() == node_id).collect();
             // Say why when Envoy rejected something: the NACK is the reason.
             let nack = states.iter().find_map(|st| {
                 st.types.iter().find_map(|(t, ts)| {
@@ -113,7 +119,13 @@ pub(crate) async fn readiness_loop(
         let mut to_probe = Vec::new();
         for ((key, hash, targets, _), acked) in todo.into_iter().zip(acked) {
             if !connected {
-                verdicts.push((key, hash, Err("waiting for an Envoy to connect".into())));
+                verdicts.push((
+                    key,
+                    hash,
+                    Err(format!(
+                        "waiting for an Envoy with node id {node_id:?} to connect"
+                    )),
+                ));
             } else if !acked {
                 let why = nack
                     .clone()

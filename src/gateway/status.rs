@@ -57,11 +57,18 @@ pub struct ProblemView {
     pub message: String,
 }
 
-/// A node in `/status`.
+/// A node (one Envoy's ADS stream) in `/status`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NodeView {
     /// Node id.
     pub id: String,
+    /// The stream's id (several Envoys may share a node id).
+    #[serde(default)]
+    pub stream: u64,
+    /// Whether it is one of the gateway's own Envoys (node id `--node-id`): only those count
+    /// for readiness.
+    #[serde(default)]
+    pub gateway: bool,
     /// Connected now.
     pub connected: bool,
     /// sotw / delta.
@@ -71,7 +78,7 @@ pub struct NodeView {
 }
 
 /// The `/status` document for the current state.
-pub(crate) fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
+pub(crate) fn status_of(s: &Shared, nodes: &Nodes, node_id: &str) -> GatewayStatus {
     let ingresses = s
         .state
         .ingresses()
@@ -126,7 +133,9 @@ pub(crate) fn status_of(s: &Shared, nodes: &Nodes) -> GatewayStatus {
         all.into_iter()
             .map(|n| NodeView {
                 id: n.node.id.clone(),
-                connected: n.streams > 0,
+                stream: n.stream,
+                gateway: n.id() == node_id,
+                connected: n.connected,
                 mode: n.mode.as_str().to_string(),
                 types: n
                     .types

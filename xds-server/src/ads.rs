@@ -4,6 +4,8 @@
 
 pub(crate) mod delta;
 mod held;
+pub(crate) mod limits;
+mod order;
 pub(crate) mod sotw;
 mod stream;
 
@@ -23,6 +25,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::SnapshotCache;
 use crate::nodes::Nodes;
+
+/// Whether resources of `type_url` can be named by others (clusters by routes, and so on):
+/// those must outlive every reference a client may still hold.
+pub(crate) fn is_referenced_type(type_url: &str) -> bool {
+    !order::referrers(type_url).is_empty()
+}
 
 /// Maps a node to the snapshot group it is served from.
 pub type Grouping = Arc<dyn Fn(&Node) -> String + Send + Sync>;

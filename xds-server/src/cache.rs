@@ -8,8 +8,9 @@
 //! changed. Stream handlers watch single types ([`SnapshotCache::watch`]) and
 //! are woken only when that type changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -132,13 +133,38 @@ pub struct Applied {
 struct Group {
     snapshot: Snapshot,
     watchers: HashMap<String, watch::Sender<u64>>,
+    /// Resources removed lately, newest last (see [`SnapshotCache::recently_removed`]).
+    removed: VecDeque<(Instant, Arc<Resource>)>,
 }
+
+/// How long a removed resource is remembered for clients that reconnect holding it.
+pub const REMOVED_KEPT_FOR: Duration = Duration::from_secs(120);
+/// How many removed resources a group remembers at most.
+pub const REMOVED_KEPT_MAX: usize = 4096;
 
 impl Group {
     fn new() -> Self {
         Self {
             snapshot: Snapshot::default(),
             watchers: HashMap::new(),
+            removed: VecDeque::new(),
+        }
+    }
+
+    fn remember_removed(&mut self, removed: impl IntoIterator<Item = Arc<Resource>>) {
+        let now = Instant::now();
+        for r in removed {
+            if crate::ads::is_referenced_type(r.type_url()) {
+                self.removed.push_back((now, r));
+            }
+        }
+        while self.removed.len() > REMOVED_KEPT_MAX
+            || self
+                .removed
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > REMOVED_KEPT_FOR)
+        {
+            self.removed.pop_front();
         }
     }
 
@@ -193,6 +219,32 @@ impl SnapshotCache {
         }
     }
 
+    /// Whether a group's snapshot holds type `type_url` (served to clients that ask for it).
+    pub fn has_type(&self, group: &str, type_url: &str) -> bool {
+        let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        g.get(group)
+            .is_some_and(|g| g.snapshot.types.contains_key(type_url))
+    }
+
+    /// How many resources of `type_url` a group's snapshot holds.
+    pub fn type_len(&self, group: &str, type_url: &str) -> usize {
+        let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        g.get(group)
+            .and_then(|g| g.snapshot.types.get(type_url))
+            .map_or(0, |t| t.resources.len())
+    }
+
+    /// Forgets a group that never had a snapshot once no stream watches it any more: a client
+    /// whose node maps to a group of its own leaves nothing behind when it goes.
+    pub fn release(&self, group: &str) {
+        let mut g = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        if g.get(group).is_some_and(|g| {
+            g.snapshot.generation == 0 && g.watchers.values().all(|w| w.receiver_count() == 0)
+        }) {
+            g.remove(group);
+        }
+    }
+
     /// Watches one type of a group: the receiver's value is the type's version
     /// (the generation at which it last changed), and it changes only when that
     /// type does. Creates the group if needed, so a watcher may start before the
@@ -211,6 +263,24 @@ impl SnapshotCache {
             .entry(type_url.to_string())
             .or_insert_with(|| watch::channel(current).0)
             .subscribe()
+    }
+
+    /// Resources of `type_url` removed from a group in the last [`REMOVED_KEPT_FOR`] (at most
+    /// [`REMOVED_KEPT_MAX`] per group) and not in its snapshot now, newest version per name.
+    /// A State-of-the-World client that reconnects holding an older configuration cannot say
+    /// what it holds; these are what it may still use until its routes are brought up to date.
+    pub fn recently_removed(&self, group: &str, type_url: &str) -> BTreeMap<String, Arc<Resource>> {
+        let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        let Some(g) = g.get(group) else {
+            return BTreeMap::new();
+        };
+        let current = g.snapshot.types.get(type_url);
+        g.removed
+            .iter()
+            .filter(|(_, r)| r.type_url() == type_url)
+            .filter(|(_, r)| current.is_none_or(|t| !t.resources.contains_key(r.name())))
+            .map(|(_, r)| (r.name().to_string(), r.clone()))
+            .collect()
     }
 
     /// Replaces a group's whole snapshot. Resources whose content did not change
@@ -241,6 +311,7 @@ impl SnapshotCache {
             generation,
             ..Default::default()
         };
+        let mut removed_resources = Vec::new();
         let all_types: BTreeSet<String> = by_type
             .keys()
             .cloned()
@@ -265,11 +336,14 @@ impl SnapshotCache {
                     }
                 }
             }
-            let removed = old_t
+            let gone: Vec<Arc<Resource>> = old_t
                 .resources
-                .keys()
-                .filter(|n| !out.contains_key(*n))
-                .count();
+                .iter()
+                .filter(|(n, _)| !out.contains_key(*n))
+                .map(|(_, r)| r.clone())
+                .collect();
+            let removed = gone.len();
+            removed_resources.extend(gone);
             if removed > 0 {
                 changed = true;
                 applied.removed += removed;
@@ -287,7 +361,14 @@ impl SnapshotCache {
         }
         let candidate = Snapshot { generation, types };
         let problems = consistency::check(&candidate);
-        self.commit(entry, group, candidate, applied, problems)
+        self.commit(
+            entry,
+            group,
+            candidate,
+            applied,
+            problems,
+            removed_resources,
+        )
     }
 
     /// Applies an incremental update to a group.
@@ -331,11 +412,14 @@ impl SnapshotCache {
             changed_keys.push((r.type_url().to_string(), r.name().to_string()));
             Arc::make_mut(&mut t.resources).insert(r.name().to_string(), Arc::new(r));
         }
+        let mut removed_resources = Vec::new();
         for (type_url, name) in update.removals {
             if let Some(t) = types.get_mut(&type_url)
                 && t.resources.contains_key(&name)
             {
-                Arc::make_mut(&mut t.resources).remove(&name);
+                if let Some(r) = Arc::make_mut(&mut t.resources).remove(&name) {
+                    removed_resources.push(r);
+                }
                 applied.removed += 1;
                 applied.changed_types.insert(type_url.clone());
                 removed_keys.push((type_url, name));
@@ -354,7 +438,14 @@ impl SnapshotCache {
         }
         let candidate = Snapshot { generation, types };
         let problems = consistency::check_change(&candidate, &changed_keys, &removed_keys);
-        self.commit(entry, group, candidate, applied, problems)
+        self.commit(
+            entry,
+            group,
+            candidate,
+            applied,
+            problems,
+            removed_resources,
+        )
     }
 
     fn commit(
@@ -364,6 +455,7 @@ impl SnapshotCache {
         candidate: Snapshot,
         applied: Applied,
         problems: Vec<Inconsistency>,
+        removed: Vec<Arc<Resource>>,
     ) -> Result<Applied, CacheError> {
         if applied.changed_types.is_empty() {
             return Ok(Applied {
@@ -378,6 +470,7 @@ impl SnapshotCache {
             });
         }
         entry.snapshot = candidate;
+        entry.remember_removed(removed);
         for t in &applied.changed_types {
             entry.notify(t, applied.generation);
         }

@@ -40,7 +40,7 @@ impl CsdsService {
 
     fn answer(&self, req: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         let mut config = Vec::new();
-        for node in self.nodes.list() {
+        for node in self.nodes.list().into_iter().filter(|n| n.connected) {
             if !matches(req, &node)? {
                 continue;
             }
@@ -74,7 +74,7 @@ impl CsdsService {
                 type_url: r.type_url().to_string(),
                 name: r.name().to_string(),
                 version_info: r.version().to_string(),
-                xds_config: (!exclude_contents).then(|| r.body()),
+                xds_config: (!exclude_contents).then(|| crate::redact::redacted(r).body),
                 last_updated: t.and_then(|t| t.acked_at).map(timestamp),
                 config_status: config_status as i32,
                 client_status: client_status as i32,

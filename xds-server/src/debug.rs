@@ -54,9 +54,16 @@ pub fn node_status(n: &NodeState) -> pb::NodeStatus {
         cluster: n.node.cluster.clone(),
         user_agent: format!("{} {}", n.node.user_agent_name, user_agent_version(n)),
         group: n.group.clone(),
-        connected: n.streams > 0,
+        connected: n.connected,
         mode: mode(n.mode) as i32,
         connected_since: Some(timestamp(n.connected_since)),
+        stream: n.stream,
+        disconnected_at: n.disconnected.as_ref().map(|(at, _)| timestamp(*at)),
+        disconnect_reason: n
+            .disconnected
+            .as_ref()
+            .map(|(_, why)| why.clone())
+            .unwrap_or_default(),
         types: n
             .types
             .iter()
@@ -82,6 +89,33 @@ pub fn node_status(n: &NodeState) -> pb::NodeStatus {
                 wildcard: s.wildcard,
             })
             .collect(),
+    }
+}
+
+/// The stream of node `id` to show: stream `stream` if given, else its newest open stream, else
+/// its most recently closed one.
+fn pick(all: &[NodeState], id: &str, stream: u64) -> Result<NodeState, Status> {
+    let mut of_node = all.iter().filter(|n| n.id() == id);
+    let found = if stream != 0 {
+        of_node.find(|n| n.stream == stream)
+    } else {
+        of_node.max_by_key(|n| (n.connected, n.stream))
+    };
+    found.cloned().ok_or_else(|| match stream {
+        0 => Status::not_found(format!("no node {id:?} has connected")),
+        s => Status::not_found(format!("node {id:?} has no stream {s}")),
+    })
+}
+
+fn certificate(c: &crate::redact::CertificateInfo) -> pb::CertificateInfo {
+    pb::CertificateInfo {
+        subject: c.subject.clone(),
+        sans: c.sans.clone(),
+        issuer: c.issuer.clone(),
+        not_before: c.not_before.map(timestamp),
+        not_after: c.not_after.map(timestamp),
+        serial: c.serial.clone(),
+        error: c.error.clone().unwrap_or_default(),
     }
 }
 
@@ -140,25 +174,26 @@ impl SnapshotDebug for DebugService {
         request: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
         let req = request.into_inner();
+        let all = self.nodes.list();
         let node = if req.node_id.is_empty() {
-            let all = self.nodes.list();
-            let connected: Vec<_> = all.iter().filter(|n| n.streams > 0).collect();
-            match (connected.as_slice(), all.as_slice()) {
-                ([one], _) => (*one).clone(),
-                ([], [one]) => one.clone(),
-                ([], []) => return Err(Status::not_found("no Envoy node has connected yet")),
+            let mut ids: Vec<&str> = all.iter().filter(|n| n.connected).map(|n| n.id()).collect();
+            ids.dedup();
+            let id = match ids.as_slice() {
+                [one] => one.to_string(),
+                [] => match all.first() {
+                    Some(n) => n.id().to_string(),
+                    None => return Err(Status::not_found("no Envoy node has connected yet")),
+                },
                 _ => {
-                    let ids: Vec<_> = all.iter().map(|n| n.node.id.as_str()).collect();
                     return Err(Status::invalid_argument(format!(
-                        "several nodes are known ({}); pick one with --node",
+                        "several nodes are connected ({}); pick one with --node",
                         ids.join(", ")
                     )));
                 }
-            }
+            };
+            pick(&all, &id, req.stream)?
         } else {
-            self.nodes.get(&req.node_id).ok_or_else(|| {
-                Status::not_found(format!("no node {:?} has connected", req.node_id))
-            })?
+            pick(&all, &req.node_id, req.stream)?
         };
         let type_filter = if req.r#type.is_empty() {
             None
@@ -173,18 +208,23 @@ impl SnapshotDebug for DebugService {
         let snapshot = self.cache.snapshot(&node.group);
         let resources = node_resources(&node, &snapshot, type_filter, true)
             .into_iter()
-            .map(|r| pb::SnapshotResource {
-                type_url: r.type_url().to_string(),
-                name: r.name().to_string(),
-                version: r.version().to_string(),
-                generation: r.generation(),
-                ack_state: match sync_state(&node, r) {
-                    SyncState::NotSent => AckState::NotSent,
-                    SyncState::Sent => AckState::Sent,
-                    SyncState::Acked => AckState::Acked,
-                    SyncState::Nacked => AckState::Nacked,
-                } as i32,
-                resource: Some(r.body()),
+            .map(|r| {
+                let shown = crate::redact::redacted(r);
+                pb::SnapshotResource {
+                    type_url: r.type_url().to_string(),
+                    name: r.name().to_string(),
+                    version: r.version().to_string(),
+                    generation: r.generation(),
+                    ack_state: match sync_state(&node, r) {
+                        SyncState::NotSent => AckState::NotSent,
+                        SyncState::Sent => AckState::Sent,
+                        SyncState::Acked => AckState::Acked,
+                        SyncState::Nacked => AckState::Nacked,
+                    } as i32,
+                    resource: Some(shown.body),
+                    redacted: shown.redacted,
+                    certificates: shown.certificates.iter().map(certificate).collect(),
+                }
             })
             .collect();
         Ok(Response::new(GetSnapshotResponse {

@@ -33,6 +33,7 @@ mod csds;
 mod debug;
 pub mod metrics;
 pub mod nodes;
+pub mod redact;
 pub mod resource;
 mod status;
 

@@ -4,7 +4,7 @@
 //! Readiness questions ("has node X ACKed resource R at generation ≥ g?") are
 //! answered here: see [`Nodes::acked_generation`] and [`Nodes::wait_acked`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -78,22 +78,54 @@ pub struct TypeState {
     pub wildcard: bool,
 }
 
-/// Everything known about one node.
+/// Everything known about one ADS stream: one Envoy, as it introduced itself.
+///
+/// Several Envoys may share a node id (replicas of one gateway): each has its own stream and
+/// its own state, so one replica's ACK never stands in for another's.
 #[derive(Debug, Clone)]
 pub struct NodeState {
     /// The node as it introduced itself.
     pub node: Node,
+    /// The stream's id, unique within this server's lifetime.
+    pub stream: u64,
     /// Snapshot group it is served from.
     pub group: String,
-    /// Protocol variant of its newest stream.
+    /// Protocol variant of the stream.
     pub mode: Mode,
-    /// Open streams (0 = disconnected).
-    pub streams: u32,
-    /// Since when its newest stream is open.
+    /// Whether the stream is open (closed ones are kept a while as history, without their
+    /// per-resource maps).
+    pub connected: bool,
+    /// When the stream opened.
     pub connected_since: SystemTime,
+    /// When it closed, and why.
+    pub disconnected: Option<(SystemTime, String)>,
     /// Per type URL.
     pub types: BTreeMap<String, TypeState>,
 }
+
+impl NodeState {
+    /// The node id.
+    pub fn id(&self) -> &str {
+        &self.node.id
+    }
+
+    /// A copy without the per-resource maps (ACKed names, subscriptions, names of the last
+    /// push): what the history of closed streams keeps.
+    fn summary(&self) -> NodeState {
+        let mut s = self.clone();
+        for t in s.types.values_mut() {
+            t.acked = BTreeMap::new();
+            t.subscribed = BTreeSet::new();
+            if let Some(sent) = &mut t.sent {
+                sent.names = Vec::new();
+            }
+        }
+        s
+    }
+}
+
+/// Closed streams remembered for `sluice xds nodes` (newest first); older ones are forgotten.
+pub const HISTORY: usize = 32;
 
 /// What happened, for watchers (`sluice xds watch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,10 +202,35 @@ pub(crate) struct Answered {
     pub latency: Duration,
 }
 
-/// The registry of nodes, shared by all streams.
+#[derive(Default)]
+struct Registry {
+    /// Open streams by stream id.
+    live: HashMap<u64, NodeState>,
+    /// Closed streams, newest first, at most [`HISTORY`], without per-resource maps.
+    history: VecDeque<NodeState>,
+    next_stream: u64,
+}
+
+impl Registry {
+    /// Open streams, sorted by node id then stream id.
+    fn sorted_live(&self) -> Vec<&NodeState> {
+        let mut v: Vec<&NodeState> = self.live.values().collect();
+        v.sort_by(|a, b| (a.id(), a.stream).cmp(&(b.id(), b.stream)));
+        v
+    }
+
+    /// The open streams of node `id`.
+    fn streams_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a NodeState> + 'a {
+        self.live.values().filter(move |n| n.node.id == id)
+    }
+}
+
+/// The registry of streams (one per connected Envoy), shared by all streams. State is kept per
+/// stream and freed when the stream ends; a short history of closed streams stays for
+/// `sluice xds nodes`.
 #[derive(Clone)]
 pub struct Nodes {
-    inner: Arc<Mutex<HashMap<String, NodeState>>>,
+    inner: Arc<Mutex<Registry>>,
     events: broadcast::Sender<Event>,
     acks: Arc<watch::Sender<u64>>,
     metrics: Metrics,
@@ -196,44 +253,61 @@ impl Nodes {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, NodeState>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
     }
 
-    /// A copy of every node's state, sorted by id.
-    pub fn list(&self) -> Vec<NodeState> {
-        let mut v: Vec<_> = self.with(|m| m.values().cloned().collect());
-        v.sort_by(|a, b| a.node.id.cmp(&b.node.id));
-        v
-    }
-
-    /// Runs `f` over every node's state (sorted by id) without copying it: at 10k KIngresses
-    /// a node's ACK maps hold tens of thousands of names, and readiness looks at them often.
-    /// The nodes are locked while `f` runs: keep it short and do not await in it.
-    pub fn inspect<R>(&self, f: impl FnOnce(Vec<&NodeState>) -> R) -> R {
-        self.with(|m| {
-            let mut v: Vec<&NodeState> = m.values().collect();
-            v.sort_by(|a, b| a.node.id.cmp(&b.node.id));
-            f(v)
+    fn with_stream(&self, stream: u64, f: impl FnOnce(&mut NodeState)) {
+        self.with(|r| {
+            if let Some(n) = r.live.get_mut(&stream) {
+                f(n)
+            }
         })
     }
 
-    /// A copy of one node's state.
-    pub fn get(&self, node_id: &str) -> Option<NodeState> {
-        self.with(|m| m.get(node_id).cloned())
+    /// A copy of every open stream's state (sorted by node id), then the history of closed
+    /// ones (newest first).
+    pub fn list(&self) -> Vec<NodeState> {
+        self.with(|r| {
+            r.sorted_live()
+                .into_iter()
+                .cloned()
+                .chain(r.history.iter().cloned())
+                .collect()
+        })
     }
 
-    /// Ids of nodes with an open stream.
+    /// Runs `f` over every open stream's state (sorted by node id) without copying it: at 10k
+    /// KIngresses a node's ACK maps hold tens of thousands of names, and readiness looks at
+    /// them often. The registry is locked while `f` runs: keep it short and do not await in it.
+    pub fn inspect<R>(&self, f: impl FnOnce(Vec<&NodeState>) -> R) -> R {
+        self.with(|r| f(r.sorted_live()))
+    }
+
+    /// A copy of node `node_id`'s state: its newest open stream, else its most recently
+    /// closed one (from the history, without per-resource maps).
+    pub fn get(&self, node_id: &str) -> Option<NodeState> {
+        self.with(|r| {
+            r.streams_of(node_id)
+                .max_by_key(|n| n.stream)
+                .cloned()
+                .or_else(|| r.history.iter().find(|n| n.node.id == node_id).cloned())
+        })
+    }
+
+    /// Ids of nodes with an open stream (each once, sorted).
     pub fn connected(&self) -> Vec<String> {
-        let mut v: Vec<_> = self.with(|m| {
-            m.values()
-                .filter(|n| n.streams > 0)
-                .map(|n| n.node.id.clone())
-                .collect()
-        });
+        let mut v: Vec<_> = self.with(|r| r.live.values().map(|n| n.node.id.clone()).collect());
         v.sort();
+        v.dedup();
         v
+    }
+
+    /// Number of open streams and of closed ones kept as history (for tests and metrics:
+    /// both must return to their level when clients go).
+    pub fn counts(&self) -> (usize, usize) {
+        self.with(|r| (r.live.len(), r.history.len()))
     }
 
     /// Subscribes to the event feed.
@@ -245,21 +319,22 @@ impl Nodes {
         let _ = self.events.send(e);
     }
 
-    /// The generation at which the content that node `node_id` ACKed for
-    /// resource `name` of `type_url` was made, if it holds that resource.
+    /// The generation at which the content that node `node_id` ACKed for resource `name` of
+    /// `type_url` was made, if it holds that resource. With several open streams of that node
+    /// id (replicas), the oldest content any of them holds: all of them must have ACKed it.
     pub fn acked_generation(&self, node_id: &str, type_url: &str, name: &str) -> Option<u64> {
-        self.with(|m| {
-            m.get(node_id)?
-                .types
-                .get(type_url)?
-                .acked
-                .get(name)
-                .map(|(_, g)| *g)
+        self.with(|r| {
+            let mut out: Option<u64> = None;
+            for n in r.streams_of(node_id) {
+                let g = n.types.get(type_url)?.acked.get(name).map(|(_, g)| *g)?;
+                out = Some(out.map_or(g, |o| o.min(g)));
+            }
+            out
         })
     }
 
-    /// Waits until node `node_id` has ACKed resource `name` of `type_url` at a
-    /// generation ≥ `min_generation` (the generation [`crate::SnapshotCache`]
+    /// Waits until node `node_id` (every open stream of it) has ACKed resource `name` of
+    /// `type_url` at a generation ≥ `min_generation` (the generation [`crate::SnapshotCache`]
     /// returned for the change). Returns at once if it already has.
     pub async fn wait_acked(&self, node_id: &str, type_url: &str, name: &str, min_generation: u64) {
         let mut rx = self.acks.subscribe();
@@ -282,84 +357,111 @@ impl Nodes {
         self.acks.subscribe()
     }
 
-    pub(crate) fn connected_stream(&self, node: &Node, group: &str, mode: Mode) {
-        let n = self.with(|m| {
-            let e = m.entry(node.id.clone()).or_insert_with(|| NodeState {
-                node: node.clone(),
-                group: group.to_string(),
-                mode,
-                streams: 0,
-                connected_since: SystemTime::now(),
-                types: BTreeMap::new(),
-            });
-            e.node = node.clone();
-            e.group = group.to_string();
-            e.mode = mode;
-            e.streams += 1;
-            e.connected_since = SystemTime::now();
-            m.values().filter(|n| n.streams > 0).count()
+    /// Registers a new stream; returns its id, which every later call about it names.
+    pub(crate) fn connected_stream(&self, node: &Node, group: &str, mode: Mode) -> u64 {
+        let (stream, n) = self.with(|r| {
+            r.next_stream += 1;
+            let stream = r.next_stream;
+            r.live.insert(
+                stream,
+                NodeState {
+                    node: node.clone(),
+                    stream,
+                    group: group.to_string(),
+                    mode,
+                    connected: true,
+                    connected_since: SystemTime::now(),
+                    disconnected: None,
+                    types: BTreeMap::new(),
+                },
+            );
+            (stream, r.live.len())
         });
         self.metrics.stream_opened(mode.as_str());
         self.metrics.set_nodes(n);
         self.emit(Event::new(EventKind::Connect, &node.id, mode));
+        stream
     }
 
-    pub(crate) fn disconnected_stream(&self, node_id: &str, mode: Mode, reason: &str) {
-        let n = self.with(|m| {
-            if let Some(e) = m.get_mut(node_id) {
-                e.streams = e.streams.saturating_sub(1);
-            }
-            m.values().filter(|n| n.streams > 0).count()
+    /// A stream ended: its state moves to the (bounded) history without its per-resource maps.
+    pub(crate) fn disconnected_stream(&self, stream: u64, reason: &str) {
+        let (gone, n) = self.with(|r| {
+            let gone = r.live.remove(&stream).map(|st| {
+                let mut h = st.summary();
+                h.connected = false;
+                h.disconnected = Some((SystemTime::now(), reason.to_string()));
+                r.history.push_front(h);
+                r.history.truncate(HISTORY);
+                (st.node.id, st.mode)
+            });
+            (gone, r.live.len())
         });
-        self.metrics.stream_closed(mode.as_str());
         self.metrics.set_nodes(n);
-        let mut e = Event::new(EventKind::Disconnect, node_id, mode);
-        e.detail = reason.to_string();
-        self.emit(e);
+        if let Some((node_id, mode)) = gone {
+            self.metrics.stream_closed(mode.as_str());
+            let mut e = Event::new(EventKind::Disconnect, &node_id, mode);
+            e.detail = reason.to_string();
+            self.emit(e);
+            // Readiness waiting on this stream's ACKs must look again.
+            self.acks.send_modify(|v| *v += 1);
+        }
     }
 
     /// A Delta subscription change: names added and removed (the whole set
     /// is not copied on every request — Envoy may send thousands).
     pub(crate) fn subscription_changed(
         &self,
-        node_id: &str,
+        stream: u64,
         type_url: &str,
         wildcard: bool,
         added: &[String],
         removed: &[String],
     ) {
-        self.with(|m| {
-            if let Some(n) = m.get_mut(node_id) {
-                let t = n.types.entry(type_url.to_string()).or_default();
-                t.wildcard = wildcard;
-                for a in added.iter().filter(|a| *a != "*") {
-                    t.subscribed.insert(a.clone());
-                }
-                for r in removed {
-                    t.subscribed.remove(r);
-                }
+        self.with_stream(stream, |n| {
+            let t = n.types.entry(type_url.to_string()).or_default();
+            t.wildcard = wildcard;
+            for a in added.iter().filter(|a| *a != "*") {
+                t.subscribed.insert(a.clone());
+            }
+            for r in removed {
+                t.subscribed.remove(r);
             }
         });
     }
 
+    /// A SotW subscription: the whole set of names.
     pub(crate) fn subscribed(
         &self,
-        node_id: &str,
+        stream: u64,
         type_url: &str,
         wildcard: bool,
         names: &BTreeSet<String>,
     ) {
-        self.with(|m| {
-            if let Some(n) = m.get_mut(node_id) {
-                let t = n.types.entry(type_url.to_string()).or_default();
-                t.wildcard = wildcard;
-                t.subscribed = names.clone();
+        self.with_stream(stream, |n| {
+            let t = n.types.entry(type_url.to_string()).or_default();
+            t.wildcard = wildcard;
+            t.subscribed = names.clone();
+        });
+    }
+
+    /// What a reconnecting Delta client says it holds (`initial_resource_versions`): those
+    /// resources count as ACKed at the version it names (generation unknown: 0).
+    pub(crate) fn holds(&self, stream: u64, type_url: &str, versions: &HashMap<String, String>) {
+        if versions.is_empty() {
+            return;
+        }
+        self.with_stream(stream, |n| {
+            let t = n.types.entry(type_url.to_string()).or_default();
+            for (name, v) in versions {
+                t.acked.insert(name.clone(), (v.clone(), 0));
             }
         });
+        self.acks.send_modify(|v| *v += 1);
     }
 
     pub(crate) fn pushed(
         &self,
+        stream: u64,
         node_id: &str,
         mode: Mode,
         type_url: &str,
@@ -373,43 +475,46 @@ impl Nodes {
         e.nonce = sent.nonce.clone();
         e.resources = sent.names.clone();
         e.bytes = bytes;
-        self.with(|m| {
-            if let Some(n) = m.get_mut(node_id) {
-                n.types.entry(type_url.to_string()).or_default().sent = Some(sent);
-            }
+        self.with_stream(stream, |n| {
+            n.types.entry(type_url.to_string()).or_default().sent = Some(sent);
         });
         self.emit(e);
     }
 
-    pub(crate) fn acked(&self, node_id: &str, mode: Mode, a: Answered) {
+    pub(crate) fn acked(&self, stream: u64, node_id: &str, mode: Mode, a: Answered) {
         self.metrics.answered(&a.type_url, true, a.latency);
         let mut e = Event::new(EventKind::Ack, node_id, mode);
         e.type_url = a.type_url.clone();
         e.version = a.version.clone();
         e.nonce = a.nonce.clone();
         e.latency = Some(a.latency);
-        self.with(|m| {
-            if let Some(n) = m.get_mut(node_id) {
-                let t = n.types.entry(a.type_url.clone()).or_default();
-                t.acked_version = Some(a.version.clone());
-                t.acked_at = Some(SystemTime::now());
-                t.last_nack = None;
-                if a.full_state {
-                    t.acked.clear();
-                }
-                for name in &a.removed {
-                    t.acked.remove(name);
-                }
-                for (name, version, generation) in a.resources {
-                    t.acked.insert(name, (version, generation));
-                }
+        self.with_stream(stream, |n| {
+            let t = n.types.entry(a.type_url.clone()).or_default();
+            t.acked_version = Some(a.version.clone());
+            t.acked_at = Some(SystemTime::now());
+            t.last_nack = None;
+            if a.full_state {
+                t.acked.clear();
+            }
+            for name in &a.removed {
+                t.acked.remove(name);
+            }
+            for (name, version, generation) in a.resources {
+                t.acked.insert(name, (version, generation));
             }
         });
         self.acks.send_modify(|v| *v += 1);
         self.emit(e);
     }
 
-    pub(crate) fn nacked(&self, node_id: &str, mode: Mode, a: Answered, error: String) {
+    pub(crate) fn nacked(
+        &self,
+        stream: u64,
+        node_id: &str,
+        mode: Mode,
+        a: Answered,
+        error: String,
+    ) {
         self.metrics.answered(&a.type_url, false, a.latency);
         let mut e = Event::new(EventKind::Nack, node_id, mode);
         e.type_url = a.type_url.clone();
@@ -417,15 +522,13 @@ impl Nodes {
         e.nonce = a.nonce.clone();
         e.detail = error.clone();
         e.latency = Some(a.latency);
-        self.with(|m| {
-            if let Some(n) = m.get_mut(node_id) {
-                n.types.entry(a.type_url.clone()).or_default().last_nack = Some(Nack {
-                    version: a.version,
-                    nonce: a.nonce,
-                    error,
-                    at: SystemTime::now(),
-                });
-            }
+        self.with_stream(stream, |n| {
+            n.types.entry(a.type_url.clone()).or_default().last_nack = Some(Nack {
+                version: a.version,
+                nonce: a.nonce,
+                error,
+                at: SystemTime::now(),
+            });
         });
         self.acks.send_modify(|v| *v += 1);
         self.emit(e);

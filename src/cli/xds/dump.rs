@@ -34,6 +34,7 @@ pub(super) fn table(s: &GetSnapshotResponse, now: SystemTime) -> String {
         t.render()
     };
     let _ = writeln!(out, "{}", summary(s));
+    out.push_str(&certificates(&resources, now));
     if let Some(n) = &s.node {
         out.push_str(&nacks(std::slice::from_ref(n), now));
     }
@@ -80,6 +81,87 @@ fn summary(s: &GetSnapshotResponse) -> String {
     line
 }
 
+/// The certificates TLS secrets carry (the keys themselves are never sent to debug clients),
+/// one paragraph per secret; empty when there is none.
+fn certificates(resources: &[&SnapshotResource], now: SystemTime) -> String {
+    let mut out = String::new();
+    for r in resources
+        .iter()
+        .filter(|r| !r.certificates.is_empty() || r.redacted)
+    {
+        if out.is_empty() {
+            out.push_str("\nSecrets (key material is [redacted]: it goes to Envoy only):\n");
+        }
+        let _ = writeln!(
+            out,
+            "  {} {}{}",
+            short_name(&r.type_url),
+            r.name,
+            if r.redacted { "  [key redacted]" } else { "" }
+        );
+        for c in &r.certificates {
+            if !c.error.is_empty() {
+                let _ = writeln!(out, "    certificate: {}", c.error);
+                continue;
+            }
+            let _ = writeln!(out, "    subject {}", c.subject);
+            if !c.sans.is_empty() {
+                let _ = writeln!(out, "      SANs {}", c.sans.join(", "));
+            }
+            let _ = writeln!(out, "      issuer {}", c.issuer);
+            let _ = writeln!(
+                out,
+                "      valid {} to {}{}  serial {}",
+                day(c.not_before.as_ref()),
+                day(c.not_after.as_ref()),
+                expiry(c.not_after.as_ref(), now),
+                c.serial
+            );
+        }
+    }
+    out
+}
+
+/// `2026-12-07` (UTC) from a protobuf timestamp.
+fn day(t: Option<&envoy_types::pb::google::protobuf::Timestamp>) -> String {
+    let Some(t) = t else {
+        return "?".to_string();
+    };
+    let days = t.seconds.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// ` (expired)` or ` (expires in N days)`.
+fn expiry(t: Option<&envoy_types::pb::google::protobuf::Timestamp>, now: SystemTime) -> String {
+    let Some(t) = t else {
+        return String::new();
+    };
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if t.seconds <= now {
+        " (EXPIRED)".to_string()
+    } else {
+        format!(" (expires in {} days)", (t.seconds - now) / 86_400)
+    }
+}
+
+/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
 fn state(s: i32) -> &'static str {
     match AckState::try_from(s) {
         Ok(AckState::Acked) => "ACKED",
@@ -115,6 +197,12 @@ struct Entry {
     generation: u64,
     state: &'static str,
     resource: serde_json::Value,
+    /// Whether key material was replaced by `[redacted]`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
+    /// What a TLS secret's certificates say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    certificates: Vec<serde_json::Value>,
 }
 
 /// `-o json`: pretty JSON, one document.
@@ -148,6 +236,24 @@ fn document(s: &GetSnapshotResponse) -> Result<Document, CliError> {
                 }),
                 None => serde_json::Value::Null,
             },
+            redacted: r.redacted,
+            certificates: r
+                .certificates
+                .iter()
+                .map(|c| {
+                    if !c.error.is_empty() {
+                        return serde_json::json!({ "error": c.error });
+                    }
+                    serde_json::json!({
+                        "subject": c.subject,
+                        "sans": c.sans,
+                        "issuer": c.issuer,
+                        "notBefore": day(c.not_before.as_ref()),
+                        "notAfter": day(c.not_after.as_ref()),
+                        "serial": c.serial,
+                    })
+                })
+                .collect(),
         })
         .collect();
     Ok(Document {
@@ -260,6 +366,7 @@ mod tests {
                     generation: 14,
                     ack_state: AckState::Sent as i32,
                     resource: Some(any(&l)),
+                    ..Default::default()
                 },
                 SnapshotResource {
                     type_url: CLUSTER.into(),
@@ -268,6 +375,7 @@ mod tests {
                     generation: 3,
                     ack_state: AckState::Acked as i32,
                     resource: Some(any(&c)),
+                    ..Default::default()
                 },
             ],
         }

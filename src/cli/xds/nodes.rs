@@ -27,11 +27,19 @@ pub(super) fn render(nodes: &[NodeStatus], now: SystemTime) -> String {
     for n in nodes {
         let connected = if n.connected {
             format!("yes ({})", ago(n.connected_since.as_ref(), now))
+        } else if n.disconnected_at.is_some() {
+            format!("no (closed {} ago)", ago(n.disconnected_at.as_ref(), now))
         } else {
             "no".to_string()
         };
+        // Several streams under one node id (replicas, or a reconnect): tell them apart.
+        let shared = nodes.iter().filter(|m| m.node_id == n.node_id).count() > 1;
         let cells = [
-            n.node_id.clone(),
+            if shared {
+                format!("{} #{}", n.node_id, n.stream)
+            } else {
+                n.node_id.clone()
+            },
             or_dash(&n.cluster),
             mode(n.mode).to_string(),
             connected,

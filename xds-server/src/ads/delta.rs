@@ -21,9 +21,10 @@ use tonic::Status;
 
 use super::next_nonce;
 use super::stream::Common;
+use super::{limits, order};
 use crate::cache::Snapshot;
 use crate::nodes::{Answered, Mode, Sent};
-use crate::resource::{ROUTE, Resource, is_wildcard_type, push_rank, short_name};
+use crate::resource::{Resource, is_wildcard_type, push_rank, short_name};
 
 struct Pending {
     version: String,
@@ -100,13 +101,22 @@ impl super::stream::Variant for Stream {
 
 impl Stream {
     fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
-        if req.type_url.is_empty() {
-            return Err(Status::invalid_argument(
-                "DeltaDiscoveryRequest without type_url on an ADS stream",
-            ));
-        }
+        self.c.check_type(&req.type_url)?;
         let type_url = req.type_url.clone();
         let first_request = !self.types.contains_key(&type_url);
+        let subscribed = self.types.get(&type_url).map_or(0, |t| t.subscribed.len());
+        self.c.check_names(
+            &type_url,
+            subscribed + req.resource_names_subscribe.len(),
+            "subscribes to",
+        )?;
+        if first_request {
+            self.c.check_names(
+                &type_url,
+                req.initial_resource_versions.len(),
+                "says it holds",
+            )?;
+        }
         self.c.watch(&type_url);
         let st = self.types.entry(type_url.clone()).or_default();
 
@@ -139,17 +149,19 @@ impl Stream {
                                 "Envoy rejected (NACK)"
                             );
                             self.c.shared.nodes.nacked(
+                                self.c.stream,
                                 &self.c.node.id,
                                 Mode::Delta,
                                 answered,
                                 err.message.clone(),
                             )
                         }
-                        None => self
-                            .c
-                            .shared
-                            .nodes
-                            .acked(&self.c.node.id, Mode::Delta, answered),
+                        None => self.c.shared.nodes.acked(
+                            self.c.stream,
+                            &self.c.node.id,
+                            Mode::Delta,
+                            answered,
+                        ),
                     }
                 }
                 None => tracing::trace!(type_url, nonce = req.response_nonce, "stale nonce"),
@@ -168,6 +180,13 @@ impl Stream {
                 .map(|(n, v)| (n.clone(), crate::resource::version_id(v)))
                 .collect();
             self.c.held.seed(&type_url, &req.initial_resource_versions);
+            if !req.initial_resource_versions.is_empty() {
+                self.c.reconnect.holding = true;
+            }
+            self.c
+                .shared
+                .nodes
+                .holds(self.c.stream, &type_url, &req.initial_resource_versions);
             // A reconnecting client that lists what it holds is initialised
             // already: it needs no empty first answer.
             st.answered = !req.initial_resource_versions.is_empty();
@@ -200,7 +219,7 @@ impl Stream {
         }
         if changes_subscription || first_request {
             self.c.shared.nodes.subscription_changed(
-                &self.c.node.id,
+                self.c.stream,
                 &type_url,
                 st.wildcard,
                 &req.resource_names_subscribe,
@@ -215,11 +234,16 @@ impl Stream {
         if snap.generation == 0 {
             return Ok(());
         }
-        let (mut diffs, held_back) = self.diff(&snap);
-        if held_back {
-            // A route waits for clusters: what it may still name stays too.
+        let (mut diffs, held) = self.diff(&snap);
+        // Removals wait while something the client may hold can still name what goes: a route
+        // held back for clusters not warm yet, or (reconnected) a type not asked for again yet.
+        let mut unsettled: BTreeSet<&str> = held.iter().map(String::as_str).collect();
+        unsettled.extend(self.c.reconnect.unrequested(|t| self.types.contains_key(t)));
+        unsettled.extend(self.c.held.rejected_types());
+        let blocked = order::blocked_removals(&unsettled);
+        if !blocked.is_empty() {
             for d in diffs.iter_mut() {
-                if push_rank(&d.type_url) < push_rank(ROUTE) && !d.removals.is_empty() {
+                if blocked.contains(d.type_url.as_str()) && !d.removals.is_empty() {
                     d.removals.clear();
                     if let Some(st) = self.types.get_mut(&d.type_url) {
                         st.synced = None;
@@ -276,9 +300,9 @@ impl Stream {
         Ok(())
     }
 
-    /// Per type, what differs from what the client holds; and whether some
-    /// route was held back because the clusters it names are not usable yet.
-    fn diff<'a>(&mut self, snap: &'a Snapshot) -> (Vec<Diff<'a>>, bool) {
+    /// Per type, what differs from what the client holds; and the types with resources held
+    /// back because what they name is not usable on the client yet.
+    fn diff<'a>(&mut self, snap: &'a Snapshot) -> (Vec<Diff<'a>>, BTreeSet<String>) {
         let mut out = Vec::new();
         let subscribed: Vec<&str> = self.types.keys().map(String::as_str).collect();
         let mut deferred = Vec::new();
@@ -337,15 +361,18 @@ impl Stream {
             }
         }
         // A type with held-back resources is diffed again after the next ACK.
-        let any_held = deferred.iter().any(|d| d.2);
+        let mut held = BTreeSet::new();
         for (type_url, version, held_back) in deferred {
             if let Some(st) = self.types.get_mut(&type_url) {
                 st.synced = (!held_back).then_some(version);
                 st.dirty = false;
                 st.fresh.clear();
             }
+            if held_back {
+                held.insert(type_url);
+            }
         }
-        (out, any_held)
+        (out, held)
     }
 
     async fn send(
@@ -417,7 +444,9 @@ impl Stream {
                 at: Instant::now(),
             },
         );
+        limits::bound_pending(&mut st.pending, |p| p.at);
         self.c.shared.nodes.pushed(
+            self.c.stream,
             &self.c.node.id,
             Mode::Delta,
             type_url,

@@ -68,6 +68,15 @@ impl Held {
         self.rejected.insert(type_url.to_string(), true);
     }
 
+    /// Types whose newest response was NACKed: the client kept what it had before, which may
+    /// still name resources the rejected version no longer does.
+    pub fn rejected_types(&self) -> impl Iterator<Item = &str> {
+        self.rejected
+            .iter()
+            .filter(|(_, r)| **r)
+            .map(|(t, _)| t.as_str())
+    }
+
     fn has(&self, type_url: &str, name: &str) -> bool {
         self.rejected.get(type_url).copied().unwrap_or(false)
             || self.types.get(type_url).is_some_and(|t| t.contains(name))

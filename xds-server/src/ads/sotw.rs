@@ -5,7 +5,8 @@
 //! stale and ignored (xDS protocol, "ACK/NACK and resource type instance
 //! version"). A response is sent when the type is first requested, when the
 //! subscribed names change, or when the cache's version of the type moves —
-//! never again for a version Envoy NACKed.
+//! never again for a version Envoy NACKed. Removed clusters linger until nothing
+//! the client holds can name them (see `order`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tonic::Status;
 
 use super::next_nonce;
 use super::stream::Common;
+use super::{limits, order};
 use crate::cache::Snapshot;
 use crate::nodes::{Answered, Mode, Sent};
 use crate::resource::{CLUSTER, Resource, is_wildcard_type, push_rank, short_name};
@@ -41,8 +43,9 @@ struct TypeState {
     pending: HashMap<String, Pending>,
     /// Send even if the version did not move (first request, names changed).
     force: bool,
-    /// Cache version for which an interim (lingering) CDS response was sent.
-    interim_for: Option<u64>,
+    /// The last response kept resources gone from the snapshot (clusters the client may still
+    /// route to): a clean one follows once nothing can.
+    lingering: bool,
 }
 
 pub(crate) struct Stream {
@@ -81,14 +84,16 @@ impl super::stream::Variant for Stream {
 
 impl Stream {
     fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
-        if req.type_url.is_empty() {
-            return Err(Status::invalid_argument(
-                "DiscoveryRequest without type_url on an ADS stream",
-            ));
-        }
+        self.c.check_type(&req.type_url)?;
+        self.c
+            .check_names(&req.type_url, req.resource_names.len(), "subscribes to")?;
         let type_url = req.type_url.clone();
         self.c.watch(&type_url);
         let first_request = !self.types.contains_key(&type_url);
+        if first_request && !req.version_info.is_empty() {
+            // It held a configuration before this stream (from us or an earlier server).
+            self.c.reconnect.holding = true;
+        }
         let st = self.types.entry(type_url.clone()).or_default();
 
         if !req.response_nonce.is_empty() && st.last_nonce.is_some() {
@@ -120,17 +125,19 @@ impl Stream {
                             "Envoy rejected (NACK)"
                         );
                         self.c.shared.nodes.nacked(
+                            self.c.stream,
                             &self.c.node.id,
                             Mode::Sotw,
                             answered,
                             err.message.clone(),
                         )
                     }
-                    None => self
-                        .c
-                        .shared
-                        .nodes
-                        .acked(&self.c.node.id, Mode::Sotw, answered),
+                    None => self.c.shared.nodes.acked(
+                        self.c.stream,
+                        &self.c.node.id,
+                        Mode::Sotw,
+                        answered,
+                    ),
                 }
             }
             st.pending.clear();
@@ -151,14 +158,15 @@ impl Stream {
             self.c
                 .shared
                 .nodes
-                .subscribed(&self.c.node.id, &type_url, st.wildcard, &st.names);
+                .subscribed(self.c.stream, &type_url, st.wildcard, &st.names);
         }
         Ok(())
     }
 
-    /// Sends every type that is due, clusters before what uses them; removed
-    /// clusters linger in an interim response until the types that referred
-    /// to them were sent.
+    /// Sends every type that is due, clusters before what uses them. A cluster response keeps
+    /// the clusters the client may still route to (those it was sent before and, when it came
+    /// back holding an older configuration, those removed lately) while any type that may name
+    /// them is not up to date; once nothing can, a clean response drops them.
     async fn sync(&mut self) -> Result<(), String> {
         let snap = self.c.shared.cache.snapshot(&self.c.group);
         if snap.generation == 0 {
@@ -170,52 +178,72 @@ impl Stream {
             .filter(|(t, st)| st.force || st.sent_version != Some(snap.of_type(t).version))
             .map(|(t, _)| t.clone())
             .collect();
-        if due.is_empty() {
-            return Ok(());
-        }
         due.sort_by_key(|t| push_rank(t));
         // Routes wait until Envoy holds the clusters they name (see `held`).
         let subscribed: Vec<&str> = self.types.keys().map(String::as_str).collect();
-        let (ready, waiting): (Vec<String>, Vec<String>) = due.iter().cloned().partition(|t| {
-            let st = &self.types[t];
-            let ts = snap.of_type(t);
-            let chosen: Vec<_> = if st.wildcard {
-                ts.resources.values().collect()
-            } else {
-                st.names
+        let ready: Vec<String> = due
+            .into_iter()
+            .filter(|t| {
+                let st = &self.types[t];
+                let ts = snap.of_type(t);
+                let chosen: Vec<_> = if st.wildcard {
+                    ts.resources.values().collect()
+                } else {
+                    st.names
+                        .iter()
+                        .filter_map(|n| ts.resources.get(n))
+                        .collect()
+                };
+                chosen
                     .iter()
-                    .filter_map(|n| ts.resources.get(n))
-                    .collect()
-            };
-            chosen
-                .iter()
-                .all(|r| self.c.held.ready(r, &snap, &subscribed))
-        });
-        // Clusters that go away linger (an interim CDS response with old and
-        // new) until every type that may still refer to them was sent.
-        let cluster_version = snap.of_type(CLUSTER).version;
-        let linger = due.iter().any(|t| t == CLUSTER)
-            && due.iter().any(|t| push_rank(t) > push_rank(CLUSTER))
-            && self
-                .types
-                .get(CLUSTER)
-                .is_some_and(|st| st.sent.keys().any(|n| snap.get(CLUSTER, n).is_none()));
-        if linger && self.types[CLUSTER].interim_for != Some(cluster_version) {
-            self.send(&snap, CLUSTER, true).await?;
-        }
+                    .all(|r| self.c.held.ready(r, &snap, &subscribed))
+            })
+            .collect();
         for t in &ready {
-            if linger && t == CLUSTER {
-                continue;
-            }
-            self.send(&snap, t, false).await?;
+            let keep_old = self.removals_blocked(&snap, t);
+            self.send(&snap, t, keep_old).await?;
         }
-        if linger && waiting.is_empty() {
+        if self.types.get(CLUSTER).is_some_and(|st| st.lingering)
+            && !self.removals_blocked(&snap, CLUSTER)
+        {
             self.send(&snap, CLUSTER, false).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, snap: &Snapshot, type_url: &str, interim: bool) -> Result<(), String> {
+    /// Whether resources of `type_url` must not go away yet: a type that may name them is not
+    /// up to date on this client (not sent at the current version, held back, still holding
+    /// old resources itself) or, for a client that came back holding configuration, not asked
+    /// for yet.
+    fn removals_blocked(&self, snap: &Snapshot, type_url: &str) -> bool {
+        let mut unsettled: BTreeSet<&str> = self
+            .c
+            .reconnect
+            .unrequested(|t| self.types.contains_key(t))
+            .into_iter()
+            .collect();
+        unsettled.extend(self.c.held.rejected_types());
+        for (t, st) in &self.types {
+            if st.force || st.lingering || st.sent_version != Some(snap.of_type(t).version) {
+                unsettled.insert(t);
+            }
+        }
+        order::blocked_removals(&unsettled).contains(type_url)
+    }
+
+    /// Sends the current resources of `type_url`; with `keep_old`, clusters the client may
+    /// still route to stay in the response (see [`Self::sync`]).
+    async fn send(
+        &mut self,
+        snap: &Snapshot,
+        type_url: &str,
+        keep_old: bool,
+    ) -> Result<(), String> {
+        let removed_lately = if keep_old && type_url == CLUSTER && self.c.reconnect.holding {
+            self.c.shared.cache.recently_removed(&self.c.group, CLUSTER)
+        } else {
+            BTreeMap::new()
+        };
         let Some(st) = self.types.get_mut(type_url) else {
             return Ok(());
         };
@@ -228,12 +256,16 @@ impl Stream {
                 .filter_map(|n| ts.resources.get(n).map(|r| (n.clone(), r.clone())))
                 .collect()
         };
-        if interim {
-            for (n, r) in &st.sent {
-                chosen.entry(n.clone()).or_insert_with(|| r.clone());
+        let mut lingering = false;
+        if keep_old && type_url == CLUSTER {
+            for (n, r) in st.sent.iter().chain(removed_lately.iter()) {
+                if !chosen.contains_key(n) {
+                    chosen.insert(n.clone(), r.clone());
+                    lingering = true;
+                }
             }
         }
-        let version = if interim {
+        let version = if lingering {
             format!("{}-linger", ts.version)
         } else {
             ts.version.to_string()
@@ -255,7 +287,7 @@ impl Stream {
             resources = chosen.len(),
             bytes
         )
-        .in_scope(|| tracing::debug!(interim, "push"));
+        .in_scope(|| tracing::debug!(lingering, "push"));
         st.pending.insert(
             nonce.clone(),
             Pending {
@@ -273,16 +305,15 @@ impl Stream {
                 at: Instant::now(),
             },
         );
+        limits::bound_pending(&mut st.pending, |p| p.at);
         st.last_nonce = Some(nonce.clone());
-        if interim {
-            st.interim_for = Some(ts.version);
-        } else {
-            st.sent_version = Some(ts.version);
-            st.force = false;
-        }
+        st.sent_version = Some(ts.version);
+        st.force = false;
+        st.lingering = lingering;
         let names: Vec<String> = chosen.keys().cloned().collect();
         st.sent = chosen;
         self.c.shared.nodes.pushed(
+            self.c.stream,
             &self.c.node.id,
             Mode::Sotw,
             type_url,
