@@ -19,9 +19,10 @@
 
 #[path = "support/bench.rs"]
 mod bench;
-use bench::{free_addr, host, rss_mb, write_atomic};
+use bench::{
+    backing_yaml, expected_hash, free_addr, get, host, ingress_yaml, metric, rss_mb, write_atomic,
+};
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -31,86 +32,8 @@ use hdrhistogram::Histogram;
 use sluice::gateway::documents::{Object, decode};
 use sluice::gateway::probe::Prober;
 use sluice::gateway::state::GatewayState;
-use sluice_serving::{GatewayConfig, Ingress, Objects, assemble, probe_hash, translate_ingress};
+use sluice_serving::{GatewayConfig, Objects, assemble, translate_ingress};
 use sluice_xds::SnapshotCache;
-
-fn ingress_yaml(i: usize, a: u32) -> String {
-    format!(
-        r#"apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: svc-{i}
-  namespace: bench
-  annotations:
-    networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev
-spec:
-  rules:
-  - hosts: [{host}]
-    visibility: ExternalIP
-    http:
-      paths:
-      - splits:
-        - {{serviceName: svc-{i}-a, serviceNamespace: bench, servicePort: 80, percent: {a}}}
-        - {{serviceName: svc-{i}-b, serviceNamespace: bench, servicePort: 80, percent: {b}}}
-"#,
-        host = host(i),
-        b = 100 - a
-    )
-}
-
-fn backing_yaml(i: usize) -> String {
-    let mut s = String::new();
-    for (side, port) in [("a", 20_000 + (i % 1000)), ("b", 30_000 + (i % 1000))] {
-        s.push_str(&format!(
-            r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: svc-{i}-{side}, namespace: bench}}
-spec:
-  ports: [{{name: http, port: 80, targetPort: {port}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: svc-{i}-{side}-x
-  namespace: bench
-  labels: {{kubernetes.io/service-name: svc-{i}-{side}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-- addresses: [127.0.0.1]
-  conditions: {{ready: true}}
-"#
-        ));
-    }
-    s
-}
-
-fn expected_hash(yaml: &str) -> anyhow::Result<String> {
-    let d = decode(Path::new("x.yaml"), yaml);
-    let Some((_, Object::Ingress(i))) = d.objects.into_iter().next() else {
-        bail!("fixture did not decode: {:?}", d.problems)
-    };
-    let mut i: Ingress = *i;
-    i.set_defaults();
-    Ok(probe_hash(&i))
-}
-
-async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    use http_body_util::{BodyExt, Empty};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
-    let resp = client.get(format!("http://{addr}{path}").parse()?).await?;
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// In-process: one edit, incremental vs full rebuild.
 fn translation_cost(dir: &Path, n: usize) -> anyhow::Result<(Duration, Duration)> {
@@ -186,7 +109,10 @@ async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
             dir.join(format!("ingresses/svc-{i}.yaml")),
             ingress_yaml(i, 50),
         )?;
-        std::fs::write(dir.join(format!("services/svc-{i}.yaml")), backing_yaml(i))?;
+        std::fs::write(
+            dir.join(format!("services/svc-{i}.yaml")),
+            backing_yaml(i, 20_000 + (i % 1000) as u16, 30_000 + (i % 1000) as u16),
+        )?;
     }
     let (ext, int, exts, ints, xds, debug, admin) = (
         free_addr()?,

@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+use futures::StreamExt;
 use prost::Message;
 use serde_json::json;
 use sluice_xds::resource::{CLUSTER, ROUTE};
@@ -273,5 +274,249 @@ async fn tls_keys_reach_envoy_but_no_debug_surface() {
 
     // Nor the gateway's own log.
     leaks("the gateway's log", &gw.log());
+    gw.stop().await;
+}
+
+/// The gateway's resident memory, from `/proc`.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// One round of hostile clients: `streams` short-lived node ids that subscribe and leave,
+/// `silent` streams that are pushed to (the KIngress edits of the round) and never ACK, and
+/// requests for made-up type URLs.
+async fn flood(gw: &Gateway, round: usize, streams: usize, silent: usize) {
+    let xds = gw.xds;
+    // Thousands of node ids, a few at a time.
+    futures::stream::iter(0..streams)
+        .for_each_concurrent(32, |i| async move {
+            let s = Stranger::connect(xds, &format!("flood-{round}-{i}")).await;
+            drop(s);
+        })
+        .await;
+    // Made-up type URLs: refused, nothing kept.
+    futures::stream::iter(0..streams / 4)
+        .for_each_concurrent(32, |i| async move {
+            let (tx, rx) = mpsc::channel(4);
+            let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}"))
+                .await
+                .unwrap();
+            tx.send(DeltaDiscoveryRequest {
+                node: Some(Node {
+                    id: format!("typo-{round}-{i}"),
+                    ..Default::default()
+                }),
+                type_url: format!("type.googleapis.com/made.up.Type{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let mut responses = client
+                .delta_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let err = tokio::time::timeout(SETTLE, responses.message())
+                .await
+                .expect("an answer")
+                .expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+        })
+        .await;
+    // Streams that read every push and never ACK, while KIngresses change.
+    let mut quiet = Vec::new();
+    for i in 0..silent {
+        quiet.push(Stranger::connect(xds, &format!("silent-{round}-{i}")).await);
+    }
+    for e in 0..10 {
+        gw.write(
+            &format!("ing-flood-{e}.yaml"),
+            &yaml(&simple_kingress(
+                &format!("flood-{e}"),
+                &format!("flood-{e}-r{round}.example.com"),
+                "a",
+            )),
+        );
+    }
+    for e in 0..10 {
+        gw.wait_ingress(&format!("flood-{e}"), "Ready at this round's host", |i| {
+            i.ready == "True"
+                && i.hosts
+                    .iter()
+                    .any(|h| h.ends_with(&format!("-r{round}.example.com")))
+        })
+        .await;
+    }
+    drop(quiet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_leave_no_state_and_do_not_disturb_envoy() {
+    let a = support::start(BackendOptions::new("a")).await;
+    let gw = Gateway::start(
+        "flood",
+        &[
+            ("svc-a.yaml", backend_objects("a", a.addr)),
+            (
+                "ing-one.yaml",
+                yaml(&simple_kingress("one", "one.example.com", "a")),
+            ),
+        ],
+    )
+    .await;
+    gw.wait_ready("one").await;
+    let pid = gw.pid();
+    // The first round warms the allocator up; later rounds must not grow it.
+    flood(&gw, 0, 1000, 50).await;
+    let warmed = rss_kb(pid);
+    for round in 1..=3 {
+        flood(&gw, round, 1000, 50).await;
+    }
+    // Every stranger's stream is gone; only the gateway's own Envoy is connected.
+    wait_for("only the gateway's Envoy connected", SETTLE, || async {
+        let s = gw.status().await?;
+        let connected: Vec<_> = s.nodes.iter().filter(|n| n.connected).collect();
+        anyhow::ensure!(
+            connected.len() == 1 && connected[0].gateway,
+            "connected: {connected:?}"
+        );
+        anyhow::ensure!(
+            s.nodes.len() <= 1 + sluice_xds::nodes::HISTORY,
+            "{} listed",
+            s.nodes.len()
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    let after = rss_kb(pid);
+    eprintln!("gateway RSS after the first flood round {warmed} kB, after three more {after} kB");
+    assert!(
+        after <= warmed + 8 * 1024,
+        "RSS grew from {warmed} kB to {after} kB over three rounds of hostile clients"
+    );
+    // Envoy was served all along: a KIngress added now is Ready and answers.
+    gw.write(
+        "ing-last.yaml",
+        &yaml(&simple_kingress("last", "last.example.com", "a")),
+    );
+    gw.wait_ready("last").await;
+    gw.wait_backend(gw.external_http, "last.example.com", "a", 5)
+        .await;
+    gw.stop().await;
+}
+
+/// What Envoy would refuse never reaches it: a KIngress setting a header with CR/LF in its
+/// value, or setting `Host`, is `Ready=False` naming the field while a KIngress written in the
+/// same batch becomes Ready; a Service's timeout annotation beyond Envoy's range (or beyond
+/// u64, where it used to wrap to a negative duration) is reported and treated as absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_envoy_would_refuse_is_reported_and_never_sent() {
+    let a = support::start(BackendOptions::new("a")).await;
+    let objects = backend_objects("a", a.addr);
+    let mut svc: serde_json::Value =
+        serde_yaml::from_str(objects.split("---").next().unwrap()).unwrap();
+    svc["metadata"]["annotations"] =
+        json!({"sluice.knative.dev/timeout-seconds": "10000000000000000000"});
+    let mut svc_b = svc.clone();
+    svc_b["metadata"]["name"] = json!("b");
+    svc_b["metadata"]["annotations"] =
+        json!({"sluice.knative.dev/timeout-seconds": "1000000000000"});
+    let slice = |name: &str| {
+        let mut s: serde_json::Value =
+            serde_yaml::from_str(backend_objects(name, a.addr).split("---").nth(1).unwrap())
+                .unwrap();
+        s["metadata"]["name"] = json!(format!("{name}-slice"));
+        s
+    };
+    let injected = {
+        let mut k = simple_kingress("injected", "injected.example.com", "a");
+        k["spec"]["rules"][0]["http"]["paths"][0]["appendHeaders"] =
+            json!({"X-Evil": "x\r\nSet-Cookie: owned=1"});
+        k
+    };
+    let host_setter = {
+        let mut k = simple_kingress("host-setter", "host-setter.example.com", "a");
+        k["spec"]["rules"][0]["http"]["paths"][0]["appendHeaders"] = json!({"Host": "elsewhere"});
+        k
+    };
+    let gw = Gateway::start(
+        "envoy-would-refuse",
+        &[
+            ("svc-a.yaml", yaml(&svc)),
+            ("slice-a.yaml", yaml(&slice("a"))),
+            ("svc-b.yaml", yaml(&svc_b)),
+            ("slice-b.yaml", yaml(&slice("b"))),
+            ("ing-injected.yaml", yaml(&injected)),
+            ("ing-host.yaml", yaml(&host_setter)),
+            (
+                "ing-good.yaml",
+                yaml(&simple_kingress("good", "good.example.com", "a")),
+            ),
+            (
+                "ing-b.yaml",
+                yaml(&simple_kingress("uses-b", "b.example.com", "b")),
+            ),
+        ],
+    )
+    .await;
+    gw.wait_ready("good").await;
+    gw.wait_ready("uses-b").await;
+    let injected = gw
+        .wait_ingress("injected", "Ready=False", |i| i.ready == "False")
+        .await;
+    assert_eq!(injected.reason, "InvalidIngress");
+    assert!(
+        injected
+            .message
+            .contains("spec.rules[0].http.paths[0].appendHeaders[\"X-Evil\"]"),
+        "{}",
+        injected.message
+    );
+    let host = gw
+        .wait_ingress("host-setter", "Ready=False", |i| i.ready == "False")
+        .await;
+    assert!(host.message.contains("Host"), "{}", host.message);
+    // Never sent: Envoy has no route for it, and no NACK anywhere.
+    assert_eq!(
+        gw.get("injected.example.com", "/").await.unwrap().status,
+        404
+    );
+    let status = gw.status().await.unwrap();
+    for n in &status.nodes {
+        for (t, v) in &n.types {
+            assert!(!v.starts_with("NACK"), "{t}: {v}");
+        }
+    }
+    // The two timeout annotations: reported with object and annotation, treated as absent.
+    for (object, value) in [
+        ("Service default/a", "10000000000000000000"),
+        ("Service default/b", "1000000000000"),
+    ] {
+        let p = status
+            .problems
+            .iter()
+            .find(|p| p.object.as_deref() == Some(object))
+            .unwrap_or_else(|| panic!("no problem reported for {object}: {:?}", status.problems));
+        assert_eq!(
+            p.field.as_deref(),
+            Some("metadata.annotations[\"sluice.knative.dev/timeout-seconds\"]")
+        );
+        assert!(
+            p.message.contains(value) || p.message.contains("whole number"),
+            "{}",
+            p.message
+        );
+    }
+    // Both Services still serve (no timeout rather than a broken one).
+    gw.wait_backend(gw.external_http, "good.example.com", "a", 3)
+        .await;
+    gw.wait_backend(gw.external_http, "b.example.com", "a", 3)
+        .await;
     gw.stop().await;
 }

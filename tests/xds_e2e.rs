@@ -858,3 +858,91 @@ async fn envoy_reconnects_within_a_second_after_a_long_outage() {
     );
     gw.envoy.stop().await;
 }
+
+/// One Delta response carries three new clusters and Envoy rejects one of them: the culprit is
+/// kept apart (reported per resource, never sent again until it changes) and the others are
+/// ACKed, so nothing else waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_nack_isolates_the_rejected_resource() {
+    let gw = Gateway::start("nack-isolate", XdsMode::Delta).await;
+    let nodes = gw.server.server.nodes().clone();
+    let node = gw.node_id();
+    let mut events = nodes.events();
+    let mut bad = eds_cluster("c-bad", false);
+    // Envoy's validation refuses a negative connect timeout.
+    bad.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: -1,
+        nanos: 0,
+    });
+    let applied = gw
+        .cache
+        .update(
+            GROUP,
+            Update::new()
+                .upsert(Resource::new("c-ok1", &eds_cluster("c-ok1", false)))
+                .upsert(Resource::new("c-bad", &bad))
+                .upsert(Resource::new("c-ok2", &eds_cluster("c-ok2", false)))
+                .upsert(Resource::new(
+                    "c-ok1",
+                    &load_assignment("c-ok1", &[gw.a.addr]),
+                ))
+                .upsert(Resource::new(
+                    "c-bad",
+                    &load_assignment("c-bad", &[gw.a.addr]),
+                ))
+                .upsert(Resource::new(
+                    "c-ok2",
+                    &load_assignment("c-ok2", &[gw.b.addr]),
+                )),
+        )
+        .unwrap();
+    for ok in ["c-ok1", "c-ok2"] {
+        tokio::time::timeout(
+            SETTLE,
+            nodes.wait_acked(&node, CLUSTER, ok, applied.generation),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{ok} was not ACKed: the NACK of c-bad held it back"));
+    }
+    let error = wait_for("c-bad kept apart", SETTLE, || async {
+        nodes.get(&node)?.types[CLUSTER]
+            .rejected
+            .get("c-bad")
+            .cloned()
+    })
+    .await;
+    assert!(
+        error.contains("duration"),
+        "Envoy's own message is kept: {error}"
+    );
+    // Never sent again while it stays as it is.
+    while events.try_recv().is_ok() {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        assert!(
+            !(e.kind == EventKind::Push && e.resources.iter().any(|r| r == "c-bad")),
+            "c-bad sent again: {e:?}"
+        );
+    }
+    // Traffic was never disturbed, and a fixed c-bad is accepted.
+    gw.wait_all_from("a").await;
+    let fixed = gw
+        .cache
+        .update(
+            GROUP,
+            Update::new().upsert(Resource::new("c-bad", &eds_cluster("c-bad", false))),
+        )
+        .unwrap();
+    tokio::time::timeout(
+        SETTLE,
+        nodes.wait_acked(&node, CLUSTER, "c-bad", fixed.generation),
+    )
+    .await
+    .expect("the fixed cluster is ACKed");
+    assert!(
+        !nodes.get(&node).unwrap().types[CLUSTER]
+            .rejected
+            .contains_key("c-bad")
+    );
+    gw.envoy.stop().await;
+}

@@ -25,6 +25,9 @@ pub const TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/timeout-seconds";
 /// path's stand-in for Knative's queue-proxy. `sluice up` sets it on each Revision's Service.
 pub const CONCURRENCY_ANNOTATION: &str = "sluice.knative.dev/container-concurrency";
 
+/// The longest timeout Envoy accepts (a protobuf `Duration`'s range, 10,000 years).
+pub const MAX_TIMEOUT_SECONDS: u64 = 315_576_000_000;
+
 /// The per-endpoint request limit a Service's [`CONCURRENCY_ANNOTATION`] sets, if any.
 pub fn endpoint_concurrency(service: &Service) -> Option<u32> {
     let v = service
@@ -33,6 +36,48 @@ pub fn endpoint_concurrency(service: &Service) -> Option<u32> {
         .as_ref()?
         .get(CONCURRENCY_ANNOTATION)?;
     v.trim().parse::<u32>().ok().filter(|n| *n > 0)
+}
+
+/// The timeout a [`TIMEOUT_ANNOTATION`] value sets: `Err` says why it is not one (not a whole
+/// number of seconds, or beyond [`MAX_TIMEOUT_SECONDS`]) — it is then treated as absent.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let secs: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number of seconds"))?;
+    if secs > MAX_TIMEOUT_SECONDS {
+        return Err(format!(
+            "{secs} s is beyond Envoy's longest timeout ({MAX_TIMEOUT_SECONDS} s)"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Sluice's annotations on a Service that are set but invalid, with why: the annotation, and
+/// a message. Invalid values are treated as absent; callers report these as input problems.
+pub fn annotation_problems(service: &Service) -> Vec<(&'static str, String)> {
+    let Some(a) = service.metadata.annotations.as_ref() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(v) = a.get(TIMEOUT_ANNOTATION)
+        && let Err(e) = parse_timeout(v)
+    {
+        out.push((TIMEOUT_ANNOTATION, format!("{e}; ignored (no timeout)")));
+    }
+    if let Some(v) = a.get(CONCURRENCY_ANNOTATION)
+        && v.trim().parse::<u32>().is_err()
+    {
+        out.push((
+            CONCURRENCY_ANNOTATION,
+            format!(
+                "{:?} is not a whole number from 0 to {}; ignored (no limit)",
+                crate::translate::shown(v),
+                u32::MAX
+            ),
+        ));
+    }
+    out
 }
 
 /// Read access to the objects a KIngress refers to.
@@ -198,8 +243,7 @@ impl Lookup for Objects {
                     .get(&(namespace.to_string(), service.to_string()))?
                     .annotations
                     .as_ref()?;
-                let secs: u64 = annotations.get(TIMEOUT_ANNOTATION)?.trim().parse().ok()?;
-                Some(Duration::from_secs(secs))
+                parse_timeout(annotations.get(TIMEOUT_ANNOTATION)?).ok()
             })
     }
 }

@@ -27,6 +27,7 @@ use crate::ingress::{HttpOption, Ingress, IngressKey, Visibility, is_ours, valid
 use crate::lookup::Lookup;
 
 mod assemble;
+mod checks;
 pub mod clusters;
 pub mod endpoints;
 mod error;
@@ -37,6 +38,7 @@ pub mod scopes;
 pub mod tls;
 
 pub use assemble::assemble;
+pub use checks::shown;
 pub use error::TranslateError;
 pub use listeners::{GatewayConfig, TlsChain};
 pub use scopes::RouteTable;
@@ -151,6 +153,7 @@ pub fn translate_ingress(
         ingress: key.clone(),
         errors,
     })?;
+    checks::check(ingress)?;
     let spec = &ingress.spec;
     let hash = probe_hash(ingress);
 

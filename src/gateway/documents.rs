@@ -305,6 +305,16 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
                 continue;
             }
         };
+        if let Object::Service(svc) = &object {
+            for (annotation, message) in sluice_serving::lookup::annotation_problems(svc) {
+                out.problems.push(Problem {
+                    file: path.to_path_buf(),
+                    object: Some(label.clone()),
+                    field: Some(format!("metadata.annotations[{annotation:?}]")),
+                    message,
+                });
+            }
+        }
         match key(kind, object.metadata()) {
             Some(k) => out.objects.push((k, normalise(object))),
             None => out.problems.push(Problem {

@@ -83,7 +83,8 @@ pub(crate) async fn readiness_loop(
                 .collect()
         };
         // One look at the nodes per round, without copying their ACK maps.
-        let (connected, nack, acked): (bool, Option<String>, Vec<bool>) = nodes.inspect(|all| {
+        type Verdict = Result<(), Option<String>>;
+        let (connected, acked): (bool, Vec<Verdict>) = nodes.inspect(|all| {
             let states: Vec<_> = all.into_iter().filter(|n| n.id() == node_id).collect();
             // Say why when Envoy rejected something: the NACK is the reason.
             let nack = states.iter().find_map(|st| {
@@ -102,7 +103,23 @@ pub(crate) async fn readiness_loop(
             let acked = todo
                 .iter()
                 .map(|(_, _, _, versions)| {
-                    !states.is_empty()
+                    // A route configuration of this KIngress that Envoy rejected (and that is
+                    // kept apart while the rest applies) is its own reason.
+                    let rejected = states.iter().find_map(|st| {
+                        let t = st.types.get(ROUTE)?;
+                        versions.iter().find_map(|(name, _): &(String, String)| {
+                            t.rejected.get(name).map(|e| {
+                                format!(
+                                    "Envoy {} rejected route configuration {name}: {e}",
+                                    st.node.id
+                                )
+                            })
+                        })
+                    });
+                    if let Some(why) = rejected {
+                        return Err(Some(why));
+                    }
+                    let all = !states.is_empty()
                         && states.iter().all(|st| {
                             versions.iter().all(|(name, v): &(String, String)| {
                                 st.types
@@ -110,10 +127,11 @@ pub(crate) async fn readiness_loop(
                                     .and_then(|t| t.acked.get(name))
                                     .is_some_and(|(av, _)| av == v)
                             })
-                        })
+                        });
+                    if all { Ok(()) } else { Err(nack.clone()) }
                 })
                 .collect();
-            (!states.is_empty(), nack, acked)
+            (!states.is_empty(), acked)
         });
         let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
         let mut to_probe = Vec::new();
@@ -126,9 +144,8 @@ pub(crate) async fn readiness_loop(
                         "waiting for an Envoy with node id {node_id:?} to connect"
                     )),
                 ));
-            } else if !acked {
-                let why = nack
-                    .clone()
+            } else if let Err(why) = acked {
+                let why = why
                     .unwrap_or_else(|| "waiting for Envoy to ACK its route configuration".into());
                 verdicts.push((key, hash, Err(why)));
             } else {

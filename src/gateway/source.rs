@@ -74,11 +74,15 @@ impl FileSource {
             skipped,
         } = decode(path, text);
         for s in skipped {
-            if self.warned_kinds.insert(s.clone()) {
+            // Kinds come from files: shortened, and remembered up to a bound.
+            let s = sluice_xds::truncate(&s, 120).into_owned();
+            if self.warned_kinds.len() < 256 && self.warned_kinds.insert(s.clone()) {
                 tracing::warn!(file = %path.display(), kind = %s, "kind not read by the gateway; skipped (reported once per kind)");
             }
         }
         for p in &problems {
+            // Logged when the file changes, not again while it stays as it is.
+            let p = sluice_xds::truncate(&p.to_string(), 400).into_owned();
             tracing::warn!(problem = %p, "invalid input; the previous configuration keeps serving");
         }
         let mut changes = Vec::new();

@@ -582,6 +582,7 @@ fn field_of(e: &TranslateError) -> Option<String> {
         }
         TranslateError::NoHosts { field, .. }
         | TranslateError::UnsupportedHost { field, .. }
+        | TranslateError::Unacceptable { field, .. }
         | TranslateError::ServiceNotFound { field, .. }
         | TranslateError::PortNotFound { field, .. }
         | TranslateError::ExternalNameMissing { field, .. }
@@ -594,7 +595,7 @@ fn field_of(e: &TranslateError) -> Option<String> {
 
 fn reason_of(e: &TranslateError) -> &'static str {
     match e {
-        TranslateError::Invalid { .. } => "InvalidIngress",
+        TranslateError::Invalid { .. } | TranslateError::Unacceptable { .. } => "InvalidIngress",
         _ => "TranslationFailed",
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod delta;
 mod held;
 pub(crate) mod limits;
 mod order;
+mod quarantine;
 pub(crate) mod sotw;
 mod stream;
 

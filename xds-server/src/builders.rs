@@ -39,7 +39,17 @@ pub fn any<M: Message + Name>(m: &M) -> Any {
 }
 
 /// A protobuf duration.
+///
+/// Saturates at protobuf's (and Envoy's) longest duration, 315,576,000,000 s: a longer one
+/// would be refused by Envoy, and `as i64` would wrap a huge one to negative.
 pub fn duration(d: Duration) -> PbDuration {
+    const MAX_SECONDS: u64 = 315_576_000_000;
+    if d.as_secs() >= MAX_SECONDS {
+        return PbDuration {
+            seconds: MAX_SECONDS as i64,
+            nanos: 0,
+        };
+    }
     PbDuration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,

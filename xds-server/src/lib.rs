@@ -46,6 +46,7 @@ use sluice_proto::xds::v1::snapshot_debug_server::SnapshotDebugServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use ads::limits::truncate;
 pub use ads::{AdsService, Grouping, group_by_node_id, single_group};
 pub use cache::{Applied, CacheError, Snapshot, SnapshotCache, TypeSnapshot, Update};
 pub use csds::CsdsService;

@@ -50,6 +50,7 @@ pub struct Metrics {
     push_to_ack: Family<TypeLabel, Histogram>,
     streams: Family<ModeLabel, Gauge>,
     nodes: Gauge,
+    largest_request: Family<TypeLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,7 @@ impl Default for Metrics {
             push_to_ack: Family::new_with_constructor(latency_histogram),
             streams: Family::default(),
             nodes: Gauge::default(),
+            largest_request: Family::default(),
         }
     }
 }
@@ -105,8 +107,14 @@ impl Metrics {
         );
         r.register(
             "connected_nodes",
-            "Nodes with at least one open ADS stream",
+            "Node ids with at least one open ADS stream",
             m.nodes.clone(),
+        );
+        r.register(
+            "largest_request_bytes",
+            "Largest discovery request received, by type (a reconnecting Delta client lists every \
+             resource it holds; the server accepts up to MAX_REQUEST_BYTES)",
+            m.largest_request.clone(),
         );
         m
     }
@@ -142,6 +150,13 @@ impl Metrics {
         self.streams
             .get_or_create(&ModeLabel { mode: mode.into() })
             .dec();
+    }
+
+    pub(crate) fn request(&self, type_url: &str, bytes: usize) {
+        let g = self.largest_request.get_or_create(&TypeLabel::of(type_url));
+        if (bytes as i64) > g.get() {
+            g.set(bytes as i64);
+        }
     }
 
     pub(crate) fn set_nodes(&self, n: usize) {

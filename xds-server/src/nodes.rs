@@ -72,6 +72,9 @@ pub struct TypeState {
     /// Resources the node holds, as far as ACKs tell: name → (content version,
     /// cache generation at which that content was made).
     pub acked: BTreeMap<String, (String, u64)>,
+    /// Resources Envoy rejected and that are not sent again until they change: name → its
+    /// error message (Delta streams isolate them so the rest of a response applies).
+    pub rejected: BTreeMap<String, String>,
     /// Subscribed names (empty with a wildcard subscription).
     pub subscribed: BTreeSet<String>,
     /// Whether the subscription is a wildcard.
@@ -115,6 +118,7 @@ impl NodeState {
         let mut s = self.clone();
         for t in s.types.values_mut() {
             t.acked = BTreeMap::new();
+            t.rejected = BTreeMap::new();
             t.subscribed = BTreeSet::new();
             if let Some(sent) = &mut t.sent {
                 sent.names = Vec::new();
@@ -217,6 +221,15 @@ impl Registry {
         let mut v: Vec<&NodeState> = self.live.values().collect();
         v.sort_by(|a, b| (a.id(), a.stream).cmp(&(b.id(), b.stream)));
         v
+    }
+
+    /// How many node ids have an open stream.
+    fn distinct_ids(&self) -> usize {
+        self.live
+            .values()
+            .map(|n| n.node.id.as_str())
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// The open streams of node `id`.
@@ -375,7 +388,7 @@ impl Nodes {
                     types: BTreeMap::new(),
                 },
             );
-            (stream, r.live.len())
+            (stream, r.distinct_ids())
         });
         self.metrics.stream_opened(mode.as_str());
         self.metrics.set_nodes(n);
@@ -394,7 +407,7 @@ impl Nodes {
                 r.history.truncate(HISTORY);
                 (st.node.id, st.mode)
             });
-            (gone, r.live.len())
+            (gone, r.distinct_ids())
         });
         self.metrics.set_nodes(n);
         if let Some((node_id, mode)) = gone {
@@ -459,6 +472,11 @@ impl Nodes {
         self.acks.send_modify(|v| *v += 1);
     }
 
+    /// A request of `bytes` for `type_url` arrived (a served type: checked before).
+    pub(crate) fn request_size(&self, type_url: &str, bytes: usize) {
+        self.metrics.request(type_url, bytes);
+    }
+
     pub(crate) fn pushed(
         &self,
         stream: u64,
@@ -500,6 +518,7 @@ impl Nodes {
                 t.acked.remove(name);
             }
             for (name, version, generation) in a.resources {
+                t.rejected.remove(&name);
                 t.acked.insert(name, (version, generation));
             }
         });
@@ -507,6 +526,7 @@ impl Nodes {
         self.emit(e);
     }
 
+    /// A NACK of response `a`; `rejected` are the resources now kept apart (Delta).
     pub(crate) fn nacked(
         &self,
         stream: u64,
@@ -514,6 +534,7 @@ impl Nodes {
         mode: Mode,
         a: Answered,
         error: String,
+        rejected: Vec<String>,
     ) {
         self.metrics.answered(&a.type_url, false, a.latency);
         let mut e = Event::new(EventKind::Nack, node_id, mode);
@@ -523,7 +544,11 @@ impl Nodes {
         e.detail = error.clone();
         e.latency = Some(a.latency);
         self.with_stream(stream, |n| {
-            n.types.entry(a.type_url.clone()).or_default().last_nack = Some(Nack {
+            let t = n.types.entry(a.type_url.clone()).or_default();
+            for name in rejected {
+                t.rejected.insert(name, error.clone());
+            }
+            t.last_nack = Some(Nack {
                 version: a.version,
                 nonce: a.nonce,
                 error,

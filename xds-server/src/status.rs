@@ -29,6 +29,9 @@ pub fn sync_state(node: &NodeState, r: &Resource) -> SyncState {
     if t.acked.get(r.name()).is_some_and(|(v, _)| v == r.version()) {
         return SyncState::Acked;
     }
+    if t.rejected.contains_key(r.name()) {
+        return SyncState::Nacked;
+    }
     if t.last_nack.is_some() {
         return SyncState::Nacked;
     }

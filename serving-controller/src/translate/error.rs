@@ -44,6 +44,19 @@ pub enum TranslateError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A value Envoy would refuse (a header carrying CR/LF, `appendHeaders` setting `Host`, a
+    /// path without a leading `/`, …): the KIngress is not sent to Envoy at all.
+    #[error("ingress {ingress}: {field}: {value:?} is not accepted: {reason}")]
+    Unacceptable {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// The field, in Knative's path syntax.
+        field: String,
+        /// The value (shortened to 128 bytes).
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A split names a Service that does not exist (yet).
     #[error("ingress {ingress}: {field}: service {namespace}/{name} not found")]
     ServiceNotFound {
@@ -126,6 +139,7 @@ impl TranslateError {
             | Self::Invalid { ingress, .. }
             | Self::NoHosts { ingress, .. }
             | Self::UnsupportedHost { ingress, .. }
+            | Self::Unacceptable { ingress, .. }
             | Self::ServiceNotFound { ingress, .. }
             | Self::PortNotFound { ingress, .. }
             | Self::ExternalNameMissing { ingress, .. }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::next_nonce;
+use super::quarantine::Quarantine;
 use super::stream::Common;
 use super::{limits, order};
 use crate::cache::Snapshot;
@@ -55,6 +56,8 @@ struct TypeState {
     /// type with no resources completes at once instead of timing out.
     answered: bool,
     pending: HashMap<String, Pending>,
+    /// What Envoy rejected, kept apart (see `quarantine`).
+    quarantine: Quarantine,
 }
 
 pub(crate) struct Stream {
@@ -102,6 +105,10 @@ impl super::stream::Variant for Stream {
 impl Stream {
     fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         self.c.check_type(&req.type_url)?;
+        self.c
+            .shared
+            .nodes
+            .request_size(&req.type_url, req.encoded_len());
         let type_url = req.type_url.clone();
         let first_request = !self.types.contains_key(&type_url);
         let subscribed = self.types.get(&type_url).map_or(0, |t| t.subscribed.len());
@@ -142,10 +149,19 @@ impl Stream {
                     }
                     match &req.error_detail {
                         Some(err) => {
+                            // Keep the culprit apart; send the rest again.
+                            let (bad, again) =
+                                st.quarantine.nacked(&answered.resources, &err.message);
+                            for n in &again {
+                                st.known.remove(n);
+                            }
+                            st.synced = None;
                             tracing::warn!(
                                 type_url = short_name(&type_url),
                                 version = answered.version,
-                                error = err.message,
+                                error = %crate::truncate(&err.message, 1000),
+                                rejected = ?bad,
+                                sent_again = again.len(),
                                 "Envoy rejected (NACK)"
                             );
                             self.c.shared.nodes.nacked(
@@ -153,7 +169,8 @@ impl Stream {
                                 &self.c.node.id,
                                 Mode::Delta,
                                 answered,
-                                err.message.clone(),
+                                crate::truncate(&err.message, 4096).into_owned(),
+                                bad,
                             )
                         }
                         None => self.c.shared.nodes.acked(
@@ -279,8 +296,13 @@ impl Stream {
                 // each is encoded into one buffer that tonic keeps at its largest size, and
                 // Envoy applies and ACKs each on its own. Removals ride with the last.
                 let mut rest: &[_] = &d.upserts;
+                // Looking for what Envoy rejects: one resource per response.
+                let per_response = match self.types.get(&d.type_url) {
+                    Some(st) if st.quarantine.isolating => 1,
+                    _ => MAX_RESOURCES_PER_RESPONSE,
+                };
                 loop {
-                    let (chunk, more) = rest.split_at(rest.len().min(MAX_RESOURCES_PER_RESPONSE));
+                    let (chunk, more) = rest.split_at(rest.len().min(per_response));
                     rest = more;
                     let removed = if rest.is_empty() {
                         std::mem::take(&mut d.removals)
@@ -348,6 +370,7 @@ impl Stream {
             }
             removals.sort();
             let first_answer = !st.answered;
+            upserts.retain(|r| !st.quarantine.blocks(r));
             let before = upserts.len();
             upserts.retain(|r| self.c.held.ready(r, snap, &subscribed));
             deferred.push((type_url.clone(), ts.version, upserts.len() < before));
@@ -367,6 +390,16 @@ impl Stream {
                 st.synced = (!held_back).then_some(version);
                 st.dirty = false;
                 st.fresh.clear();
+                if let Some(ts) = snap.types.get(&type_url) {
+                    st.quarantine.forget_stale(ts);
+                }
+                // Isolation ends once everything of the rejected response was answered alone.
+                let sending = out
+                    .iter()
+                    .any(|d: &Diff| d.type_url == type_url && !d.upserts.is_empty());
+                if st.quarantine.isolating && st.pending.is_empty() && !sending {
+                    st.quarantine.isolating = false;
+                }
             }
             if held_back {
                 held.insert(type_url);

@@ -86,6 +86,10 @@ impl Stream {
     fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         self.c.check_type(&req.type_url)?;
         self.c
+            .shared
+            .nodes
+            .request_size(&req.type_url, req.encoded_len());
+        self.c
             .check_names(&req.type_url, req.resource_names.len(), "subscribes to")?;
         let type_url = req.type_url.clone();
         self.c.watch(&type_url);
@@ -121,7 +125,7 @@ impl Stream {
                         tracing::warn!(
                             type_url = short_name(&type_url),
                             version = answered.version,
-                            error = err.message,
+                            error = %crate::truncate(&err.message, 1000),
                             "Envoy rejected (NACK)"
                         );
                         self.c.shared.nodes.nacked(
@@ -129,7 +133,8 @@ impl Stream {
                             &self.c.node.id,
                             Mode::Sotw,
                             answered,
-                            err.message.clone(),
+                            crate::truncate(&err.message, 4096).into_owned(),
+                            Vec::new(),
                         )
                     }
                     None => self.c.shared.nodes.acked(
