@@ -234,6 +234,7 @@ async fn run(args: Args, bin: PathBuf) -> anyhow::Result<()> {
     let mut rss_minute1 = None;
     let mut kills = 0;
     let mut next_kill = Duration::from_secs(args.kill_every);
+    let largest: Arc<Mutex<std::collections::BTreeMap<String, f64>>> = Arc::default();
     let mut e: usize = 0;
     let mut second = tokio::time::interval(Duration::from_secs(1));
     while started.elapsed() < total {
@@ -310,6 +311,10 @@ async fn run(args: Args, bin: PathBuf) -> anyhow::Result<()> {
         rss_minute1.map_or("-".into(), |r| format!("{r:.0} MB")),
         rss_end.map_or("-".into(), |r| format!("{r:.0} MB")),
     );
+    let sizes = largest.lock().await;
+    if !sizes.is_empty() {
+        eprintln!("largest discovery request after a reconnect, by type (bytes): {sizes:?}");
+    }
     let examples = traffic.examples.lock().await;
     if !examples.is_empty() {
         eprintln!("failed requests, first ones: {examples:?}");

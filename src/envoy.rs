@@ -13,6 +13,6 @@ pub mod lookup;
 #[cfg(test)]
 mod test_support;
 
-pub use bootstrap::{BootstrapParams, XdsMode, render};
+pub use bootstrap::{BootstrapParams, XdsClientTls, XdsMode, render};
 pub use launcher::{Envoy, EnvoyStatus, LaunchConfig, LaunchError};
 pub use lookup::{EnvoyNotFound, find_envoy};

@@ -97,6 +97,17 @@ pub struct GatewayArgs {
     /// status.privateLoadBalancer.
     #[arg(long, value_name = "DOMAIN", conflicts_with = "dir", default_value_t = LoadBalancers::default().private)]
     pub private_service: String,
+    /// Serve xDS over TLS with this certificate chain (PEM file); needs --xds-tls-key. For Envoys
+    /// in other pods (so --no-envoy: the Envoy Sluice launches connects over loopback).
+    #[arg(long, value_name = "PATH", requires_all = ["xds_tls_key", "no_envoy"])]
+    pub xds_tls_cert: Option<PathBuf>,
+    /// The private key of --xds-tls-cert (PEM file).
+    #[arg(long, value_name = "PATH", requires = "xds_tls_cert")]
+    pub xds_tls_key: Option<PathBuf>,
+    /// Require mutual TLS: clients (Envoys, `sluice xds`) must present a certificate from this CA
+    /// (PEM file); others are refused in the TLS handshake.
+    #[arg(long, value_name = "PATH", requires = "xds_tls_cert")]
+    pub xds_tls_client_ca: Option<PathBuf>,
     /// With --kube: this gateway's name in the Events it publishes (default: $POD_NAME, else the
     /// host name).
     #[arg(long, value_name = "NAME", conflicts_with = "dir")]
@@ -182,7 +193,10 @@ pub(crate) async fn serve(
     let cache = SnapshotCache::new();
     let mut registry = crate::debug::registry();
     let metrics = Metrics::register(&mut registry);
-    let server = XdsServer::with_metrics(cache.clone(), single_group(GROUP), metrics);
+    let mut server = XdsServer::with_metrics(cache.clone(), single_group(GROUP), metrics);
+    if let Some(tls) = server_tls(args)? {
+        server = server.with_tls(tls);
+    }
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -322,6 +336,39 @@ pub(crate) async fn serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), xds_task).await;
     result
+}
+
+/// The xDS server's TLS from `--xds-tls-*`, the files read now (a missing or unreadable file is
+/// a usage error naming the flag).
+fn server_tls(args: &GatewayArgs) -> Result<Option<sluice_xds::ServerTls>, CliError> {
+    let read = |flag: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| CliError::Usage(format!("{flag} {}: {e}", p.display())))
+    };
+    let (Some(cert), Some(key)) = (&args.xds_tls_cert, &args.xds_tls_key) else {
+        return Ok(None);
+    };
+    let cert_pem = read("--xds-tls-cert", cert)?;
+    let key_pem = read("--xds-tls-key", key)?;
+    for (flag, pem, what) in [
+        ("--xds-tls-cert", &cert_pem, "CERTIFICATE"),
+        ("--xds-tls-key", &key_pem, "PRIVATE KEY"),
+    ] {
+        if !String::from_utf8_lossy(pem).contains(&format!("{what}-----")) {
+            return Err(CliError::Usage(format!(
+                "{flag}: not a PEM {}: expected a '-----BEGIN …{what}-----' block",
+                what.to_lowercase()
+            )));
+        }
+    }
+    let client_ca_pem = match &args.xds_tls_client_ca {
+        Some(p) => Some(read("--xds-tls-client-ca", p)?),
+        None => None,
+    };
+    Ok(Some(sluice_xds::ServerTls {
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+    }))
 }
 
 /// Where the gateway's objects come from.

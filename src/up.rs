@@ -118,6 +118,9 @@ impl UpArgs {
             xds_mode: self.xds_mode.clone(),
             public_service: String::new(),
             private_service: String::new(),
+            xds_tls_cert: None,
+            xds_tls_key: None,
+            xds_tls_client_ca: None,
             instance: None,
         }
     }

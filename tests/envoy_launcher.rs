@@ -79,6 +79,7 @@ fn params(mode: XdsMode) -> anyhow::Result<BootstrapParams> {
         xds: free_port()?,
         mode,
         admin: free_port()?,
+        xds_tls: None,
     })
 }
 

@@ -520,3 +520,188 @@ async fn input_envoy_would_refuse_is_reported_and_never_sent() {
         .await;
     gw.stop().await;
 }
+
+/// A CA, a server certificate for 127.0.0.1 / localhost and a client certificate, made with
+/// `openssl` in `dir`: (ca, server cert, server key, client cert, client key).
+fn mtls_files(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sluice test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ];
+    ca.extend(ec);
+    run(&ca);
+    for (name, san) in [
+        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ("client", "subjectAltName=DNS:envoy"),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let crt = format!("{name}.crt");
+        let subj = format!("/CN={name}");
+        let mut req = vec!["req", "-new", "-subj", &subj, "-keyout", &key, "-out", &csr];
+        req.extend(ec);
+        run(&req);
+        std::fs::write(dir.join(format!("{name}.ext")), format!("{san}\n")).unwrap();
+        let ext = format!("{name}.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ]);
+    }
+    [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ]
+    .map(|f| dir.join(f))
+}
+
+/// Mutual TLS on the xDS port: an Envoy started from `sluice envoy bootstrap --xds-tls-…`
+/// connects and serves (the KIngress becomes Ready through it), `sluice xds nodes` with a client
+/// certificate works, and clients without one (plain text, or TLS without a certificate) are
+/// refused before they can read anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_over_mutual_tls_serves_envoy_and_refuses_strangers() {
+    let a = support::start(BackendOptions::new("a")).await;
+    let certs = std::env::temp_dir().join(format!("sluice-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let [ca, server_crt, server_key, client_crt, client_key] = mtls_files(&certs);
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ca_s, server_crt_s, server_key_s) = (p(&ca), p(&server_crt), p(&server_key));
+    let gw = Gateway::start_with(
+        "mtls",
+        &[
+            ("svc-a.yaml", backend_objects("a", a.addr)),
+            (
+                "ing.yaml",
+                yaml(&simple_kingress("one", "one.example.com", "a")),
+            ),
+        ],
+        &[
+            "--no-envoy",
+            "--xds-tls-cert",
+            &server_crt_s,
+            "--xds-tls-key",
+            &server_key_s,
+            "--xds-tls-client-ca",
+            &ca_s,
+        ],
+    )
+    .await;
+    let sluice = env!("CARGO_BIN_EXE_sluice");
+    let xds = gw.xds.to_string();
+    let bootstrap = tokio::process::Command::new(sluice)
+        .args(["envoy", "bootstrap", "--xds", &xds, "--node-id", "e2e-mtls"])
+        .args(["--envoy-admin", &gw.envoy_admin.to_string()])
+        .args([
+            "--xds-tls-cert",
+            &p(&client_crt),
+            "--xds-tls-key",
+            &p(&client_key),
+        ])
+        .args(["--xds-tls-ca", &ca_s, "--xds-tls-server-name", "localhost"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        bootstrap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bootstrap.stderr)
+    );
+    let mut cfg = sluice::envoy::LaunchConfig::new(
+        sluice::envoy::find_envoy(None).unwrap(),
+        String::from_utf8(bootstrap.stdout).unwrap(),
+        &certs,
+    );
+    cfg.log_level = "warning".into();
+    let envoy = sluice::envoy::Envoy::start(cfg)
+        .await
+        .expect("Envoy starts");
+    gw.wait_ready("one").await;
+    gw.wait_backend(gw.external_http, "one.example.com", "a", 3)
+        .await;
+
+    // `sluice xds` with a client certificate…
+    let nodes = tokio::process::Command::new(sluice)
+        .args(["xds", "nodes", "--xds", &xds, "--xds-tls-ca", &ca_s])
+        .args([
+            "--xds-tls-cert",
+            &p(&client_crt),
+            "--xds-tls-key",
+            &p(&client_key),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        nodes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
+    assert!(String::from_utf8_lossy(&nodes.stdout).contains("e2e-mtls"));
+    // …but not without one, nor in plain text.
+    for extra in [vec!["--xds-tls-ca", ca_s.as_str()], vec![]] {
+        let out = tokio::process::Command::new(sluice)
+            .args(["xds", "nodes", "--xds", &xds])
+            .args(&extra)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{extra:?}: accepted without a client certificate"
+        );
+    }
+    let status = gw.status().await.unwrap();
+    assert_eq!(
+        status.nodes.iter().filter(|n| n.connected).count(),
+        1,
+        "only the mTLS Envoy got in: {:?}",
+        status.nodes
+    );
+    envoy.stop().await;
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}

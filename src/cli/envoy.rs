@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::envoy::bootstrap::{BootstrapParams, XdsMode, render};
+use crate::envoy::bootstrap::{BootstrapParams, XdsClientTls, XdsMode, render};
 
 /// `sluice envoy …`
 #[derive(Debug, Args)]
@@ -34,6 +34,20 @@ struct BootstrapArgs {
     /// Address of Envoy's admin interface (keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:9901")]
     envoy_admin: SocketAddr,
+    /// Envoy's client certificate (PEM file path, read by Envoy) for mutual TLS to the xDS
+    /// server (`sluice gateway --xds-tls-client-ca`). Needs --xds-tls-key and --xds-tls-ca.
+    #[arg(long, value_name = "PATH", requires_all = ["xds_tls_key", "xds_tls_ca"])]
+    xds_tls_cert: Option<String>,
+    /// The private key of --xds-tls-cert (PEM file path, read by Envoy).
+    #[arg(long, value_name = "PATH", requires = "xds_tls_cert")]
+    xds_tls_key: Option<String>,
+    /// The CA the xDS server's certificate must chain to (PEM file path, read by Envoy).
+    #[arg(long, value_name = "PATH", requires = "xds_tls_cert")]
+    xds_tls_ca: Option<String>,
+    /// The xDS server's name: sent as SNI and required among its certificate's DNS SANs
+    /// (default: any certificate from --xds-tls-ca).
+    #[arg(long, value_name = "NAME", requires = "xds_tls_cert")]
+    xds_tls_server_name: Option<String>,
 }
 
 /// Runs `sluice envoy …`.
@@ -49,6 +63,15 @@ pub fn run(args: EnvoyArgs) -> Result<(), CliError> {
                 xds: a.xds,
                 mode,
                 admin: a.envoy_admin,
+                xds_tls: match (a.xds_tls_cert, a.xds_tls_key, a.xds_tls_ca) {
+                    (Some(cert), Some(key), Some(ca)) => Some(XdsClientTls {
+                        cert,
+                        key,
+                        ca,
+                        server_name: a.xds_tls_server_name,
+                    }),
+                    _ => None,
+                },
                 ..BootstrapParams::default()
             };
             print!("{}", render(&params));

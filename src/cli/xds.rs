@@ -48,12 +48,54 @@ enum XdsCommand {
     Watch(WatchArgs),
 }
 
-/// The server to ask; the same flag on every subcommand.
+/// The server to ask; the same flags on every subcommand.
 #[derive(Debug, Args)]
 struct Server {
     /// Address of Sluice's xDS gRPC server (HOST:PORT).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_XDS)]
     xds: String,
+    /// Connect over TLS, trusting this CA (PEM file) for the server's certificate.
+    #[arg(long, value_name = "PATH")]
+    xds_tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM file) for a server that requires mutual TLS; needs
+    /// --xds-tls-key and --xds-tls-ca.
+    #[arg(long, value_name = "PATH", requires_all = ["xds_tls_key", "xds_tls_ca"])]
+    xds_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --xds-tls-cert (PEM file).
+    #[arg(long, value_name = "PATH", requires = "xds_tls_cert")]
+    xds_tls_key: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (default: the host of --xds).
+    #[arg(long, value_name = "NAME", requires = "xds_tls_ca")]
+    xds_tls_server_name: Option<String>,
+}
+
+impl Server {
+    /// The TLS settings of the connection, files read now; none for plain text.
+    fn tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, CliError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let Some(ca) = &self.xds_tls_ca else {
+            return Ok(None);
+        };
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| CliError::Usage(format!("{flag} {}: {e}", p.display())))
+        };
+        let host = self
+            .xds
+            .rsplit_once(':')
+            .map_or(self.xds.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut cfg = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("--xds-tls-ca", ca)?))
+            .domain_name(self.xds_tls_server_name.as_deref().unwrap_or(host));
+        if let (Some(cert), Some(key)) = (&self.xds_tls_cert, &self.xds_tls_key) {
+            cfg = cfg.identity(Identity::from_pem(
+                read("--xds-tls-cert", cert)?,
+                read("--xds-tls-key", key)?,
+            ));
+        }
+        Ok(Some(cfg))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -128,8 +170,8 @@ enum Output {
 pub async fn run(args: XdsArgs) -> Result<(), CliError> {
     match args.command {
         XdsCommand::Nodes(a) => {
+            let mut client = connect(&a.server).await?;
             let addr = a.server.xds;
-            let mut client = connect(&addr).await?;
             let mut req = tonic::Request::new(Default::default());
             req.set_timeout(RPC_TIMEOUT);
             let nodes = client
@@ -145,8 +187,8 @@ pub async fn run(args: XdsArgs) -> Result<(), CliError> {
             print(&nodes::render(&nodes, SystemTime::now()))
         }
         XdsCommand::Dump(a) => {
+            let mut client = connect(&a.server).await?;
             let addr = a.server.xds;
-            let mut client = connect(&addr).await?;
             let mut req = tonic::Request::new(sluice_proto::xds::v1::GetSnapshotRequest {
                 node_id: a.node.unwrap_or_default(),
                 r#type: a.kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
@@ -166,28 +208,36 @@ pub async fn run(args: XdsArgs) -> Result<(), CliError> {
             print(&text)
         }
         XdsCommand::Watch(a) => {
-            let addr = a.server.xds;
-            let client = connect(&addr).await?;
-            watch::run(client, &addr, a.node.unwrap_or_default()).await
+            let client = connect(&a.server).await?;
+            watch::run(client, &a.server.xds, a.node.unwrap_or_default()).await
         }
     }
 }
 
 /// Opens a channel to the debug service, failing fast with a message that
 /// names the address and the flag that changes it.
-async fn connect(addr: &str) -> Result<SnapshotDebugClient<Channel>, CliError> {
+async fn connect(server: &Server) -> Result<SnapshotDebugClient<Channel>, CliError> {
+    let addr = server.xds.as_str();
+    let tls = server.tls()?;
     let uri = if addr.contains("://") {
         addr.to_string()
+    } else if tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    let endpoint = Endpoint::from_shared(uri)
+    let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| {
             CliError::Usage(format!(
                 "--xds {addr:?} is not an address (want HOST:PORT): {e}"
             ))
         })?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| CliError::Usage(format!("--xds-tls-*: {e}")))?;
+    }
     let channel =
         match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), endpoint.connect())
             .await
@@ -334,6 +384,16 @@ mod tests {
         assert!(Cli::try_parse_from(["sluice", "dump", "--type", "widgets"]).is_err());
     }
 
+    fn plain(addr: &str) -> Server {
+        Server {
+            xds: addr.to_string(),
+            xds_tls_ca: None,
+            xds_tls_cert: None,
+            xds_tls_key: None,
+            xds_tls_server_name: None,
+        }
+    }
+
     #[tokio::test]
     async fn unreachable_server_names_the_address_and_the_flag() {
         // A port that was just free: nothing listens there.
@@ -341,7 +401,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let err = connect(&addr).await.unwrap_err().to_string();
+        let err = connect(&plain(&addr)).await.unwrap_err().to_string();
         assert!(err.contains(&addr), "{err}");
         assert!(err.contains("connection refused"), "{err}");
         assert!(err.contains("--xds ADDR"), "{err}");
@@ -353,7 +413,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let err = rt.block_on(connect("not an address")).unwrap_err();
+        let err = rt.block_on(connect(&plain("not an address"))).unwrap_err();
         assert!(matches!(err, CliError::Usage(_)), "{err}");
     }
 }

@@ -80,6 +80,23 @@ pub struct BootstrapParams {
     pub mode: XdsMode,
     /// Where Envoy serves its admin interface (`--envoy-admin`); keep it on loopback.
     pub admin: SocketAddr,
+    /// TLS (mutual, with a client certificate) to the xDS server, when it requires it.
+    pub xds_tls: Option<XdsClientTls>,
+}
+
+/// How Envoy's ADS connection is secured (`sluice envoy bootstrap --xds-tls-…`): files Envoy
+/// reads at start-up (in Kubernetes, a mounted Secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsClientTls {
+    /// Envoy's client certificate chain (PEM file).
+    pub cert: String,
+    /// Its private key (PEM file).
+    pub key: String,
+    /// The CA the xDS server's certificate must chain to (PEM file).
+    pub ca: String,
+    /// The server name sent as SNI and required among the server certificate's SANs; none:
+    /// any certificate from the CA is accepted.
+    pub server_name: Option<String>,
 }
 
 impl Default for BootstrapParams {
@@ -90,6 +107,7 @@ impl Default for BootstrapParams {
             xds: SocketAddr::from(([127, 0, 0, 1], 18000)),
             mode: XdsMode::Delta,
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            xds_tls: None,
         }
     }
 }
@@ -108,7 +126,73 @@ pub fn render(params: &BootstrapParams) -> String {
         ("admin_port", params.admin.port().to_string()),
         ("api_type", params.mode.api_type().to_owned()),
     ];
-    fill(TEMPLATE, &values)
+    let yaml = fill(TEMPLATE, &values);
+    match &params.xds_tls {
+        None => yaml,
+        Some(tls) => with_xds_tls(&yaml, tls),
+    }
+}
+
+/// The bootstrap with a TLS transport socket on the `sluice_xds` cluster: Envoy presents its
+/// client certificate and checks the server's against the CA (and its SAN against the server
+/// name, when given). HTTP/2 is negotiated by ALPN, as gRPC over TLS requires.
+fn with_xds_tls(yaml: &str, tls: &XdsClientTls) -> String {
+    use serde_yaml::{Mapping, Value};
+    let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
+        return yaml.to_string();
+    };
+    let file = |path: &str| {
+        let mut m = Mapping::new();
+        m.insert("filename".into(), path.into());
+        Value::Mapping(m)
+    };
+    let mut cert = Mapping::new();
+    cert.insert("certificate_chain".into(), file(&tls.cert));
+    cert.insert("private_key".into(), file(&tls.key));
+    let mut validation = Mapping::new();
+    validation.insert("trusted_ca".into(), file(&tls.ca));
+    if let Some(name) = &tls.server_name {
+        let mut san = Mapping::new();
+        san.insert("san_type".into(), "DNS".into());
+        let mut matcher = Mapping::new();
+        matcher.insert("exact".into(), name.as_str().into());
+        san.insert("matcher".into(), Value::Mapping(matcher));
+        validation.insert(
+            "match_typed_subject_alt_names".into(),
+            Value::Sequence(vec![Value::Mapping(san)]),
+        );
+    }
+    let mut common = Mapping::new();
+    common.insert("alpn_protocols".into(), Value::Sequence(vec!["h2".into()]));
+    common.insert(
+        "tls_certificates".into(),
+        Value::Sequence(vec![Value::Mapping(cert)]),
+    );
+    common.insert("validation_context".into(), Value::Mapping(validation));
+    let mut ctx = Mapping::new();
+    ctx.insert(
+        "@type".into(),
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext".into(),
+    );
+    ctx.insert("common_tls_context".into(), Value::Mapping(common));
+    if let Some(name) = &tls.server_name {
+        ctx.insert("sni".into(), name.as_str().into());
+    }
+    let mut socket = Mapping::new();
+    socket.insert("name".into(), "envoy.transport_sockets.tls".into());
+    socket.insert("typed_config".into(), Value::Mapping(ctx));
+    if let Some(cluster) = doc
+        .get_mut("static_resources")
+        .and_then(|s| s.get_mut("clusters"))
+        .and_then(|c| c.get_mut(0))
+        .and_then(Value::as_mapping_mut)
+    {
+        cluster.insert("transport_socket".into(), Value::Mapping(socket));
+    }
+    let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
+    format!(
+        "# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`, with mutual TLS to the xDS server).\n{body}"
+    )
 }
 
 /// Replaces every `{{name}}` in `template` by its value; unknown placeholders are left as is.
@@ -220,6 +304,7 @@ mod tests {
             xds: "10.1.2.3:18001".parse().expect("valid address"),
             mode: XdsMode::Sotw,
             admin: "[::1]:19901".parse().expect("valid address"),
+            xds_tls: None,
         };
         let doc = parse(&params);
         assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("edge-1"));
@@ -236,6 +321,53 @@ mod tests {
             socket_address(&doc, &["admin", "address", "socket_address"]),
             ("::1".to_owned(), 19901)
         );
+    }
+
+    #[test]
+    fn ads_reconnects_with_a_backoff_capped_at_a_second() {
+        let doc = parse(&BootstrapParams::default());
+        let retry = &at(
+            &doc,
+            &[
+                "dynamic_resources",
+                "ads_config",
+                "grpc_services",
+                "0",
+                "envoy_grpc",
+            ],
+        )["retry_policy"]["retry_back_off"];
+        assert_eq!(retry["base_interval"].as_str(), Some("0.1s"));
+        assert_eq!(retry["max_interval"].as_str(), Some("1s"));
+    }
+
+    #[test]
+    fn xds_tls_adds_a_client_certificate_transport_socket() {
+        let doc = parse(&BootstrapParams {
+            xds_tls: Some(XdsClientTls {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into(),
+                ca: "/tls/ca.crt".into(),
+                server_name: Some("sluice-xds.knative-serving.svc".into()),
+            }),
+            ..BootstrapParams::default()
+        });
+        let socket = &at(&doc, &["static_resources", "clusters", "0"])["transport_socket"];
+        assert_eq!(socket["name"].as_str(), Some("envoy.transport_sockets.tls"));
+        let ctx = &socket["typed_config"];
+        assert_eq!(ctx["sni"].as_str(), Some("sluice-xds.knative-serving.svc"));
+        let common = &ctx["common_tls_context"];
+        assert_eq!(
+            common["tls_certificates"][0]["private_key"]["filename"].as_str(),
+            Some("/tls/tls.key")
+        );
+        assert_eq!(
+            common["validation_context"]["trusted_ca"]["filename"].as_str(),
+            Some("/tls/ca.crt")
+        );
+        assert_eq!(common["alpn_protocols"][0].as_str(), Some("h2"));
+        // Everything else is as without TLS.
+        assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("sluice-gateway"));
+        assert!(at(&doc, &["stats_config"]).is_mapping());
     }
 
     #[test]

@@ -43,6 +43,8 @@ const LOG_TAIL: usize = 60;
 enum Mode<'a> {
     /// `sluice gateway --dir`.
     Dir,
+    /// `sluice gateway --dir` with extra flags.
+    DirWith(&'a [&'a str]),
     /// `sluice gateway --kube` with this kubeconfig.
     Kube(&'a Path),
     /// `sluice up DIR` with extra flags.
@@ -77,6 +79,11 @@ impl Gateway {
     /// its debug server answers. `label` names the directory (for humans reading /tmp).
     pub async fn start(label: &str, files: &[(&str, String)]) -> Gateway {
         Self::spawn(label, files, Mode::Dir).await
+    }
+
+    /// [`Self::start`] with extra `sluice gateway` flags (e.g. `--no-envoy`).
+    pub async fn start_with(label: &str, files: &[(&str, String)], flags: &[&str]) -> Gateway {
+        Self::spawn(label, files, Mode::DirWith(flags)).await
     }
 
     /// Starts `sluice up DIR` over a new directory holding `files` and waits until its debug
@@ -167,6 +174,9 @@ impl Gateway {
             }
             Mode::Dir => {
                 cmd.args(["gateway", "--dir"]).arg(&gw.dir);
+            }
+            Mode::DirWith(flags) => {
+                cmd.args(["gateway", "--dir"]).arg(&gw.dir).args(flags);
             }
             Mode::Up(flags) => {
                 cmd.arg("up")
