@@ -2,11 +2,14 @@
 //! over the look-ahead window from its own per-minute [`History`], so capacity is started
 //! before a daily peak instead of after it.
 //!
-//! The method is seasonal with a daily period: the forecast for a minute is the mean of the
-//! same minute on each of the previous days kept (up to seven), and the forecast for the
+//! The method is seasonal with a daily period over the history's per-minute peaks: the
+//! forecast for a minute is the mean of the same minute on each of the previous days kept (up
+//! to seven), and the forecast for the
 //! look-ahead window is the largest such figure over its minutes. A margin is added: the
 //! `predictive-quantile` (default 95th percentile) of the forecast's errors (actual minus
-//! forecast) over the last day. The figure in instances is that demand divided by the
+//! forecast) at the same time of day (±30 minutes) on each of the last seven days: the margin
+//! follows the level and the spread of that hour (a night needs none, a busy morning some),
+//! and a quiet Sunday does not shrink Monday's. The figure in instances is that demand divided by the
 //! per-instance target, rounded up. In a decision it only ever raises the reactive figure.
 //!
 //! The default look-ahead is the Revision's observed start time (spawn → ready) plus 30 s:
@@ -39,6 +42,10 @@ pub const LOOKAHEAD_SLACK: Duration = Duration::from_secs(30);
 pub const LOOKAHEAD_MAX: Duration = Duration::from_secs(3600);
 /// Days of the same minute averaged for a forecast.
 const SEASONS: i64 = 7;
+/// Days of past forecast errors the margin is the quantile of.
+pub const ERROR_DAYS: i64 = HISTORY_DAYS - 1;
+/// Minutes either side of the time of day whose past errors make the margin.
+pub const ERROR_SPAN: i64 = 30;
 
 /// A Revision's predictive settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,7 +134,7 @@ pub struct Forecast {
 #[derive(Debug, Clone, Default)]
 pub struct Forecaster {
     history: History,
-    /// The margin and the last finished minute it was computed at.
+    /// The margin, the minute it is for and the quantile (as bits).
     margin: Option<(i64, f64, u64)>,
 }
 
@@ -178,7 +185,7 @@ impl Forecaster {
             .fold(None, |acc: Option<f64>, v| {
                 Some(acc.map_or(v, |a| a.max(v)))
             })?;
-        let margin = self.margin(quantile);
+        let margin = self.margin(first, quantile);
         Some(Forecast {
             value: (seasonal + margin).max(0.0),
             seasonal,
@@ -186,24 +193,27 @@ impl Forecaster {
         })
     }
 
-    /// The `quantile` of the errors (actual − seasonal) over the last day of finished minutes;
-    /// 0 when there is none.
-    fn margin(&mut self, quantile: f64) -> f64 {
-        let Some(last) = self.history.last_closed() else {
-            return 0.0;
-        };
+    /// The `quantile` of the errors (actual − seasonal) at the time of day of `minute`
+    /// (±[`ERROR_SPAN`] minutes) on each of the last [`ERROR_DAYS`] days; 0 when there is
+    /// none.
+    fn margin(&mut self, minute: i64, quantile: f64) -> f64 {
         let q_key = quantile.to_bits();
         if let Some((at, m, q)) = self.margin
-            && at == last
+            && at == minute
             && q == q_key
         {
             return m;
         }
-        let mut errors: Vec<f64> = ((last - MINUTES_PER_DAY + 1)..=last)
+        let mut errors: Vec<f64> = (1..=ERROR_DAYS)
+            .flat_map(|d| {
+                let center = minute - d * MINUTES_PER_DAY;
+                (center - ERROR_SPAN)..=(center + ERROR_SPAN)
+            })
+            .filter(|m| *m < minute)
             .filter_map(|m| Some(self.history.get(m)? - self.seasonal(m)?))
             .collect();
         let m = quantile_of(&mut errors, quantile);
-        self.margin = Some((last, m, q_key));
+        self.margin = Some((minute, m, q_key));
         m
     }
 }

@@ -1,5 +1,9 @@
 //! A bounded per-minute history of one Revision's observed demand (the autoscaler's metric:
 //! concurrency, requests per second, or the HPA's CPU/memory), for forecasting.
+//!
+//! Each minute keeps its busiest observation (one per second under `sluice up`), not its
+//! mean: capacity planned from a minute's mean is short for its busier seconds — requests
+//! arrive in bursts, and those seconds are when requests queue.
 
 use std::collections::VecDeque;
 
@@ -22,11 +26,10 @@ pub fn minute_of(at: Timestamp) -> i64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Open {
     minute: i64,
-    sum: f64,
-    count: u32,
+    peak: f64,
 }
 
-/// Per-minute means of the observed demand, the last [`HISTORY_MINUTES`] minutes at most.
+/// Per-minute peaks of the observed demand, the last [`HISTORY_MINUTES`] minutes at most.
 /// Minutes nobody observed (Sluice was not running) are `None`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct History {
@@ -51,27 +54,24 @@ impl History {
         let minute = minute_of(at);
         match &mut self.open {
             Some(open) if open.minute == minute => {
-                open.sum += value;
-                open.count = open.count.saturating_add(1);
+                open.peak = open.peak.max(value);
                 return;
             }
             Some(open) if open.minute > minute => return,
             _ => {}
         }
         if let Some(open) = self.open.take() {
-            let mean = open.sum / f64::from(open.count.max(1));
-            self.close(open.minute, mean);
+            self.close(open.minute, open.peak);
         }
         self.open = Some(Open {
             minute,
-            sum: value,
-            count: 1,
+            peak: value,
         });
     }
 
-    /// Stores a finished minute's mean (used by [`Self::record`], and to build histories).
-    pub fn close(&mut self, minute: i64, mean: f64) {
-        let value = Some(mean as f32);
+    /// Stores a finished minute's figure (used by [`Self::record`], and to build histories).
+    pub fn close(&mut self, minute: i64, figure: f64) {
+        let value = Some(figure as f32);
         let end = self.start + self.values.len() as i64;
         if self.values.is_empty() || minute - end >= HISTORY_MINUTES as i64 || minute < self.start {
             if minute < self.start && !self.values.is_empty() {
@@ -102,7 +102,7 @@ impl History {
         }
     }
 
-    /// The mean of a finished minute, if observed.
+    /// The figure (busiest observation) of a finished minute, if observed.
     pub fn get(&self, minute: i64) -> Option<f64> {
         let i = usize::try_from(minute.checked_sub(self.start)?).ok()?;
         self.values.get(i).copied().flatten().map(f64::from)
@@ -113,11 +113,9 @@ impl History {
         (!self.values.is_empty()).then(|| self.start + self.values.len() as i64 - 1)
     }
 
-    /// The mean so far of the minute being observed, and that minute.
+    /// The busiest observation so far of the minute being observed, and that minute.
     pub fn current(&self) -> Option<(i64, f64)> {
-        self.open
-            .as_ref()
-            .map(|o| (o.minute, o.sum / f64::from(o.count.max(1))))
+        self.open.as_ref().map(|o| (o.minute, o.peak))
     }
 
     /// Finished minutes kept (observed or not).
@@ -148,14 +146,15 @@ mod tests {
     }
 
     #[test]
-    fn minutes_close_with_their_mean() {
+    fn minutes_close_with_their_busiest_second() {
         let mut h = History::new();
         h.record(t(100, 0), 2.0);
         h.record(t(100, 30), 4.0);
+        h.record(t(100, 59), 1.0);
         assert_eq!(h.get(100), None, "still open");
-        assert_eq!(h.current(), Some((100, 3.0)));
+        assert_eq!(h.current(), Some((100, 4.0)));
         h.record(t(101, 0), 1.0);
-        assert_eq!(h.get(100), Some(3.0));
+        assert_eq!(h.get(100), Some(4.0));
         assert_eq!(h.last_closed(), Some(100));
     }
 

@@ -139,9 +139,9 @@ fn the_daily_peak_is_forecast_a_lookahead_before_it_arrives() {
 }
 
 #[test]
-fn the_margin_is_the_quantile_of_past_errors() {
-    // Days alternate 10 / 14 between 09:00 and 10:59 (else 0): the seasonal mean misses by ±2
-    // there, and is exact elsewhere.
+fn the_margin_is_the_quantile_of_past_errors_at_that_time_of_day() {
+    // Days alternate 10 / 14 between 09:00 and 10:59 (else 0): the seasonal mean misses there,
+    // and is exact at night.
     let mut fc = observed(4, |m, _| {
         let day = m / MINUTES_PER_DAY;
         let in_peak = (540..660).contains(&(m % MINUTES_PER_DAY));
@@ -151,14 +151,19 @@ fn the_margin_is_the_quantile_of_past_errors() {
             0.0
         }
     });
+    // At 10:00 on day 4 the errors of 09:30–10:30 on days 1–3 (day 0 has no earlier day):
+    // day 1: 14 − 10 = +4, day 2: 10 − 12 = −2, day 3: 14 − 11.33 = +2.67; 61 minutes each.
     let now = 4 * MINUTES_PER_DAY + 600;
     let f = fc.forecast(at_minute(now), Duration::ZERO, 99.0).unwrap();
-    // Day 3 (the last finished day) was 14; the seasonal mean of days 0–2 is 11.33: error
-    // 2.67 for its 120 peak minutes, 0 for the other 1320 — the 99th percentile is 2.67.
-    assert!((f.margin - (14.0 - 34.0 / 3.0)).abs() < 1e-4, "{f:?}");
-    // The median error is 0.
+    assert!((f.margin - 4.0).abs() < 1e-4, "{f:?}");
+    assert!((f.seasonal - 12.0).abs() < 1e-4, "{f:?}");
     let f = fc.forecast(at_minute(now), Duration::ZERO, 50.0).unwrap();
-    assert_eq!(f.margin, 0.0);
+    assert!((f.margin - (14.0 - 34.0 / 3.0)).abs() < 1e-4, "{f:?}");
+    // At night there is no error: no margin.
+    let f = fc
+        .forecast(at_minute(4 * MINUTES_PER_DAY + 120), Duration::ZERO, 99.0)
+        .unwrap();
+    assert_eq!((f.value, f.margin), (0.0, 0.0));
 }
 
 #[test]
