@@ -22,7 +22,8 @@
 //! 6. excess burst capacity = `floor(ready × total capacity − TBC − panic
 //!    value)` (0 when TBC is 0, -1 when TBC is -1);
 //! 7. bounds; before the revision first reached `initial-scale` ready
-//!    instances, at least that many.
+//!    instances, at least that many. [`Decider::scale_with`] leaves the bounds
+//!    to the caller ([`crate::combine`]: forecast, scheduled window, clamp).
 
 use std::time::Duration;
 

@@ -97,6 +97,10 @@ pub(super) fn of(auto: &RevisionAutoscaler, observed_start: Option<Duration>) ->
     };
     let reason = match plan {
         Some(p) if p.standard == 0 && p.reserved > 0 => "reserved",
+        // Idle, the last standard instance waits for the reserved one to be ready.
+        Some(p) if p.reserved > 0 && !p.reserved_serving && reason == "scaled-to-zero" => {
+            "reserved-starting"
+        }
         _ => reason,
     };
     let steps = plan.and_then(|p| p.steps).map(|s| StepsView {
