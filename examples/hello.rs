@@ -7,7 +7,9 @@
 //! - anything else with 404.
 //!
 //! `CRASH_AFTER=N` makes it exit with status 1 after answering N requests to `/` (to watch the
-//! runtime restart it). On SIGTERM or Ctrl-C it stops accepting, lets open requests finish
+//! runtime restart it). `START_DELAY_MS=N` waits N ms before listening (an app that is slow to
+//! start, as a JVM's). Reserved instances (`SLUICE_RESERVED_INSTANCE=true`) answer with the
+//! header `x-reserved: true`. On SIGTERM or Ctrl-C it stops accepting, lets open requests finish
 //! and exits 0.
 //!
 //! ```text
@@ -51,6 +53,7 @@ struct App {
     revision: String,
     crash_after: Option<u64>,
     served: AtomicU64,
+    reserved: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -74,7 +77,14 @@ async fn main() -> anyhow::Result<()> {
         revision: std::env::var("K_REVISION").unwrap_or_else(|_| "unknown".to_owned()),
         crash_after,
         served: AtomicU64::new(0),
+        reserved: std::env::var("SLUICE_RESERVED_INSTANCE").is_ok_and(|v| v == "true"),
     });
+    if let Ok(ms) = std::env::var("START_DELAY_MS") {
+        let ms: u64 = ms
+            .parse()
+            .with_context(|| format!("START_DELAY_MS={ms:?} is not a number"))?;
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let addr: SocketAddr = format!("{host}:{port}")
         .parse()
         .with_context(|| format!("HOST={host:?} is not an IP address"))?;
@@ -148,6 +158,12 @@ async fn handle(
             .map(|mut r| {
                 if let Ok(value) = app.revision.parse() {
                     r.headers_mut().insert("x-revision", value);
+                }
+                if app.reserved {
+                    r.headers_mut().insert(
+                        "x-reserved",
+                        hyper::header::HeaderValue::from_static("true"),
+                    );
                 }
                 r
             })

@@ -25,6 +25,7 @@ mod instance;
 pub mod logs;
 pub mod pids;
 mod probe;
+mod reserved;
 mod spec;
 mod status;
 
@@ -41,6 +42,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 pub use expand::expand;
+pub use reserved::{RESERVED_INSTANCE_ENV, RESERVED_NICE, ReservedSpec};
 pub use spec::{DEFAULT_CONTAINER_PORT, RESERVED_ENV, ReadinessProbe, RevisionSpec};
 pub use status::{ExitInfo, InstanceState, InstanceStatus, RuntimeChange};
 
@@ -144,6 +146,9 @@ struct Inner {
 struct Revision {
     spec: Arc<RevisionSpec>,
     instances: Vec<Handle>,
+    /// Reserved instances ([`ProcessRuntime::ensure_reserved`]) and how they run.
+    reserved: Vec<Handle>,
+    reserved_spec: Arc<ReservedSpec>,
 }
 
 /// A live (not yet asked to stop) instance. Dropping `stop` stops it.
@@ -221,13 +226,19 @@ impl ProcessRuntime {
         let revision = revisions.entry(key.clone()).or_insert_with(|| Revision {
             spec: Arc::new(spec.clone()),
             instances: Vec::new(),
+            reserved: Vec::new(),
+            reserved_spec: Arc::default(),
         });
         if !same_process(&revision.spec, &spec) {
             tracing::warn!(
                 revision = %key,
                 "the revision's spec changed (revisions should be immutable); replacing its instances"
             );
-            for handle in revision.instances.drain(..) {
+            for handle in revision
+                .instances
+                .drain(..)
+                .chain(revision.reserved.drain(..))
+            {
                 self.mark_stopping(&key, handle.index);
                 drop(handle.stop());
             }
@@ -258,22 +269,32 @@ impl ProcessRuntime {
                     revision: key.clone(),
                     source,
                 })?;
-            let index = {
-                let mut next = lock(&inner.next_index);
-                let next = next.entry(key.clone()).or_default();
-                let index = *next;
-                *next = next.saturating_add(1);
-                index
-            };
+            let index = self.next_index(&key);
             revision
                 .instances
-                .push(self.start(&revision.spec, index, port));
+                .push(self.start(&revision.spec, None, index, port));
         }
         Ok(())
     }
 
-    /// Starts the task of a new instance whose first run uses `port`.
-    fn start(&self, spec: &Arc<RevisionSpec>, index: u32, port: u16) -> Handle {
+    /// The next instance number of a revision.
+    fn next_index(&self, key: &RevisionKey) -> u32 {
+        let mut next = lock(&self.inner.next_index);
+        let next = next.entry(key.clone()).or_default();
+        let index = *next;
+        *next = next.saturating_add(1);
+        index
+    }
+
+    /// Starts the task of a new instance (a reserved one with `reserved`) whose first run uses
+    /// `port`.
+    fn start(
+        &self,
+        spec: &Arc<RevisionSpec>,
+        reserved: Option<&Arc<ReservedSpec>>,
+        index: u32,
+        port: u16,
+    ) -> Handle {
         let key = spec.key();
         let name = format!("{}-{index}", spec.revision);
         self.inner.board.insert(
@@ -288,6 +309,8 @@ impl ProcessRuntime {
                 restarts: 0,
                 last_exit: None,
                 last_error: None,
+                reserved: reserved.is_some(),
+                start_time: None,
             },
         );
         let span = tracing::info_span!("instance", revision = %key, index);
@@ -298,6 +321,7 @@ impl ProcessRuntime {
             index,
             name,
             spec: Arc::clone(spec),
+            reserved: reserved.cloned(),
             board: Arc::clone(&self.inner.board),
             options: self.inner.options,
         };
@@ -322,6 +346,7 @@ impl ProcessRuntime {
         let tasks: Vec<JoinHandle<()>> = removed
             .instances
             .into_iter()
+            .chain(removed.reserved)
             .map(|handle| {
                 self.mark_stopping(revision, handle.index);
                 handle.stop()

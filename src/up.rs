@@ -13,6 +13,7 @@ pub mod controller;
 pub mod metrics;
 mod scaling;
 mod serving_loop;
+pub mod usage;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -239,6 +240,11 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         requested: BTreeMap::new(),
         envoy_stats,
         scaling_views,
+        refused_annotations: BTreeMap::new(),
+        retiring: BTreeMap::new(),
+        reserved_specs: BTreeMap::new(),
+        usage: usage::UsageSampler::default(),
+        history_minute: 0,
     };
     let task = tokio::spawn(looper.run(scanned, watch, stop_rx));
     let result = crate::gateway::serve(

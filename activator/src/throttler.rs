@@ -369,6 +369,21 @@ impl Throttler {
         })
     }
 
+    /// Requests in flight on one instance of a revision, whether it is still in the ready set
+    /// or draining after leaving it (0 for an unknown revision or instance).
+    pub fn in_flight_on(&self, key: &RevisionKey, addr: SocketAddr) -> u32 {
+        let Some(rev) = self.revision(key) else {
+            return 0;
+        };
+        let st = rev.lock();
+        st.instances
+            .iter()
+            .chain(st.draining.iter())
+            .filter(|i| i.addr == addr)
+            .map(|i| i.breaker.in_flight())
+            .sum()
+    }
+
     fn revision(&self, key: &RevisionKey) -> Option<Arc<Revision>> {
         self.shared.revisions.load().get(key).cloned()
     }

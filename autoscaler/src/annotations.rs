@@ -84,6 +84,28 @@ pub enum AnnotationError {
     },
 }
 
+impl AnnotationError {
+    /// The annotation key (or keys, comma separated) the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            AnnotationError::InvalidValue { key, .. }
+            | AnnotationError::InvalidValueBecause { key, .. }
+            | AnnotationError::OutOfBounds { key, .. }
+            | AnnotationError::Invalid { key, .. } => key,
+        }
+    }
+
+    /// What is wrong, without the key (the message reads `"{reason}: {key}"`).
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        let suffix = format!(": {}", self.key());
+        match text.strip_suffix(&suffix) {
+            Some(reason) => reason.to_owned(),
+            None => text,
+        }
+    }
+}
+
 /// Every validation failure of one annotation set, in validation order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct AnnotationErrors(pub Vec<AnnotationError>);

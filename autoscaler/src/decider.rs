@@ -22,7 +22,8 @@
 //! 6. excess burst capacity = `floor(ready × total capacity − TBC − panic
 //!    value)` (0 when TBC is 0, -1 when TBC is -1);
 //! 7. bounds; before the revision first reached `initial-scale` ready
-//!    instances, at least that many.
+//!    instances, at least that many. [`Decider::scale_with`] leaves the bounds
+//!    to the caller ([`crate::combine`]: forecast, scheduled window, clamp).
 
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub struct ScaleResult {
     /// Instances wanted, bounds applied, before the scale-to-zero rule
     /// ([`crate::ScaleToZero`]); -1 when not valid.
     pub desired: i32,
+    /// The KPA's own figure before the bounds (`initial-scale` applied); -1 when not valid.
+    pub reactive: i32,
     /// Spare capacity beyond the target burst capacity; negative means the
     /// revision cannot absorb a burst of TBC requests on its own.
     pub excess_burst_capacity: i32,
@@ -196,6 +199,23 @@ impl Decider {
 
     /// Decides the revision's scale at `now`, given `ready` instances.
     pub fn scale(&mut self, now: Instant, ready: u32) -> ScaleResult {
+        let (min, max) = self.spec.scale_bounds(self.reachable);
+        self.scale_with(now, ready, |desired| {
+            let x = desired.max(min);
+            if max != 0 { x.min(max) } else { x }
+        })
+    }
+
+    /// [`Self::scale`] with the last step, the bounds, left to `bound`: it gets the KPA's own
+    /// figure (`initial-scale` applied) and returns the count to decide on (see
+    /// [`crate::combine`], which also raises it to a forecast and applies scheduled bounds).
+    /// The activator path follows the count `bound` returns.
+    pub fn scale_with(
+        &mut self,
+        now: Instant,
+        ready: u32,
+        bound: impl FnOnce(u32) -> u32,
+    ) -> ScaleResult {
         if ready >= self.spec.initial_scale {
             self.initialized = true;
         }
@@ -213,6 +233,7 @@ impl Decider {
             let r = ScaleResult {
                 valid: false,
                 desired: -1,
+                reactive: -1,
                 excess_burst_capacity: -1,
                 panic: self.in_panic(),
                 observed_stable: 0.0,
@@ -296,7 +317,8 @@ impl Decider {
         if !self.initialized {
             bounded = bounded.max(spec.initial_scale);
         }
-        let bounded = spec.apply_bounds(bounded, self.reachable);
+        let reactive = bounded;
+        let bounded = bound(bounded);
         let activator_in_path = self.path.update(now, bounded, ready, excess_burst_capacity);
 
         debug!(
@@ -316,6 +338,7 @@ impl Decider {
         let r = ScaleResult {
             valid: true,
             desired: count(f64::from(bounded)),
+            reactive: count(f64::from(reactive)),
             excess_burst_capacity,
             panic: self.panic_time.is_some(),
             observed_stable,

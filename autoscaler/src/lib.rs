@@ -17,6 +17,13 @@
 //! * [`StatsIngest`]: the `sluice.autoscaler.v1.Stats` gRPC service the activators stream
 //!   their figures (and pokes) to.
 //!
+//! Beyond the KPA (DESIGN.md, "Autoscaling beyond the KPA"), one [`RevisionAutoscaler`] per
+//! Revision combines, in this order ([`combine`]): the reactive figure — the KPA's, or the
+//! [`HpaDecider`]'s for the HPA class — raised to the [`Forecaster`]'s forecast for
+//! predictive Revisions, the bounds of a [`ScaleSchedule`] window in force, the clamp, the
+//! scale-to-zero rule, and at idle the [`Reserve`]d floor instead of zero
+//! ([`reserve_step`]). The annotations of all four are read by [`Policy::parse`].
+//!
 //! A runtime's loop per revision, every 2 s and on a poke:
 //!
 //! ```
@@ -39,13 +46,21 @@
 //! ```
 
 mod annotations;
+mod combine;
 mod config;
 mod decider;
 mod duration;
+pub mod hpa;
 mod ingest;
 mod path;
+mod plan;
+mod policy;
+pub mod predict;
+mod quantity;
+pub mod reserve;
 mod revision;
 mod scaler;
+pub mod schedule;
 mod window;
 mod zero;
 
@@ -55,15 +70,22 @@ pub use annotations::{
     PANIC_WINDOW_PERCENTAGE, SCALE_DOWN_DELAY, SCALE_TO_ZERO_POD_RETENTION_PERIOD,
     ScalingAnnotations, TARGET, TARGET_BURST_CAPACITY, TARGET_UTILIZATION_PERCENTAGE, WINDOW,
 };
+pub use combine::{Bounds, Steps, combine};
 pub use config::{
     BUCKET_SIZE, CONFIG_NAME, Config, ConfigError, HPA_CLASS, KEYS, KPA_CLASS,
     PANIC_THRESHOLD_PERCENTAGE_MAX, PANIC_THRESHOLD_PERCENTAGE_MIN, PANIC_WINDOW_PERCENTAGE_MAX,
     PANIC_WINDOW_PERCENTAGE_MIN, TARGET_MIN, WINDOW_MAX, WINDOW_MIN,
 };
 pub use decider::{Decider, ScaleResult, Stat};
+pub use hpa::{HpaDecider, HpaMetric, HpaSpec, Usage};
 pub use ingest::{Report, StatsIngest};
 pub use path::ActivatorPath;
+pub use plan::{Plan, PlanReason, RevisionAutoscaler};
+pub use policy::{Policy, SCALE_BOUNDS, SCALE_BOUNDS_TIMEZONE};
+pub use predict::{Forecast, Forecaster, History, Predictive};
+pub use reserve::{Reserve, ReserveVerdict, Running, reserve_step};
 pub use revision::RevisionScaling;
 pub use scaler::{RevisionKey, ScaleError, Scaler};
+pub use schedule::{ScaleSchedule, ScaleWindow, WindowInForce};
 pub use window::{Aggregation, AverageWindow, MaxWindow};
 pub use zero::{ScaleToZero, ZeroReason, ZeroVerdict};

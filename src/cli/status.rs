@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+mod autoscaling;
+
 use super::CliError;
 use crate::gateway::GatewayStatus;
 use crate::table::Table;
@@ -147,7 +149,6 @@ fn render_serving(s: &crate::up::ServingView) -> String {
     ]);
     for r in &s.revisions {
         let rev = &r.revision;
-        let ready = r.instances.iter().filter(|i| i.ready).count();
         let restarts: u32 = r.instances.iter().map(|i| i.restarts).sum();
         let crashed = r
             .instances
@@ -170,7 +171,7 @@ fn render_serving(s: &crate::up::ServingView) -> String {
         t.row([
             format!("{}/{}", rev.namespace, rev.name),
             rev.configuration.clone(),
-            format!("{ready}/{} (want {want})", r.instances.len()),
+            autoscaling::instances_cell(r, want),
             rev.ready.clone(),
             scaling,
             restarts.to_string(),
@@ -180,6 +181,12 @@ fn render_serving(s: &crate::up::ServingView) -> String {
     }
     if !t.is_empty() {
         out.push_str(&t.render());
+        out.push('\n');
+    }
+    let steps = autoscaling::table(s);
+    if !steps.is_empty() {
+        out.push_str("Autoscaling (reactive → forecast → window → bounds → clamped):\n");
+        out.push_str(&steps);
         out.push('\n');
     }
     let mut t = Table::new(["ROUTE", "TRAFFIC", "READY", "REASON", "MESSAGE"]);

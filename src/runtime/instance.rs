@@ -38,6 +38,8 @@ pub(super) struct Instance {
     pub name: String,
     /// What to run.
     pub spec: Arc<RevisionSpec>,
+    /// How a reserved instance differs (`None` for a standard one).
+    pub reserved: Option<Arc<super::ReservedSpec>>,
     /// Where to report.
     pub board: Arc<Board>,
     /// The revision's log file.
@@ -142,8 +144,15 @@ impl Instance {
         if port == 0 {
             return Outcome::SpawnFailed("no free loopback port".to_owned());
         }
-        let env = self.spec.container_env(port);
-        let Some((program, args)) = self.spec.command_line(&env) else {
+        let mut env = self.spec.container_env(port);
+        let command_line = match &self.reserved {
+            None => self.spec.command_line(&env),
+            Some(r) => {
+                env.push((super::RESERVED_INSTANCE_ENV.to_owned(), "true".to_owned()));
+                r.command_line(&self.spec, &env)
+            }
+        };
+        let Some((program, args)) = command_line else {
             return Outcome::SpawnFailed("the revision has no command".to_owned());
         };
         let mut command = Command::new(&program);
@@ -195,6 +204,7 @@ impl Instance {
         });
 
         let target = Target::new(&self.spec.readiness, self.spec.container_port, port);
+        let spawned = Instant::now();
         tokio::select! {
             biased;
             _ = stop => {
@@ -215,16 +225,17 @@ impl Instance {
                 }
                 Outcome::Exited(exit.ok().map(ExitInfo::from))
             }
-            () = self.probe(target, log) => Outcome::Stopped, // never completes
+            () = self.probe(target, log, spawned) => Outcome::Stopped, // never completes
         }
     }
 
     /// Probes until the process exits (the caller drops this future then): every
     /// `probe_interval` until ready, then every `ready_probe_period`; `failure_threshold`
     /// failures in a row make a ready instance unready.
-    async fn probe(&self, target: Target, log: &InstanceLog) {
+    async fn probe(&self, target: Target, log: &InstanceLog, spawned: Instant) {
         let opts = &self.options;
         let mut ready = false;
+        let mut first_ready = true;
         let mut failures = 0u32;
         // A starting app is probed quickly at first (5 ms, doubling up to `probe_interval`):
         // requests held at zero wait for exactly this.
@@ -242,8 +253,13 @@ impl Instance {
                 failures = 0;
                 if !ready {
                     ready = true;
-                    self.board
-                        .update(&self.key, self.index, |s| s.state = InstanceState::Ready);
+                    let took = std::mem::take(&mut first_ready).then(|| spawned.elapsed());
+                    self.board.update(&self.key, self.index, |s| {
+                        s.state = InstanceState::Ready;
+                        if took.is_some() {
+                            s.start_time = took;
+                        }
+                    });
                     log.note("ready").await;
                 }
             } else if ready {

@@ -53,6 +53,13 @@ fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn opt_millis<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ExitInfo {
@@ -105,6 +112,11 @@ pub struct InstanceStatus {
     pub last_exit: Option<ExitInfo>,
     /// The last error starting the process (e.g. the program was not found).
     pub last_error: Option<String>,
+    /// A reserved instance (see [`super::ReservedSpec`]) rather than a standard one.
+    pub reserved: bool,
+    /// How long the current process took from spawn to its first passed readiness probe.
+    #[serde(rename = "start_time_ms", serialize_with = "opt_millis")]
+    pub start_time: Option<Duration>,
 }
 
 /// A change to one revision's instances (started, ready, crashed, stopped, …), as sent to
@@ -283,6 +295,8 @@ mod tests {
             restarts: 0,
             last_exit: None,
             last_error: None,
+            reserved: false,
+            start_time: None,
         }
     }
 

@@ -1,49 +1,49 @@
-//! The KPA autoscaler under `sluice up`: one [`Decider`] and one [`ScaleToZero`] per active
-//! Revision, fed a [`Stat`] every second, deciding how many instances the process runtime runs
+//! The autoscaler under `sluice up`: one [`RevisionAutoscaler`] per active Revision (the KPA's
+//! decider and scale-to-zero rule, or the HPA class; forecasts for predictive Revisions;
+//! scheduled bounds; reserved instances), fed a [`Stat`] every second (and `/proc` usage for
+//! the HPA class), deciding how many standard and reserved instances the process runtime runs
 //! and whether Envoy sends the Revision's traffic through the activator.
 //!
-//! No I/O: [`Autoscaling::tick`] takes the time, the ready instance count and whether the
-//! gateway already routes through the activator, and answers with a [`Decision`]; the caller
-//! (`up::Loop`) starts or stops processes and reprograms Envoy. Time is injected
-//! (`tokio::time::Instant`): the tests step it by hand.
+//! No I/O: [`Autoscaling::tick`] takes the time (monotonic and wall clock), what the runtime
+//! runs and whether the gateway already routes through the activator, and answers with a
+//! [`Decision`]; the caller (`up::Loop`) starts or stops processes and reprograms Envoy. Time
+//! is injected: the tests step it by hand.
 //!
 //! Where the numbers come from (see `up::metrics`): while the activator is in the path it
 //! measures every request of the Revision (time-averaged concurrency, as upstream's activator
 //! reports it); on the direct path Envoy's per-cluster `upstream_rq_active` +
 //! `upstream_rq_pending_active` gauges are sampled from its admin interface several times a
 //! second. Both see every request without an extra hop in front of the app (no queue-proxy).
+//! The HPA class reads CPU and memory of the Revision's processes from `/proc`
+//! (`up::usage`).
+
+pub mod history;
+mod view;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use jiff::Timestamp;
 use sluice_autoscaler::{
-    AnnotationErrors, Config, Decider, RevisionScaling, ScaleToZero, Stat, ZeroReason,
+    AnnotationError, AnnotationErrors, Config, History, Plan, Policy, Reserve, RevisionAutoscaler,
+    RevisionScaling, Running, Stat, Usage,
 };
 use sluice_serving::serving::Key;
 use tokio::time::Instant;
 
+pub use view::{ForecastView, ScalingView, StepsView};
+
 /// What to do with one Revision after a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Instances the runtime should run.
+    /// Standard instances the runtime should run.
     pub scale: u32,
+    /// Reserved instances the runtime should run.
+    pub reserved: u32,
+    /// Whether the reserved instances get requests (else they finish what they hold).
+    pub reserved_serving: bool,
     /// Whether Envoy should route the Revision through the activator.
     pub in_path: bool,
-}
-
-/// What `sluice status` shows of a Revision's scaling.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ScalingView {
-    /// Instances asked of the runtime.
-    pub desired: u32,
-    /// `activator` or `direct`: where Envoy sends the Revision's traffic.
-    pub path: String,
-    /// Observed stable-window concurrency (or RPS).
-    pub observed: f64,
-    /// Whether the decider panics.
-    pub panic: bool,
-    /// Why the count is what it is (`active`, `grace-period`, `scaled-to-zero`, …).
-    pub reason: String,
 }
 
 /// One Revision's autoscaler.
@@ -51,15 +51,11 @@ pub struct ScalingView {
 struct Scaled {
     annotations: BTreeMap<String, String>,
     container_concurrency: u32,
-    decider: Decider,
-    zero: ScaleToZero,
-    reachable: bool,
-    /// Instances asked of the runtime.
-    requested: u32,
-    /// The last decision's path.
-    in_path: bool,
-    reason: ZeroReason,
-    observed: f64,
+    auto: RevisionAutoscaler,
+    /// Invalid annotations beyond the KPA's (reported, treated as absent).
+    problems: Vec<AnnotationError>,
+    /// How long its instances took to become ready, last seen.
+    observed_start: Option<Duration>,
 }
 
 /// Every active Revision's autoscaler, with the `config-autoscaler` in force.
@@ -67,6 +63,14 @@ struct Scaled {
 pub struct Autoscaling {
     config: Config,
     revisions: BTreeMap<Key, Scaled>,
+}
+
+/// The metric a Revision's history is kept in (`concurrency`, `rps`, `cpu`, `memory`).
+fn history_metric(auto: &RevisionAutoscaler) -> &'static str {
+    match auto.policy().hpa {
+        Some(h) => h.metric.as_str(),
+        None => auto.spec().metric.as_str(),
+    }
 }
 
 impl Autoscaling {
@@ -78,25 +82,31 @@ impl Autoscaling {
         }
     }
 
-    /// Takes a new `config-autoscaler`: every Revision's spec is resolved again (a Revision
-    /// whose annotations no longer pass keeps its spec).
+    /// Takes a new `config-autoscaler`: every Revision's settings are resolved again (a
+    /// Revision whose annotations no longer pass keeps its settings).
     pub fn set_config(&mut self, config: Config) {
         if config == self.config {
             return;
         }
         self.config = config;
+        let now = Instant::now();
         for s in self.revisions.values_mut() {
             if let Ok(spec) =
                 RevisionScaling::resolve(&self.config, &s.annotations, s.container_concurrency)
             {
-                s.zero.update(&spec);
-                s.decider.update(spec);
+                let (policy, problems) = Policy::parse(&s.annotations, &self.config);
+                s.auto.update(spec, policy, now);
+                s.problems = problems;
             }
         }
     }
 
     /// Starts scaling a Revision, or takes its new settings. `reachable`: some Route sends it
-    /// traffic (else `min-scale` does not hold and it may go to zero quickly, as upstream).
+    /// traffic (else `min-scale`, windows, forecasts and reserved instances do not hold and it
+    /// may go to zero quickly, as upstream). `history`: a predictive Revision's persisted
+    /// history and the metric it is in (used only when the Revision is new here and scales on
+    /// that metric). Invalid `autoscaling.knative.dev/*` annotations refuse the Revision;
+    /// invalid annotations beyond them are kept as [`Self::problems`] and treated as absent.
     pub fn track(
         &mut self,
         now: Instant,
@@ -104,35 +114,42 @@ impl Autoscaling {
         annotations: &BTreeMap<String, String>,
         container_concurrency: u32,
         reachable: bool,
+        history: Option<(String, History)>,
     ) -> Result<(), AnnotationErrors> {
         let spec = RevisionScaling::resolve(&self.config, annotations, container_concurrency)?;
+        let (policy, problems) = Policy::parse(annotations, &self.config);
         match self.revisions.get_mut(key) {
             Some(s) => {
                 if s.annotations != *annotations || s.container_concurrency != container_concurrency
                 {
-                    s.zero.update(&spec);
-                    s.decider.update(spec);
+                    s.auto.update(spec, policy, now);
                     s.annotations = annotations.clone();
                     s.container_concurrency = container_concurrency;
+                    s.problems = problems;
                 }
-                s.reachable = reachable;
-                s.decider.set_reachable(reachable);
+                s.auto.set_reachable(reachable);
             }
             None => {
-                let mut decider = Decider::new(spec.clone(), now, 0);
-                decider.set_reachable(reachable);
+                let mut auto = RevisionAutoscaler::new(spec, policy, now, None);
+                if let Some((metric, h)) = history
+                    && metric == history_metric(&auto)
+                {
+                    auto = RevisionAutoscaler::new(
+                        auto.spec().clone(),
+                        auto.policy().clone(),
+                        now,
+                        Some(h),
+                    );
+                }
+                auto.set_reachable(reachable);
                 self.revisions.insert(
                     key.clone(),
                     Scaled {
                         annotations: annotations.clone(),
                         container_concurrency,
-                        zero: ScaleToZero::new(&spec, now),
-                        decider,
-                        reachable,
-                        requested: 0,
-                        in_path: true,
-                        reason: ZeroReason::Active,
-                        observed: 0.0,
+                        auto,
+                        problems,
+                        observed_start: None,
                     },
                 );
             }
@@ -155,246 +172,87 @@ impl Autoscaling {
         self.revisions.keys()
     }
 
-    /// Records one second's figures for a Revision.
-    pub fn record(&mut self, now: Instant, key: &Key, stat: Stat) {
+    /// Invalid annotations beyond the KPA's of a Revision (reported, treated as absent).
+    pub fn problems(&self, key: &Key) -> &[AnnotationError] {
+        self.revisions.get(key).map_or(&[], |s| &s.problems)
+    }
+
+    /// Records one second's request figures for a Revision.
+    pub fn record(&mut self, now: Instant, wall: Timestamp, key: &Key, stat: Stat) {
         if let Some(s) = self.revisions.get_mut(key) {
-            s.decider.record(now, stat);
+            s.auto.record(now, wall, stat);
         }
     }
 
-    /// Decides a Revision's scale and path at `now`, given its `ready` instances and whether
-    /// Envoy already routes it through the activator. `None` for an unknown Revision.
+    /// Records one measurement of CPU or memory for an HPA-class Revision.
+    pub fn record_usage(&mut self, wall: Timestamp, key: &Key, usage: Usage) {
+        if let Some(s) = self.revisions.get_mut(key) {
+            s.auto.record_usage(wall, usage);
+        }
+    }
+
+    /// The HPA metric (`cpu` or `memory`) of an HPA-class Revision.
+    pub fn hpa_metric(&self, key: &Key) -> Option<sluice_autoscaler::HpaMetric> {
+        self.revisions.get(key)?.auto.policy().hpa.map(|h| h.metric)
+    }
+
+    /// How long the Revision's instances take to become ready (the default look-ahead of a
+    /// forecast adds 30 s to it).
+    pub fn set_observed_start(&mut self, key: &Key, start: Duration) {
+        if let Some(s) = self.revisions.get_mut(key) {
+            s.observed_start = Some(start);
+        }
+    }
+
+    /// The reserved-instance settings of a Revision, when enabled.
+    pub fn reserve(&self, key: &Key) -> Option<&Reserve> {
+        self.revisions.get(key)?.auto.policy().reserve.as_ref()
+    }
+
+    /// Whether the Revision's reserved instances get requests (per the last decision).
+    pub fn reserved_serving(&self, key: &Key) -> bool {
+        self.revisions
+            .get(key)
+            .and_then(|s| s.auto.last())
+            .is_some_and(|p| p.reserved_serving && p.reserved > 0)
+    }
+
+    /// The predictive Revisions' histories and the metric each is in.
+    pub fn histories(&self) -> impl Iterator<Item = (&Key, &'static str, &History)> {
+        self.revisions
+            .iter()
+            .filter_map(|(k, s)| Some((k, history_metric(&s.auto), s.auto.history()?)))
+    }
+
+    /// Decides a Revision at `now` (`wall`: the wall-clock time, for windows and history),
+    /// given what the runtime runs and whether Envoy already routes it through the activator.
+    /// `None` for an unknown Revision.
     pub fn tick(
         &mut self,
         now: Instant,
+        wall: Timestamp,
         key: &Key,
-        ready: u32,
+        running: Running,
         routed_via_activator: bool,
     ) -> Option<Decision> {
         let s = self.revisions.get_mut(key)?;
-        let result = s.decider.scale(now, ready);
-        s.observed = result.observed_stable;
-        s.in_path = result.activator_in_path;
-        if let Some(desired) = result.desired_scale() {
-            let verdict = s
-                .zero
-                .decide(now, desired, s.requested, routed_via_activator);
-            s.requested = verdict.scale;
-            s.reason = verdict.reason;
-        }
+        let plan: Plan = s
+            .auto
+            .decide(now, wall, running, routed_via_activator, s.observed_start);
         Some(Decision {
-            scale: s.requested,
-            in_path: s.in_path,
+            scale: plan.standard,
+            reserved: plan.reserved,
+            reserved_serving: plan.reserved_serving,
+            in_path: plan.activator_in_path,
         })
     }
 
     /// What `sluice status` shows for a Revision.
     pub fn view(&self, key: &Key) -> Option<ScalingView> {
         let s = self.revisions.get(key)?;
-        Some(ScalingView {
-            desired: s.requested,
-            path: if s.in_path { "activator" } else { "direct" }.into(),
-            observed: (s.observed * 100.0).round() / 100.0,
-            panic: s.decider.in_panic(),
-            reason: reason_name(s.reason, s.reachable).into(),
-        })
-    }
-}
-
-fn reason_name(reason: ZeroReason, reachable: bool) -> &'static str {
-    match reason {
-        ZeroReason::Active if !reachable => "unreachable",
-        ZeroReason::Active => "active",
-        ZeroReason::Disabled => "scale-to-zero-disabled",
-        ZeroReason::StableWindow => "stable-window",
-        ZeroReason::AwaitingActivator => "awaiting-activator",
-        ZeroReason::GracePeriod => "grace-period",
-        ZeroReason::PodRetention => "pod-retention",
-        ZeroReason::ScaledToZero => "scaled-to-zero",
+        Some(view::of(&s.auto, s.observed_start))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    fn config(pairs: &[(&str, &str)]) -> Config {
-        let data = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_map(&data).expect("valid config-autoscaler")
-    }
-
-    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    /// Ticks once a second for `secs` seconds with `concurrency` in flight, the runtime making
-    /// every requested instance ready at once and Envoy following every path decision.
-    fn run(
-        a: &mut Autoscaling,
-        key: &Key,
-        t: &mut Instant,
-        secs: u32,
-        concurrency: f64,
-    ) -> Decision {
-        let mut d = a.tick(*t, key, 0, true).unwrap();
-        for _ in 0..secs {
-            *t += SEC;
-            a.record(
-                *t,
-                key,
-                Stat {
-                    concurrency,
-                    requests: concurrency,
-                },
-            );
-            d = a.tick(*t, key, d.scale, d.in_path).unwrap();
-        }
-        d
-    }
-
-    #[test]
-    fn a_new_revision_starts_one_instance_behind_the_activator() {
-        let mut a = Autoscaling::new(Config::default());
-        let key = Key::new("default", "hello-00001");
-        let now = Instant::now();
-        a.track(now, &key, &BTreeMap::new(), 0, true).unwrap();
-        let d = a.tick(now, &key, 0, true).unwrap();
-        assert_eq!(
-            d,
-            Decision {
-                scale: 1,
-                in_path: true
-            }
-        );
-    }
-
-    #[test]
-    fn idle_revision_scales_to_zero_after_stable_window_and_grace() {
-        let mut a = Autoscaling::new(config(&[
-            ("stable-window", "6s"),
-            ("scale-to-zero-grace-period", "2s"),
-        ]));
-        let key = Key::new("default", "hello-00001");
-        let mut t = Instant::now();
-        a.track(t, &key, &BTreeMap::new(), 0, true).unwrap();
-        // Inside the stable window one instance stays.
-        let d = run(&mut a, &key, &mut t, 5, 0.0);
-        assert_eq!(d.scale, 1);
-        assert_eq!(a.view(&key).unwrap().reason, "stable-window");
-        // After it and the grace period, zero.
-        let d = run(&mut a, &key, &mut t, 10, 0.0);
-        assert_eq!(
-            d,
-            Decision {
-                scale: 0,
-                in_path: true
-            }
-        );
-        assert_eq!(a.view(&key).unwrap().reason, "scaled-to-zero");
-    }
-
-    #[test]
-    fn the_last_instance_stays_until_envoy_routes_through_the_activator() {
-        let mut a = Autoscaling::new(config(&[
-            ("stable-window", "6s"),
-            ("scale-to-zero-grace-period", "2s"),
-        ]));
-        let key = Key::new("default", "hello-00001");
-        let mut t = Instant::now();
-        a.track(t, &key, &BTreeMap::new(), 0, true).unwrap();
-        let mut d = a.tick(t, &key, 0, false).unwrap();
-        for _ in 0..30 {
-            t += SEC;
-            a.record(t, &key, Stat::default());
-            // Envoy never confirms the activator path.
-            d = a.tick(t, &key, d.scale, false).unwrap();
-        }
-        assert_eq!(d.scale, 1);
-        assert_eq!(a.view(&key).unwrap().reason, "awaiting-activator");
-    }
-
-    #[test]
-    fn traffic_at_zero_wakes_the_revision_at_once() {
-        let mut a = Autoscaling::new(config(&[
-            ("stable-window", "6s"),
-            ("scale-to-zero-grace-period", "1s"),
-        ]));
-        let key = Key::new("default", "hello-00001");
-        let mut t = Instant::now();
-        a.track(t, &key, &BTreeMap::new(), 0, true).unwrap();
-        assert_eq!(run(&mut a, &key, &mut t, 20, 0.0).scale, 0);
-        // A poke: the activator holds one request.
-        a.record(
-            t,
-            &key,
-            Stat {
-                concurrency: 1.0,
-                requests: 1.0,
-            },
-        );
-        let d = a.tick(t, &key, 0, true).unwrap();
-        assert_eq!(d.scale, 1, "woken by the request it holds");
-        assert!(d.in_path, "no instance is ready yet");
-    }
-
-    #[test]
-    fn load_above_the_target_scales_out_and_back_in() {
-        // containerConcurrency 10 at 70 %: 7 per instance.
-        let mut a = Autoscaling::new(config(&[("stable-window", "6s")]));
-        let key = Key::new("default", "hello-00001");
-        let mut t = Instant::now();
-        a.track(t, &key, &BTreeMap::new(), 10, true).unwrap();
-        let d = run(&mut a, &key, &mut t, 12, 28.0);
-        assert_eq!(d.scale, 4, "28 in flight / 7 per instance");
-        let d = run(&mut a, &key, &mut t, 30, 0.0);
-        assert!(d.scale < 4, "scales back in without load: {d:?}");
-    }
-
-    #[test]
-    fn min_scale_holds_only_while_reachable() {
-        let mut a = Autoscaling::new(config(&[
-            ("stable-window", "6s"),
-            ("scale-to-zero-grace-period", "1s"),
-        ]));
-        let key = Key::new("default", "hello-00001");
-        let ann = annotations(&[("autoscaling.knative.dev/min-scale", "2")]);
-        let mut t = Instant::now();
-        a.track(t, &key, &ann, 0, true).unwrap();
-        assert_eq!(run(&mut a, &key, &mut t, 30, 0.0).scale, 2);
-        a.track(t, &key, &ann, 0, false).unwrap();
-        assert_eq!(run(&mut a, &key, &mut t, 30, 0.0).scale, 0);
-        assert_eq!(a.view(&key).unwrap().reason, "scaled-to-zero");
-    }
-
-    #[test]
-    fn a_config_change_applies_to_tracked_revisions() {
-        let mut a = Autoscaling::new(Config::default());
-        let key = Key::new("default", "hello-00001");
-        let mut t = Instant::now();
-        a.track(t, &key, &BTreeMap::new(), 0, true).unwrap();
-        assert_eq!(run(&mut a, &key, &mut t, 20, 0.0).scale, 1, "60 s window");
-        a.set_config(config(&[("enable-scale-to-zero", "false")]));
-        assert_eq!(run(&mut a, &key, &mut t, 200, 0.0).scale, 1);
-        assert_eq!(a.view(&key).unwrap().reason, "scale-to-zero-disabled");
-    }
-
-    #[test]
-    fn invalid_annotations_are_refused() {
-        let mut a = Autoscaling::new(Config::default());
-        let key = Key::new("default", "hello-00001");
-        let ann = annotations(&[("autoscaling.knative.dev/min-scale", "lots")]);
-        let err = a.track(Instant::now(), &key, &ann, 0, true).unwrap_err();
-        assert!(err.to_string().contains("min-scale"), "{err}");
-        assert!(!a.tracks(&key));
-    }
-}
+mod tests;

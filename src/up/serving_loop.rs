@@ -51,6 +51,16 @@ pub(super) struct Loop {
     pub(super) envoy_stats: Arc<Mutex<EnvoySampler>>,
     /// What `sluice status` shows of each Revision's scaling.
     pub(super) scaling_views: Arc<Mutex<BTreeMap<Key, ScalingView>>>,
+    /// Revisions whose `autoscaling.knative.dev/*` annotations were refused (run unscaled).
+    pub(super) refused_annotations: BTreeMap<Key, sluice_autoscaler::AnnotationErrors>,
+    /// Revisions whose reserved instances stopped serving, and since when.
+    pub(super) retiring: BTreeMap<Key, Instant>,
+    /// The reserved-instance settings last given to the runtime per Revision.
+    pub(super) reserved_specs: BTreeMap<Key, crate::runtime::ReservedSpec>,
+    /// CPU and memory of HPA-class Revisions' processes.
+    pub(super) usage: super::usage::UsageSampler,
+    /// The minute predictive histories were last written in.
+    pub(super) history_minute: i64,
 }
 
 impl Loop {
@@ -111,6 +121,7 @@ impl Loop {
         if self.state_due.is_some() {
             self.write_state();
         }
+        self.save_histories(jiff::Timestamp::now(), true);
     }
 
     /// Hands Knative objects and ConfigMaps to the controller (with the file defining them;
@@ -128,12 +139,12 @@ impl Loop {
     }
 
     /// Re-reads what the runtime says about `revisions`.
-    fn refresh(&mut self, revisions: &[Key]) {
+    pub(super) fn refresh(&mut self, revisions: &[Key]) {
         let mut c = lock(&self.controller);
         for key in revisions {
             let rk = sluice_autoscaler::RevisionKey::new(&key.namespace, &key.name);
             let instances = self.runtime.instances(&rk);
-            let ready = self.runtime.ready_addrs(&rk);
+            let ready = self.routable(key, &instances);
             if self.activator.revision(&rk).is_some()
                 && let Err(e) = self.activator.update_instances(&rk, &ready)
             {
@@ -202,6 +213,8 @@ impl Loop {
             let c = lock(&self.controller);
             let mut problems = self.files.problems();
             problems.extend(c.problems());
+            drop(c);
+            problems.extend(self.scaling_problems());
             *lock(&self.problems) = problems;
         }
         tracing::debug!(

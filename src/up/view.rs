@@ -54,6 +54,15 @@ pub struct InstanceView {
     pub restarts: u32,
     /// How the last unexpected exit ended, or the last start error.
     pub last_exit: String,
+    /// A reserved instance (`knative.aliyun.com/reserve-instance`) rather than a standard one.
+    #[serde(default)]
+    pub reserved: bool,
+    /// Its process (the leader of its process group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its CPU niceness (reserved instances run at a lower priority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nice: Option<i32>,
 }
 
 /// The serving section of `/status`, computed when asked.
@@ -102,6 +111,9 @@ pub(super) fn status_fn(
                             (None, Some(exit)) => exit.to_string(),
                             (None, None) => String::new(),
                         },
+                        reserved: i.reserved,
+                        pid: i.pid,
+                        nice: i.pid.and_then(super::usage::niceness),
                     })
                     .collect();
                 let scaling = scaling

@@ -3,8 +3,11 @@
 127.0.0.1:$PORT answering `GET /` with `Hello {TARGET}! from {K_REVISION}` and the header
 `x-revision: {K_REVISION}`, and `GET /healthz` with 200.
 
-`GET /?sleep=MS` answers after MS milliseconds; `GET /max-in-flight` answers with the most
-`/` requests it ever served at once (to check containerConcurrency).
+`GET /?sleep=MS` answers after MS milliseconds, `GET /?burn=MS` after spinning the CPU for MS
+milliseconds; `GET /max-in-flight` answers with the most `/` requests it ever served at once
+(to check containerConcurrency). Every answer carries `x-reserved` (the value of
+SLUICE_RESERVED_INSTANCE, empty for a standard instance), `x-args` (its arguments) and
+`x-nice` (its CPU niceness).
 
 CRASH_AFTER=N makes it exit with status 3 after answering N requests to `/` (to watch the
 runtime restart it). SLOW_START_MS delays listening (to watch requests wait for a start).
@@ -20,6 +23,7 @@ REVISION = os.environ.get("K_REVISION", "")
 TARGET = os.environ.get("TARGET", "World")
 CRASH_AFTER = int(os.environ.get("CRASH_AFTER", "0"))
 SLOW_START_MS = int(os.environ.get("SLOW_START_MS", "0"))
+RESERVED = os.environ.get("SLUICE_RESERVED_INSTANCE", "")
 
 lock = threading.Lock()
 answered = 0
@@ -47,6 +51,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 key, _, value = pair.partition("=")
                 if key == "sleep" and value.isdigit():
                     time.sleep(int(value) / 1000)
+                if key == "burn" and value.isdigit():
+                    until = time.monotonic() + int(value) / 1000
+                    while time.monotonic() < until:
+                        pass
         finally:
             with lock:
                 in_flight -= 1
@@ -63,6 +71,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("content-type", "text/plain")
         self.send_header("content-length", str(len(body)))
         self.send_header("x-revision", REVISION)
+        self.send_header("x-reserved", RESERVED)
+        self.send_header("x-args", " ".join(sys.argv[1:]))
+        self.send_header("x-nice", str(os.nice(0)))
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()

@@ -316,6 +316,10 @@ async fn a_removed_instance_keeps_its_count_until_its_requests_finish() {
     let p = t.acquire(&k, LONG).await.unwrap();
     t.update_instances(&k, &[addr(2)]).unwrap();
     assert_eq!(t.revision_stats(&k).unwrap().draining_in_flight, 1);
+    // Per instance: the one that left still holds its request, the new one none.
+    assert_eq!(t.in_flight_on(&k, addr(1)), 1);
+    assert_eq!(t.in_flight_on(&k, addr(2)), 0);
+    assert_eq!(t.in_flight_on(&key("other"), addr(1)), 0);
     // It comes back while its request is still running: still full.
     t.update_instances(&k, &[addr(1), addr(2)]).unwrap();
     let q = t.acquire(&k, LONG).await.unwrap();
@@ -336,6 +340,7 @@ async fn a_removed_instance_keeps_its_count_until_its_requests_finish() {
     );
     drop(p1);
     assert_eq!(t.revision_stats(&k).unwrap().draining_in_flight, 0);
+    assert_eq!(t.in_flight_on(&k, addr(1)), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -337,3 +337,18 @@ fn other_classes_keep_their_own_metrics_and_algorithms() {
         .is_ok()
     );
 }
+
+#[test]
+fn errors_split_into_key_and_reason() {
+    let e = AnnotationError::InvalidValue {
+        key: "autoscaling.knative.dev/min-scale".into(),
+        value: "lots".into(),
+    };
+    assert_eq!(e.key(), "autoscaling.knative.dev/min-scale");
+    assert_eq!(e.reason(), "invalid value: lots");
+    let e = AnnotationError::Invalid {
+        key: "k".into(),
+        message: "bad: really".into(),
+    };
+    assert_eq!((e.key(), e.reason().as_str()), ("k", "bad: really"));
+}

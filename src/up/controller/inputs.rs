@@ -3,7 +3,7 @@
 //! have set.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_serving::FieldError;
@@ -260,6 +260,15 @@ impl super::Controller {
                     .insert(k.clone(), shadow_problem(&r.file, Kind::Route, k));
             }
         }
+    }
+
+    /// The file defining a Revision's template (its Service's or Configuration's).
+    pub fn revision_file(&self, revision: &Key) -> Option<PathBuf> {
+        let config = self.configuration_of(revision)?;
+        self.services
+            .get(&config)
+            .map(|s| s.file.clone())
+            .or_else(|| self.configurations.get(&config).map(|c| c.file.clone()))
     }
 
     /// Every input problem: files' objects that fail validation, ConfigMaps that do not
