@@ -97,6 +97,16 @@ pub struct GatewayArgs {
     /// status.privateLoadBalancer.
     #[arg(long, value_name = "DOMAIN", conflicts_with = "dir", default_value_t = LoadBalancers::default().private)]
     pub private_service: String,
+    /// With --kube: watch only Secrets labelled networking.internal.knative.dev/certificate-uid
+    /// (those Knative's certificate controller makes), as net-kourier's
+    /// ENABLE_SECRET_INFORMER_FILTERING_BY_CERT_UID. Either way only the Secrets KIngresses
+    /// name are kept in memory.
+    #[arg(
+        long,
+        env = "ENABLE_SECRET_INFORMER_FILTERING_BY_CERT_UID",
+        conflicts_with = "dir"
+    )]
+    pub secrets_with_certificate_uid: bool,
     /// Serve xDS over TLS with this certificate chain (PEM file); needs --xds-tls-key. For Envoys
     /// in other pods (so --no-envoy: the Envoy Sluice launches connects over loopback).
     #[arg(long, value_name = "PATH", requires_all = ["xds_tls_key", "no_envoy"])]
@@ -136,7 +146,13 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
                 instance,
             );
             (
-                Source::Kube(Box::new(kube::KubeInputs::new(client)), origin),
+                Source::Kube(
+                    Box::new(kube::KubeInputs::new(
+                        client,
+                        args.secrets_with_certificate_uid,
+                    )),
+                    origin,
+                ),
                 Some(reporter),
             )
         }

@@ -122,6 +122,7 @@ impl UpArgs {
             xds_tls_cert: None,
             xds_tls_key: None,
             xds_tls_client_ca: None,
+            secrets_with_certificate_uid: false,
             instance: None,
         }
     }

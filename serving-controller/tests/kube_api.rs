@@ -55,6 +55,16 @@ fn kingress(name: &str, class: Option<&str>, generation: i64) -> Value {
     })
 }
 
+/// A KIngress of our class with a TLS block naming Secret `default/secret`.
+fn tls_kingress(name: &str, secret: &str) -> Value {
+    let mut k = kingress(name, Some(SLUICE_INGRESS_CLASS), 1);
+    k["spec"]["tls"] = json!([{
+        "hosts": [format!("{name}.default.example.com")],
+        "secretName": secret, "secretNamespace": "default"
+    }]);
+    k
+}
+
 fn ingress(name: &str, class: Option<&str>) -> Ingress {
     serde_json::from_value(kingress(name, class, 1)).expect("a valid KIngress")
 }
@@ -139,6 +149,9 @@ enum Scenario {
     /// Every LIST answered with an empty list and recorded (path and query) until the client
     /// is dropped; the recorded LISTs must be exactly `expected`.
     EmptyLists { expected: Vec<String> },
+    /// LISTs with a KIngress naming Secret `tls` and three Secrets; the KIngress WATCH adds a
+    /// KIngress naming Secret `late`, which must then be fetched with one GET.
+    SecretsOnDemand,
     /// The four initial LISTs answered (`ingresses` as the KIngress list), the first KIngress
     /// WATCH answered with `watch`; every other WATCH held open until the client is dropped.
     Watches {
@@ -173,6 +186,7 @@ impl ApiServerVerifier {
                 Scenario::Watches { ingresses, watch } => {
                     self.handle_watches(ingresses, watch).await
                 }
+                Scenario::SecretsOnDemand => self.handle_secrets_on_demand().await,
             }
         })
     }
@@ -270,6 +284,58 @@ impl ApiServerVerifier {
         let mut expected = expected;
         expected.sort();
         assert_eq!(seen, expected);
+        drop(held);
+    }
+
+    async fn handle_secrets_on_demand(mut self) {
+        let secret = |name: &str, rv: &str| {
+            json!({"metadata": {"name": name, "namespace": "default", "resourceVersion": rv},
+                "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5", "other": "eA=="}})
+        };
+        let mut held = Vec::new();
+        let mut fetched = false;
+        let mut ingress_watches = 0;
+        while let Some((request, send)) = self.0.next_request().await {
+            let path = request.uri().path().to_string();
+            let q = query(&request);
+            if q.get("watch").map(String::as_str) == Some("true") {
+                if path == format!("{KINGRESS_API}/ingresses") && ingress_watches == 0 {
+                    ingress_watches += 1;
+                    send.send_response(watch_events(&[("ADDED", tls_kingress("second", "late"))]));
+                } else {
+                    held.push(send);
+                }
+                continue;
+            }
+            let body = match path.as_str() {
+                p if p == format!("{KINGRESS_API}/ingresses") => list(
+                    "IngressList",
+                    "networking.internal.knative.dev/v1alpha1",
+                    vec![tls_kingress("first", "tls")],
+                ),
+                "/api/v1/services" | "/apis/discovery.k8s.io/v1/endpointslices" => {
+                    list("List", "v1", vec![])
+                }
+                "/api/v1/secrets" => list(
+                    "SecretList",
+                    "v1",
+                    vec![
+                        secret("tls", "7"),
+                        secret("late", "8"),
+                        secret("unrelated", "9"),
+                    ],
+                ),
+                "/api/v1/namespaces/default/secrets/late" => {
+                    assert!(!fetched, "fetched once");
+                    fetched = true;
+                    secret("late", "8")
+                }
+                other => panic!("unexpected GET {other}"),
+            };
+            send.send_response(ok(&body));
+        }
+        assert!(fetched, "the Secret named later was fetched");
         drop(held);
     }
 
@@ -595,10 +661,10 @@ async fn watcher_keeps_only_ingresses_of_our_class() {
         [
             "applied default/ours",
             "endpoints of default/web",
-            "secret tls",
             "service web",
             "synced"
-        ]
+        ],
+        "no KIngress names Secret tls: it is not handed on"
     );
     assert!(source.is_synced());
 
@@ -612,15 +678,10 @@ async fn watcher_keeps_only_ingresses_of_our_class() {
     );
     assert!(cache.service("default", "web").is_some());
     assert_eq!(cache.endpoint_slices("default", "web").len(), 1);
-    let secret = cache.secret("default", "tls").expect("secret");
-    let keys: Vec<_> = secret
-        .data
-        .as_ref()
-        .expect("data")
-        .keys()
-        .cloned()
-        .collect();
-    assert_eq!(keys, ["tls.crt", "tls.key"], "only TLS keys kept");
+    let secret = cache
+        .secret("default", "tls")
+        .expect("a stub of the secret");
+    assert_eq!(secret.data, None, "nothing names it: its keys are not kept");
     drop(source);
     timeout_after_5s(scenario).await;
 }
@@ -742,6 +803,7 @@ async fn scopes_choose_namespaces_and_label_selectors() {
         services: Scope::namespaces(["b", "a", "b"]),
         endpoint_slices: Scope::all(),
         secrets: Scope::all().with_labels("networking.internal.knative.dev/certificate-uid"),
+        pinned_secrets: Vec::new(),
     };
     let mut source = KubeSource::new(client, &config);
     let seen = collect(&mut source, |seen| seen.iter().any(|e| e == "synced")).await;
@@ -750,6 +812,39 @@ async fn scopes_choose_namespaces_and_label_selectors() {
         ["synced"],
         "empty lists, one watch per namespace, then synced"
     );
+    drop(source);
+    timeout_after_5s(scenario).await;
+}
+
+/// Only named Secrets are kept whole and handed on: the one a listed KIngress names at the
+/// sync, and one a later KIngress names (held as a stub until then, fetched with one GET); a
+/// Secret nothing names keeps no key material.
+#[tokio::test]
+async fn only_secrets_a_kingress_names_are_kept() {
+    let (client, verifier) = mocked_client();
+    let scenario = verifier.run(Scenario::SecretsOnDemand);
+    let mut source = KubeSource::new(client, &SourceConfig::default());
+    let seen = collect(&mut source, |seen| seen.iter().any(|e| e == "secret late")).await;
+    let synced = seen.iter().position(|e| e == "synced").expect("synced");
+    assert!(
+        seen[..synced].contains(&"secret tls".to_string()),
+        "the named Secret is handed on before the sync: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| e.contains("unrelated")),
+        "a Secret nothing names is never handed on: {seen:?}"
+    );
+    let cache = source.cache();
+    let keys = |name: &str| -> Option<Vec<String>> {
+        cache
+            .secret("default", name)?
+            .data
+            .as_ref()
+            .map(|d| d.keys().cloned().collect())
+    };
+    assert_eq!(keys("tls"), Some(vec!["tls.crt".into(), "tls.key".into()]));
+    assert_eq!(keys("late"), Some(vec!["tls.crt".into(), "tls.key".into()]));
+    assert_eq!(keys("unrelated"), None, "held as a stub, without data");
     drop(source);
     timeout_after_5s(scenario).await;
 }

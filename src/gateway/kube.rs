@@ -136,6 +136,9 @@ pub fn rejected_readiness(rejected: &Rejected) -> Readiness {
     }
 }
 
+/// The label Knative puts on the Secrets of the certificates it manages.
+pub const CERTIFICATE_UID_LABEL: &str = "networking.internal.knative.dev/certificate-uid";
+
 /// The cluster as a source of [`Input`]s.
 pub struct KubeInputs {
     source: KubeSource,
@@ -155,10 +158,16 @@ impl std::fmt::Debug for KubeInputs {
 
 impl KubeInputs {
     /// Starts watching the whole cluster (a KIngress may name Services and Secrets in any
-    /// namespace).
-    pub fn new(client: Client) -> Self {
+    /// namespace). With `certificate_uid_only`, only Secrets labelled
+    /// [`CERTIFICATE_UID_LABEL`] are watched (net-kourier's opt-in filter: Knative's
+    /// certificate controller labels the Secrets it makes).
+    pub fn new(client: Client, certificate_uid_only: bool) -> Self {
+        let mut config = SourceConfig::default();
+        if certificate_uid_only {
+            config.secrets = sluice_serving::kube::Scope::all().with_labels(CERTIFICATE_UID_LABEL);
+        }
         Self {
-            source: KubeSource::new(client, &SourceConfig::default()),
+            source: KubeSource::new(client, &config),
             unsynced_errors: BTreeMap::new(),
         }
     }

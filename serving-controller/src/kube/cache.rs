@@ -97,6 +97,12 @@ impl<T: Resource> Store<T> {
         }
     }
 
+    /// Replaces the object under the same key without reporting a change (a kept Secret cut
+    /// down to its stub, or filled from a GET).
+    pub(crate) fn replace_quietly(&mut self, object: Arc<T>) {
+        self.objects.insert(key_of(object.meta()), object);
+    }
+
     /// Removes an object; `None` when it was not there.
     pub(crate) fn remove(&mut self, key: &ObjectKey) -> Option<Change<T>> {
         self.objects.remove(key).map(Change::Deleted)

@@ -22,6 +22,19 @@ pub enum KubeError {
         source: Box<watcher::Error>,
     },
 
+    /// Fetching one object the gateway needs (a Secret a KIngress started to name) failed; it
+    /// is tried again shortly.
+    #[error("fetching {resource} {key} failed (trying again): {source}")]
+    Fetch {
+        /// The resource, e.g. `secrets`.
+        resource: &'static str,
+        /// Namespace and name of the object.
+        key: IngressKey,
+        /// The client error.
+        #[source]
+        source: Box<::kube::Error>,
+    },
+
     /// A request about one KIngress (status patch, event) failed.
     #[error("{action} for KIngress {ingress} failed: {source}")]
     Api {
@@ -118,7 +131,7 @@ pub fn error_policy(error: &KubeError, attempt: u32) -> Action {
             Some(401 | 403) => Action::requeue(MAX_DELAY),
             _ => Action::requeue(backoff(attempt)),
         },
-        KubeError::Watch { .. } => Action::requeue(backoff(attempt)),
+        KubeError::Watch { .. } | KubeError::Fetch { .. } => Action::requeue(backoff(attempt)),
     }
 }
 

@@ -9,7 +9,11 @@
 //!   Secrets, each with its own [`Scope`]. Cached Secrets keep only `tls.crt`, `tls.key` and
 //!   `ca.crt`; every cached object drops `managedFields` and the `kubectl apply` annotation.
 //!
+//! Only the Secrets something names are kept whole (see [`secrets`]).
+//!
 //! Endpoints objects are not watched: see [`KubeCache`]'s `Lookup::endpoints`.
+
+mod secrets;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -101,6 +105,9 @@ pub struct SourceConfig {
     pub endpoint_slices: Scope,
     /// Secrets (e.g. `Scope::all().with_labels(...)` when certificates carry a label).
     pub secrets: Scope,
+    /// Secrets the gateway's own configuration names (a default certificate, the internal
+    /// listener's): always kept, whether a KIngress names them or not.
+    pub pinned_secrets: Vec<ObjectKey>,
 }
 
 /// One change the gateway core acts on. Each carries the object (the last known state for a
@@ -165,6 +172,8 @@ enum Item {
     Service(watcher::Result<Event<Service>>),
     EndpointSlice(watcher::Result<Event<EndpointSlice>>),
     Secret(watcher::Result<Event<Secret>>),
+    /// The answer to a GET of a Secret that became named while held as a stub.
+    SecretFetched(ObjectKey, Result<Option<Secret>, ::kube::Error>),
 }
 
 /// One watch stream: its namespace and whether it has listed once.
@@ -184,6 +193,10 @@ pub struct KubeSource {
     synced: bool,
     cache: KubeCache,
     pending: VecDeque<KubeEvent>,
+    /// For GETs of Secrets.
+    client: Client,
+    /// Which Secrets are named (see [`secrets`]).
+    wanted: secrets::Wanted,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -214,7 +227,10 @@ impl KubeSource {
             synced: false,
             cache: KubeCache::new(),
             pending: VecDeque::new(),
+            client: client.clone(),
+            wanted: secrets::Wanted::default(),
         };
+        source.wanted.pin(config.pinned_secrets.iter().cloned());
         let ar = ingress_api_resource();
         for ns in config.ingresses.targets() {
             let api = match &ns {
@@ -299,13 +315,16 @@ impl KubeSource {
                     resource: INGRESSES,
                     source: Box::new(source),
                 })?;
-                ingress_event(
+                let from = self.pending.len();
+                let listed = ingress_event(
                     &mut self.cache.ingresses,
                     &mut self.pending,
                     stream,
                     namespace,
                     event,
-                )
+                );
+                self.follow_ingress_events(from);
+                listed
             }
             Item::Service(event) => {
                 let event = event.map_err(|source| KubeError::Watch {
@@ -342,12 +361,13 @@ impl KubeSource {
                     source: Box::new(source),
                 })?;
                 let (changes, listed) = apply(&mut self.cache.secrets, stream, namespace, event);
-                self.pending
-                    .extend(changes.into_iter().map(|change| match change {
-                        Change::Applied { new, .. } => KubeEvent::SecretApplied(new),
-                        Change::Deleted(old) => KubeEvent::SecretDeleted(old),
-                    }));
+                // Before the first sync they are all kept (handed on at the sync).
+                self.follow_secret_changes(changes);
                 listed
+            }
+            Item::SecretFetched(key, result) => {
+                self.fetched(key, result)?;
+                false
             }
         };
         if listed
@@ -358,6 +378,7 @@ impl KubeSource {
             self.unlisted -= 1;
             if self.unlisted == 0 && !self.synced {
                 self.synced = true;
+                self.secrets_at_sync();
                 tracing::info!(cache = ?self.cache.counts(), "kube source synced");
                 self.pending.push_back(KubeEvent::Synced);
             }
