@@ -17,7 +17,6 @@
 //! ```
 
 #[path = "support/bench.rs"]
-#[allow(dead_code)]
 mod bench;
 use bench::free_addr;
 
