@@ -345,28 +345,53 @@ async fn revisions_and_the_traffic_naming_them_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_and_envoy_left_by_a_killed_sluice_are_stopped_on_the_next_start() {
+    // Two revisions sharing the traffic, so both run when sluice is killed.
+    let split = "  traffic:\n    - revisionName: hello-00001\n      percent: 50\n    - latestRevision: true\n      percent: 50\n";
     let gw = Gateway::start_up(
         "orphans",
         &[("hello.yaml", service("hello", "one", "", ""))],
     )
     .await;
     wait_service(&gw, "hello", "hello-00001").await;
+    gw.write("hello.yaml", &service("hello", "two", "", split));
+    wait_service(&gw, "hello", "hello-00002").await;
+    wait_revision(gw.external_http, &host("hello"), &[], "hello-00002").await;
     let s = serving(&gw).await.expect("status");
-    let old = s.revisions[0].instances[0].addr.clone();
+    let old: Vec<String> = s
+        .revisions
+        .iter()
+        .flat_map(|r| r.instances.iter().map(|i| i.addr.clone()))
+        .collect();
+    assert_eq!(old.len(), 2, "one instance per revision: {old:?}");
     let old_envoy = gw.external_http;
 
     let gw = gw.kill_and_restart_up("orphans").await;
-    assert!(
-        std::net::TcpStream::connect(old.as_str()).is_err(),
-        "the instance of the killed sluice still listens on {old}"
-    );
+    for addr in &old {
+        assert!(
+            std::net::TcpStream::connect(addr.as_str()).is_err(),
+            "an instance of the killed sluice still listens on {addr}"
+        );
+    }
     assert!(
         std::net::TcpStream::connect(old_envoy).is_err(),
         "the Envoy of the killed sluice still listens on {old_envoy}"
     );
-    assert!(gw.log().contains("stopped 2 process(es)"), "{}", gw.log());
-    wait_service(&gw, "hello", "hello-00001").await;
+    assert!(gw.log().contains("stopped 3 process(es)"), "{}", gw.log());
+    // Every Service back with the same revisions, each with exactly one instance.
+    wait_service(&gw, "hello", "hello-00002").await;
     wait_revision(gw.external_http, &host("hello"), &[], "hello-00001").await;
+    wait_revision(gw.external_http, &host("hello"), &[], "hello-00002").await;
+    let s = serving(&gw).await.expect("status");
+    let per_revision: Vec<(&str, usize)> = s
+        .revisions
+        .iter()
+        .map(|r| (r.revision.name.as_str(), r.instances.len()))
+        .collect();
+    assert_eq!(
+        per_revision,
+        [("hello-00001", 1), ("hello-00002", 1)],
+        "same revisions, no duplicate instances"
+    );
     gw.stop().await;
 }
 
