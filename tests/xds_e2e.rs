@@ -830,31 +830,37 @@ async fn sotw_reconnect_after_restart_and_edit_loses_no_request() {
 
 /// After an outage long enough for Envoy's default backoff to grow to several seconds, Envoy
 /// is back within about a second of the control plane answering again (the bootstrap's ADS
-/// retry policy caps the backoff at 1 s).
+/// retry policy caps the backoff at 1 s). Three outages in a row: with Envoy's default backoff
+/// (a random wait up to 500 ms × 2^attempt, capped at 30 s) all three coming back this fast
+/// would be luck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_reconnects_within_a_second_after_a_long_outage() {
     let mut gw = Gateway::start("reconnect-time", XdsMode::Delta).await;
-    gw.server.stop().await;
-    let nodes = gw.server.server.nodes().clone();
-    wait_for("the stream to close", SETTLE, || async {
-        nodes.connected().is_empty().then_some(())
-    })
-    .await;
-    // The outage itself: Envoy retries against a closed port all along.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let cache = gw.cache.clone();
-    let back = tokio::time::Instant::now();
-    gw.server.restart_with(cache).await;
-    let nodes = gw.server.server.nodes().clone();
-    wait_for("Envoy to reconnect", SETTLE, || async {
-        (!nodes.connected().is_empty()).then_some(())
-    })
-    .await;
-    let took = back.elapsed();
-    eprintln!("Envoy reconnected {took:?} after the control plane came back");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        gw.server.stop().await;
+        let nodes = gw.server.server.nodes().clone();
+        wait_for("the stream to close", SETTLE, || async {
+            nodes.connected().is_empty().then_some(())
+        })
+        .await;
+        // The outage itself: Envoy retries against a closed port all along.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let cache = gw.cache.clone();
+        let back = tokio::time::Instant::now();
+        gw.server.restart_with(cache).await;
+        let nodes = gw.server.server.nodes().clone();
+        wait_for("Envoy to reconnect", SETTLE, || async {
+            (!nodes.connected().is_empty()).then_some(())
+        })
+        .await;
+        let took = back.elapsed();
+        eprintln!("Envoy reconnected {took:?} after the control plane came back");
+        slowest = slowest.max(took);
+    }
     assert!(
-        took < Duration::from_millis(2500),
-        "Envoy took {took:?} to reconnect (retry backoff capped at 1 s expected)"
+        slowest < Duration::from_millis(1500),
+        "Envoy took up to {slowest:?} to reconnect (retry backoff capped at 1 s expected)"
     );
     gw.envoy.stop().await;
 }
