@@ -205,6 +205,8 @@ pub(crate) async fn serve(
         internal_http: args.internal_http,
         external_https: args.external_https,
         internal_https: args.internal_https,
+        envoy_admin: args.envoy_admin,
+        ..GatewayConfig::default()
     };
     let cache = SnapshotCache::new();
     let mut registry = crate::debug::registry();
@@ -222,7 +224,7 @@ pub(crate) async fn serve(
     let debug_listener = bind(args.debug, "--debug").await?;
 
     let shared = Arc::new(Mutex::new(Shared {
-        state: GatewayState::new(config.clone()),
+        state: GatewayState::with_env(config.clone(), kourier_env()),
         problems: Vec::new(),
         readiness: Readiness::default(),
         rejected: BTreeMap::new(),
@@ -331,7 +333,6 @@ pub(crate) async fn serve(
         shared.clone(),
         server.nodes().clone(),
         args.node_id.clone(),
-        config,
         changed.clone(),
         stop_rx.clone(),
     ));
@@ -352,6 +353,22 @@ pub(crate) async fn serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), xds_task).await;
     result
+}
+
+/// What `config-kourier` takes from the environment, as net-kourier: `CERTS_SECRET_NAME`,
+/// `CERTS_SECRET_NAMESPACE` and `KOURIER_EXTAUTHZ_*`.
+pub(crate) fn kourier_env() -> sluice_serving::kourier::KourierEnv {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    sluice_serving::kourier::KourierEnv {
+        certs_secret_name: var("CERTS_SECRET_NAME"),
+        certs_secret_namespace: var("CERTS_SECRET_NAMESPACE"),
+        extauthz: std::env::vars()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("KOURIER_EXTAUTHZ_")
+                    .map(|f| (f.to_string(), v))
+            })
+            .collect(),
+    }
 }
 
 /// The xDS server's TLS from `--xds-tls-*`, the files read now (a missing or unreadable file is

@@ -35,6 +35,7 @@ const INGRESSES: &str = "/apis/networking.internal.knative.dev/v1alpha1/ingresse
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const SECRETS: &str = "/api/v1/secrets";
+const CONFIG_MAPS: &str = "/api/v1/namespaces/knative-serving/configmaps";
 const HOST: &str = "hello.example.com";
 
 /// One open watch stream: JSON lines, one watch event each.
@@ -57,7 +58,7 @@ struct ApiState {
 }
 
 fn collection(path: &str) -> Option<&'static str> {
-    [INGRESSES, SERVICES, SLICES, SECRETS]
+    [INGRESSES, SERVICES, SLICES, SECRETS, CONFIG_MAPS]
         .into_iter()
         .find(|c| *c == path)
 }
@@ -188,6 +189,20 @@ async fn handle(
             object["status"] = patch["status"].clone();
             api.push(INGRESSES, "MODIFIED", object.clone());
             axum::Json(object).into_response()
+        }
+        // A single Secret (the gateway fetches one a KIngress starts to name).
+        ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) => {
+            let key = format!("{ns}/{name}");
+            let found = api
+                .objects
+                .lock()
+                .unwrap()
+                .get(SECRETS)
+                .and_then(|o| o.get(&key).cloned());
+            match found {
+                Some(secret) => axum::Json(secret).into_response(),
+                None => (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response(),
+            }
         }
         ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
             let event: Value = serde_json::from_slice(&body).expect("a JSON event");

@@ -52,7 +52,7 @@ pub mod status;
 pub use cache::{KubeCache, ObjectKey, service_of_slice};
 pub use error::{KubeError, error_policy};
 pub use events::{EventPublisher, EventType};
-pub use rbac::{PERMISSIONS, Permission};
+pub use rbac::{PERMISSIONS, Permission, SYSTEM_NAMESPACE_PERMISSIONS};
 pub use resource::{INGRESS_PLURAL, decode_ingress, ingress_api_resource};
 pub use source::{KubeEvent, KubeSource, Scope, SourceConfig};
 pub use status::{

@@ -6,6 +6,7 @@
 //! - [`hash`]: Knative's readiness-probe hash of a KIngress;
 //! - [`conflict`]: which KIngress wins a host claimed by several;
 //! - [`lookup`]: what translation needs to know about Services, endpoints and Secrets;
+//! - [`kourier`]: net-kourier's `config-kourier` ConfigMap (the gateway's options);
 //! - [`translate`]: one KIngress → its Envoy pieces, and all pieces → the gateway's resources
 //!   (listeners, scoped routes, route configurations, clusters, endpoints, secrets).
 //!
@@ -15,6 +16,7 @@
 pub mod conflict;
 pub mod hash;
 pub mod ingress;
+pub mod kourier;
 pub mod kube;
 pub mod lookup;
 pub mod serving;

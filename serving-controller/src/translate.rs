@@ -31,6 +31,8 @@ mod checks;
 pub mod clusters;
 pub mod endpoints;
 mod error;
+pub mod gateway;
+pub mod hcm;
 pub mod listeners;
 pub mod names;
 pub mod routes;
@@ -40,6 +42,7 @@ pub mod tls;
 pub use assemble::assemble;
 pub use checks::shown;
 pub use error::TranslateError;
+pub use gateway::{ConfigProblem, GatewayResources, gateway_resources};
 pub use listeners::{GatewayConfig, TlsChain};
 pub use scopes::RouteTable;
 
@@ -137,10 +140,47 @@ fn claim<'a>(hosts: &'a [String], taken: &mut HashSet<String>) -> Vec<&'a str> {
         .collect()
 }
 
-/// Translates one KIngress of Sluice's class. Validates it as Knative does first.
+/// What of the gateway's configuration shapes each KIngress's translation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// External authorization is on: virtual hosts carry its context, and probe routes and
+    /// ACME challenges are exempt.
+    pub ext_authz: bool,
+    /// The external HTTPS listener has a default certificate (`certs-secret-*`): every
+    /// external host is served over HTTPS, not only those with `spec.tls`.
+    pub https_everywhere: bool,
+}
+
+impl TranslateOptions {
+    /// The options `config` implies.
+    pub fn of(config: &GatewayConfig) -> Self {
+        Self {
+            ext_authz: config.kourier.ext_authz.is_some(),
+            https_everywhere: config.kourier.default_cert.is_some(),
+        }
+    }
+}
+
+/// The KIngress annotation turning HTTP/2 to the backends off (net-kourier's).
+pub const DISABLE_HTTP2_ANNOTATION: &str = "kourier.knative.dev/disable-http2";
+
+/// The path prefix of ACME HTTP-01 challenges, exempt from external authorization.
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Translates one KIngress of Sluice's class with the default options. Validates it as
+/// Knative does first.
 pub fn translate_ingress(
     ingress: &Ingress,
     lookup: &impl Lookup,
+) -> Result<IngressResources, TranslateError> {
+    translate_ingress_with(ingress, lookup, &TranslateOptions::default())
+}
+
+/// Translates one KIngress of Sluice's class. Validates it as Knative does first.
+pub fn translate_ingress_with(
+    ingress: &Ingress,
+    lookup: &impl Lookup,
+    options: &TranslateOptions,
 ) -> Result<IngressResources, TranslateError> {
     let key = ingress.key();
     if !is_ours(ingress) {
@@ -177,9 +217,17 @@ pub fn translate_ingress(
         });
         secrets.insert(secret.name.clone(), secret);
     }
-    let external_tls = chains
-        .iter()
-        .any(|c| c.visibility == Visibility::ExternalIP);
+    let external_tls = options.https_everywhere
+        || chains
+            .iter()
+            .any(|c| c.visibility == Visibility::ExternalIP);
+    let http2_allowed = !ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DISABLE_HTTP2_ANNOTATION))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let labels = ingress.metadata.labels.clone().unwrap_or_default();
     let redirected = spec.http_option == Some(HttpOption::Redirected);
     let rc_name = names::route_configuration(&key);
     let redirect_name = names::redirect_route_configuration(&key);
@@ -220,7 +268,7 @@ pub fn translate_ingress(
             let mut timeout = Duration::ZERO;
             for (k, split) in path.splits.iter().enumerate() {
                 let field = format!("{at}.http.paths[{j}].splits[{k}]");
-                let up = clusters::upstream(lookup, &key, split, &field)?;
+                let up = clusters::upstream(lookup, &key, split, &field, http2_allowed)?;
                 // Validated to 0..=100; a lone split without percent gets everything.
                 let weight = if single && split.percent == 0 {
                     100
@@ -253,15 +301,23 @@ pub fn translate_ingress(
         }
 
         let order = routes::route_order(paths);
+        // Probes (and ACME challenges) never wait on external authorization.
+        let exempt = |mut r: Route| {
+            if options.ext_authz {
+                r.typed_per_filter_config
+                    .extend([hcm::ext_authz_disabled()]);
+            }
+            r
+        };
         let mut probes: Vec<Route> = order
             .iter()
             .map(|&j| {
                 let p = &paths[j];
-                routes::probe_route(
+                exempt(routes::probe_route(
                     &names::probe_route(&key, i, p.prefix()),
                     routes::path_match(p),
                     &hash,
-                )
+                ))
             })
             .collect();
         // Knative's prober asks for `/healthz`; a rule whose paths do not cover every path
@@ -270,11 +326,11 @@ pub fn translate_ingress(
             .iter()
             .any(|p| p.prefix() == "/" && p.headers.is_empty())
         {
-            probes.push(routes::probe_route(
+            probes.push(exempt(routes::probe_route(
                 &names::catch_all_probe_route(&key, i),
                 routes::route_match("/", Vec::new()),
                 &hash,
-            ));
+            )));
         }
         let vhost_name = names::virtual_host(&key, i);
         let hosts = claim(&rule.hosts, &mut taken);
@@ -283,18 +339,29 @@ pub fn translate_ingress(
             all.extend(order.iter().map(|&j| {
                 let p = &paths[j];
                 let (weights, fwd) = &forwarding[j];
-                routes::weighted_route(
+                let r = routes::weighted_route(
                     &names::route(&key, i, p.prefix()),
                     routes::path_match(p),
                     weights.clone(),
                     fwd,
-                )
+                );
+                if p.prefix().starts_with(ACME_CHALLENGE_PREFIX) {
+                    exempt(r)
+                } else {
+                    r
+                }
             }));
-            vhosts.push(routes::virtual_host(
-                &vhost_name,
-                routes::domains(hosts),
-                all,
-            ));
+            let mut vhost = routes::virtual_host(&vhost_name, routes::domains(hosts), all);
+            if options.ext_authz {
+                let visibility = match rule.visibility() {
+                    Visibility::ExternalIP => "ExternalIP",
+                    Visibility::ClusterLocal => "ClusterLocal",
+                };
+                vhost
+                    .typed_per_filter_config
+                    .extend([hcm::ext_authz_context(visibility, &labels)]);
+            }
+            vhosts.push(vhost);
         }
 
         let external = rule.visibility() == Visibility::ExternalIP;

@@ -385,6 +385,7 @@ async fn scenario(delta: bool) {
         internal_http: free_addr(),
         external_https: free_addr(),
         internal_https: free_addr(),
+        ..GatewayConfig::default()
     };
 
     let tls = self_signed(&dir, "secure.example.com");
@@ -628,6 +629,7 @@ async fn empty_gateway(delta: bool) {
         internal_http: free_addr(),
         external_https: free_addr(),
         internal_https: free_addr(),
+        ..GatewayConfig::default()
     };
     let cache = SnapshotCache::new();
     cache.set_snapshot(GROUP, assemble(&[], &config)).unwrap();

@@ -314,9 +314,9 @@ impl ApiServerVerifier {
                     "networking.internal.knative.dev/v1alpha1",
                     vec![tls_kingress("first", "tls")],
                 ),
-                "/api/v1/services" | "/apis/discovery.k8s.io/v1/endpointslices" => {
-                    list("List", "v1", vec![])
-                }
+                "/api/v1/services"
+                | "/apis/discovery.k8s.io/v1/endpointslices"
+                | "/api/v1/namespaces/knative-serving/configmaps" => list("List", "v1", vec![]),
                 "/api/v1/secrets" => list(
                     "SecretList",
                     "v1",
@@ -414,6 +414,13 @@ impl ApiServerVerifier {
                         "resourceVersion": "7"}, "type": "kubernetes.io/tls",
                         "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5", "other": "eA=="}})],
                 ),
+                "/api/v1/namespaces/knative-serving/configmaps" => list(
+                    "ConfigMapList",
+                    "v1",
+                    vec![json!({"metadata": {"name": "config-kourier",
+                        "namespace": "knative-serving", "resourceVersion": "8"},
+                        "data": {"enable-service-access-logging": "false"}})],
+                ),
                 other => panic!("unexpected LIST {other}"),
             };
             assert!(
@@ -422,7 +429,7 @@ impl ApiServerVerifier {
             );
             send.send_response(ok(&body));
         }
-        assert_eq!(listed.len(), 4, "every kind listed: {listed:?}");
+        assert_eq!(listed.len(), 5, "every kind listed: {listed:?}");
         drop(held);
     }
 }
@@ -628,6 +635,8 @@ async fn collect(source: &mut KubeSource, done: impl Fn(&[String]) -> bool) -> V
             Ok(KubeEvent::ServiceDeleted(s)) => format!("service deleted {}", s.name_any()),
             Ok(KubeEvent::SecretApplied(s)) => format!("secret {}", s.name_any()),
             Ok(KubeEvent::SecretDeleted(s)) => format!("secret deleted {}", s.name_any()),
+            Ok(KubeEvent::ConfigMapApplied(c)) => format!("configmap {}", c.name_any()),
+            Ok(KubeEvent::ConfigMapDeleted(c)) => format!("configmap deleted {}", c.name_any()),
             Err(error) => panic!("unexpected error: {error}"),
         });
     }
@@ -660,6 +669,7 @@ async fn watcher_keeps_only_ingresses_of_our_class() {
         sorted(seen),
         [
             "applied default/ours",
+            "configmap config-kourier",
             "endpoints of default/web",
             "service web",
             "synced"
@@ -796,6 +806,7 @@ async fn scopes_choose_namespaces_and_label_selectors() {
             "/apis/discovery.k8s.io/v1/endpointslices?&limit=500".to_string(),
             "/api/v1/secrets?&labelSelector=networking.internal.knative.dev%2Fcertificate-uid&limit=500"
                 .to_string(),
+            "/api/v1/namespaces/knative-serving/configmaps?&limit=500".to_string(),
         ],
     });
     let config = SourceConfig {
@@ -804,6 +815,7 @@ async fn scopes_choose_namespaces_and_label_selectors() {
         endpoint_slices: Scope::all(),
         secrets: Scope::all().with_labels("networking.internal.knative.dev/certificate-uid"),
         pinned_secrets: Vec::new(),
+        config_maps: Scope::namespaces(["knative-serving"]),
     };
     let mut source = KubeSource::new(client, &config);
     let seen = collect(&mut source, |seen| seen.iter().any(|e| e == "synced")).await;

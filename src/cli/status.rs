@@ -114,6 +114,37 @@ pub fn render(s: &GatewayStatus) -> String {
     } else {
         out.push_str(&t.render());
     }
+    if let Some(c) = &s.config {
+        out.push('\n');
+        out.push_str(&render_config(c));
+    }
+    out
+}
+
+/// `config-kourier` in force: every key, then a refusal, notes and problems if any.
+fn render_config(c: &crate::gateway::state::ConfigStatus) -> String {
+    let mut out = String::new();
+    out.push_str(if c.present {
+        "config-kourier (knative-serving/config-kourier) in force:\n"
+    } else {
+        "config-kourier: no ConfigMap, Kourier's defaults in force:\n"
+    });
+    let mut t = Table::new(["KEY", "VALUE"]);
+    for (k, v) in &c.values {
+        t.row([k.clone(), v.replace('\n', "\\n")]);
+    }
+    out.push_str(&t.render());
+    if let Some(e) = &c.error {
+        out.push_str(&format!(
+            "REFUSED: {e} (the previous configuration keeps serving)\n"
+        ));
+    }
+    for n in &c.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    for p in &c.problems {
+        out.push_str(&format!("not in effect: {p}\n"));
+    }
     out
 }
 

@@ -99,6 +99,10 @@ pub fn input_of(event: KubeEvent) -> Input {
         }
         KubeEvent::SecretApplied(s) => applied(Kind::Secret, s, |s| &s.metadata, Object::Secret),
         KubeEvent::SecretDeleted(s) => Input::Change((key(Kind::Secret, &s.metadata), None)),
+        KubeEvent::ConfigMapApplied(c) => {
+            applied(Kind::ConfigMap, c, |c| &c.metadata, Object::ConfigMap)
+        }
+        KubeEvent::ConfigMapDeleted(c) => Input::Change((key(Kind::ConfigMap, &c.metadata), None)),
     }
 }
 
@@ -133,6 +137,33 @@ pub fn rejected_readiness(rejected: &Rejected) -> Readiness {
     Readiness::NotConfigured {
         reason: REASON_INVALID.to_string(),
         message: rejected.message.clone(),
+    }
+}
+
+impl KubeInputs {
+    /// `config-kourier` changed: keep the Secrets of its default certificates (a bad value is
+    /// reported by the gateway core; here it names nothing new).
+    fn follow_config(&mut self, c: &k8s_openapi::api::core::v1::ConfigMap) {
+        use sluice_serving::kourier;
+        if c.metadata.name.as_deref() != Some(kourier::CONFIG_KOURIER)
+            || c.metadata.namespace.as_deref() != Some(kourier::SYSTEM_NAMESPACE)
+        {
+            return;
+        }
+        let data = c.data.clone().unwrap_or_default();
+        let Ok((config, _)) = kourier::parse(
+            &data,
+            &crate::gateway::kourier_env(),
+            kourier::SYSTEM_NAMESPACE,
+        ) else {
+            return;
+        };
+        let keys = [config.default_cert, config.cluster_cert_secret]
+            .into_iter()
+            .flatten()
+            .map(|s| sluice_serving::IngressKey::new(&s.namespace, &s.name))
+            .collect();
+        self.source.name_config_secrets(keys);
     }
 }
 
@@ -194,7 +225,12 @@ impl KubeInputs {
                 self.unsynced_errors.clear();
                 inputs.push(Input::Synced);
             }
-            Ok(event) => inputs.push(input_of(event)),
+            Ok(event) => {
+                if let KubeEvent::ConfigMapApplied(c) = &event {
+                    self.follow_config(c);
+                }
+                inputs.push(input_of(event))
+            }
             Err(error) => {
                 tracing::warn!(%error, "kube source (the watch retries by itself)");
                 if !self.source.is_synced() {
@@ -671,6 +707,7 @@ mod tests {
             internal_http: "127.0.0.1:2".parse().unwrap(),
             external_https: "127.0.0.1:3".parse().unwrap(),
             internal_https: "127.0.0.1:4".parse().unwrap(),
+            ..Default::default()
         });
         // A KIngress naming a Service that does not exist.
         let mut i = ingress("hello");

@@ -68,6 +68,18 @@ impl Prober {
     /// Probes `host` on the listener at `addr` (a wildcard address is probed on
     /// loopback) and checks the answer carries `hash`.
     pub async fn probe(&self, addr: SocketAddr, host: &str, hash: &str) -> Result<(), ProbeError> {
+        self.probe_via(addr, host, hash, false).await
+    }
+
+    /// [`Self::probe`]; with `proxy_protocol`, on a connection of its own that starts with a
+    /// PROXY v1 header (a listener with `enable-proxy-protocol` requires one).
+    pub async fn probe_via(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        hash: &str,
+        proxy_protocol: bool,
+    ) -> Result<(), ProbeError> {
         let target = loopback_for(addr);
         let unreachable = |message: String| ProbeError::Unreachable {
             addr: target,
@@ -81,10 +93,16 @@ impl Prober {
             .header("User-Agent", "Knative-Ingress-Probe")
             .body(Empty::new())
             .map_err(|e| unreachable(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
+        let sent = async {
+            if !proxy_protocol {
+                return self.client.request(req).await.map_err(|e| e.to_string());
+            }
+            proxied(target, req).await
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(5), sent)
             .await
             .map_err(|_| unreachable("timed out after 5 s".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
         let status = resp.status().as_u16();
         let got = resp
             .headers()
@@ -104,6 +122,37 @@ impl Prober {
             })
         }
     }
+}
+
+/// One request on a connection of its own that opens with a PROXY v1 header naming the
+/// connection's own addresses.
+async fn proxied(
+    target: SocketAddr,
+    req: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let family = if target.is_ipv4() { "TCP4" } else { "TCP6" };
+    let header = format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        local.ip(),
+        target.ip(),
+        local.port(),
+        target.port()
+    );
+    stream
+        .write_all(header.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
 /// `0.0.0.0:p` → `127.0.0.1:p`, `[::]:p` → `[::1]:p`.

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sluice_serving::GatewayConfig;
 use sluice_serving::ingress::{HttpOption, IngressKey};
 use sluice_xds::Nodes;
 use sluice_xds::resource::ROUTE;
@@ -31,14 +30,23 @@ pub(crate) struct Readiness {
     pub(crate) waiting: BTreeMap<IngressKey, String>,
 }
 
-/// One KIngress to prove: key, hash, (listener, host) probe targets, and the
-/// route configurations (name, version) every node must have ACKed.
+/// One KIngress to prove: key, hash, ((listener, PROXY header needed), host) probe targets,
+/// and the route configurations (name, version) every node must have ACKed.
 type ProbeTask = (
     IngressKey,
     String,
-    Vec<(SocketAddr, String)>,
+    Vec<((SocketAddr, bool), String)>,
     Vec<(String, String)>,
 );
+
+/// Where to probe a listener given by its flag: on `listen-ip-addresses`' first address when
+/// set (a wildcard one on loopback).
+fn probe_addr(flag: SocketAddr, k: &sluice_serving::kourier::KourierConfig) -> SocketAddr {
+    match k.listen_ips.as_deref() {
+        Some([first, ..]) => SocketAddr::new(*first, flag.port()),
+        _ => flag,
+    }
+}
 
 /// Proves readiness: for every KIngress whose served hash is not proven yet,
 /// waits for every connected gateway Envoy (node id `node_id`) to ACK its route
@@ -47,7 +55,6 @@ pub(crate) async fn readiness_loop(
     shared: Arc<Mutex<Shared>>,
     nodes: Nodes,
     node_id: String,
-    config: GatewayConfig,
     changed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -57,6 +64,10 @@ pub(crate) async fn readiness_loop(
         // Work out what to probe without holding the lock across awaits.
         let todo: Vec<ProbeTask> = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let config = s.state.config();
+            let k = &config.kourier;
+            let internal = (probe_addr(config.internal_http, k), false);
+            let external = (probe_addr(config.external_http, k), k.proxy_protocol);
             s.state
                 .ingresses()
                 .iter()
@@ -70,9 +81,9 @@ pub(crate) async fn readiness_loop(
                         .hosts
                         .iter()
                         .flat_map(|(h, local)| {
-                            let mut t = vec![(config.internal_http, h.clone())];
+                            let mut t = vec![(internal, h.clone())];
                             if !local && !redirected {
-                                t.push((config.external_http, h.clone()));
+                                t.push((external, h.clone()));
                             }
                             t
                         })
@@ -159,8 +170,8 @@ pub(crate) async fn readiness_loop(
                 let prober = prober.clone();
                 async move {
                     let mut result = Ok(());
-                    for (addr, host) in &targets {
-                        if let Err(e) = prober.probe(*addr, host, &hash).await {
+                    for ((addr, proxy), host) in &targets {
+                        if let Err(e) = prober.probe_via(*addr, host, &hash, *proxy).await {
                             result = Err(e.to_string());
                             break;
                         }

@@ -14,16 +14,21 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_serving::ingress::IngressKey;
+use sluice_serving::kourier::KourierEnv;
 use sluice_serving::lookup::{ServiceInfo, slice_service};
-use sluice_serving::translate::TlsChain;
-use sluice_serving::translate::listeners::listeners;
+use sluice_serving::translate::{
+    TlsChain, TranslateOptions, gateway_resources, translate_ingress_with,
+};
 use sluice_serving::{
     DomainConflict, GatewayConfig, Ingress, IngressResources, Objects, TranslateError, is_ours,
-    resolve_conflicts, translate_ingress,
+    resolve_conflicts,
 };
 use sluice_xds::{Resource, Update};
 
 use super::documents::{Kind, Object, ObjectKey};
+
+mod settings;
+pub use settings::ConfigStatus;
 
 /// A resource: its type URL (one of xDS's, so static) and its name.
 type ResKey = (&'static str, String);
@@ -71,7 +76,11 @@ pub struct GatewayState {
     /// Every served resource but listeners: the KIngresses contributing it and its current
     /// body.
     held: HashMap<ResKey, Held>,
-    listeners: BTreeMap<String, Resource>,
+    /// The gateway's own resources (listeners, config clusters, default certificates, the
+    /// readiness route), by key.
+    own: BTreeMap<ResKey, Resource>,
+    /// `config-kourier` and how it was taken.
+    settings: settings::Settings,
     /// Which KIngresses name each Service / Secret, so an event on one touches
     /// only those (no scan over every KIngress).
     refs: Refs,
@@ -193,15 +202,22 @@ fn remove_ref(
 }
 
 impl GatewayState {
-    /// An empty gateway serving on `config`'s listeners.
+    /// An empty gateway serving on `config`'s listeners, `config-kourier` at its defaults.
     pub fn new(config: GatewayConfig) -> Self {
+        Self::with_env(config, KourierEnv::default())
+    }
+
+    /// [`Self::new`], with the environment's `config-kourier` fallbacks (`CERTS_SECRET_*`,
+    /// `KOURIER_EXTAUTHZ_*`).
+    pub fn with_env(config: GatewayConfig, env: KourierEnv) -> Self {
         Self {
             config,
             objects: Objects::new(),
             ingresses: BTreeMap::new(),
             served: BTreeMap::new(),
             held: HashMap::new(),
-            listeners: BTreeMap::new(),
+            own: BTreeMap::new(),
+            settings: settings::Settings::new(env),
             refs: Refs::default(),
             conflicts: BTreeMap::new(),
         }
@@ -316,9 +332,14 @@ impl GatewayState {
                     }
                     touched.extend(self.naming_secret(&key.namespace, &key.name));
                 }
-                // ConfigMaps and Knative's serving objects are for `sluice up`'s controller.
-                (Kind::ConfigMap | Kind::KnativeService | Kind::Configuration | Kind::Route, _) => {
+                (Kind::ConfigMap, o) => {
+                    if self.config_map_changed(&key, o) {
+                        // New options shape every KIngress's translation.
+                        touched.extend(self.ingresses.keys().cloned());
+                    }
                 }
+                // Knative's serving objects are for `sluice up`'s controller.
+                (Kind::KnativeService | Kind::Configuration | Kind::Route, _) => {}
             }
         }
         // Host ownership can only move when some KIngress's hosts changed.
@@ -349,7 +370,7 @@ impl GatewayState {
             }
         }
         self.conflicts = conflicts;
-        self.refresh_listeners(&mut update);
+        self.refresh_own(&mut update);
         self.settle(&mut update);
         (update, changed)
     }
@@ -447,7 +468,8 @@ impl GatewayState {
                     state.served_hash = None;
                     None
                 } else {
-                    match translate_ingress(&state.ingress, &self.objects) {
+                    let options = TranslateOptions::of(&self.config);
+                    match translate_ingress_with(&state.ingress, &self.objects, &options) {
                         Ok(t) => {
                             state.error = None;
                             state.reason = None;
@@ -529,29 +551,30 @@ impl GatewayState {
         changed || old.is_none() != self.served.contains_key(key)
     }
 
-    fn refresh_listeners(&mut self, update: &mut Update) {
+    /// Brings the gateway's own resources up to date (listeners follow the KIngresses' TLS
+    /// chains; default certificates follow their Secrets).
+    fn refresh_own(&mut self, update: &mut Update) {
         let chains = self.served.values().flat_map(|t| t.tls.iter());
-        let next: BTreeMap<String, Resource> = listeners(&self.config, chains)
+        let own = gateway_resources(&self.config, chains, &self.objects);
+        self.settings.problems = own.problems;
+        let next: BTreeMap<ResKey, Resource> = own
+            .resources
             .into_iter()
-            .map(|l| (l.name.clone(), Resource::new(l.name.clone(), &l)))
+            .map(|r| (res_key(r.type_url(), r.name()), r))
             .collect();
-        for (name, r) in &next {
-            if self
-                .listeners
-                .get(name)
-                .is_none_or(|o| o.version() != r.version())
-            {
+        for (k, r) in &next {
+            if self.own.get(k).is_none_or(|o| o.version() != r.version()) {
                 update.upserts.push(r.clone());
             }
         }
-        for (name, r) in &self.listeners {
-            if !next.contains_key(name) {
+        for (k, r) in &self.own {
+            if !next.contains_key(k) {
                 update
                     .removals
-                    .push((r.type_url().to_string(), name.clone()));
+                    .push((r.type_url().to_string(), k.1.clone()));
             }
         }
-        self.listeners = next;
+        self.own = next;
     }
 }
 
@@ -601,153 +624,4 @@ fn reason_of(e: &TranslateError) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_serving::FieldError;
-
-    const HANDOVER: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: hello}
-spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: hello-1, labels: {kubernetes.io/service-name: hello}}
-addressType: IPv4
-endpoints: [{addresses: [10.0.0.1]}]
-ports: [{name: http, port: 8080}]
----
-apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: first
-  creationTimestamp: "2026-01-01T00:00:00Z"
-  annotations: {networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev}
-spec:
-  rules:
-  - hosts: [hello.example.com]
-    http: {paths: [{splits: [{serviceName: hello, serviceNamespace: default, servicePort: 80}]}]}
----
-apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: second
-  creationTimestamp: "2026-02-01T00:00:00Z"
-  annotations: {networking.knative.dev/ingress.class: sluice.ingress.networking.knative.dev}
-spec:
-  rules:
-  - hosts: [hello.example.com]
-    http: {paths: [{splits: [{serviceName: hello, serviceNamespace: default, servicePort: 80}]}]}
-"#;
-
-    #[test]
-    fn a_host_handed_over_keeps_the_shared_cluster() {
-        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
-        let mut state = GatewayState::new(GatewayConfig {
-            external_http: addr(1),
-            internal_http: addr(2),
-            external_https: addr(3),
-            internal_https: addr(4),
-        });
-        let decoded = super::super::documents::decode(std::path::Path::new("x.yaml"), HANDOVER);
-        assert!(decoded.problems.is_empty(), "{:?}", decoded.problems);
-        let (first, _) = state.apply(
-            decoded
-                .objects
-                .into_iter()
-                .map(|(k, o)| (k, Some(o)))
-                .collect(),
-        );
-        let second = IngressKey::new("default", "second");
-        assert_eq!(
-            state.ingresses()[&second].reason.as_deref(),
-            Some(sluice_serving::conflict::DOMAIN_CONFLICT)
-        );
-        let cluster = |u: &Update| {
-            u.upserts
-                .iter()
-                .filter(|r| r.type_url() == sluice_xds::resource::CLUSTER)
-                .count()
-        };
-        assert_eq!(cluster(&first), 1);
-        // The winner goes: the loser takes the host and the same cluster, which must stay.
-        let (update, changed) = state.apply(vec![(
-            ObjectKey {
-                kind: Kind::Ingress,
-                namespace: "default".into(),
-                name: "first".into(),
-            },
-            None,
-        )]);
-        assert!(changed.contains(&second), "{changed:?}");
-        assert_eq!(state.ingresses()[&second].error, None);
-        assert!(
-            !update
-                .removals
-                .iter()
-                .any(|(t, _)| t == sluice_xds::resource::CLUSTER),
-            "the shared cluster is not removed: {:?}",
-            update.removals
-        );
-        let mut keys: Vec<(&str, &str)> = update
-            .upserts
-            .iter()
-            .map(|r| (r.type_url(), r.name()))
-            .collect();
-        let n = keys.len();
-        keys.sort();
-        keys.dedup();
-        assert_eq!(keys.len(), n, "each resource once");
-        for (t, name) in &update.removals {
-            assert!(
-                !keys.contains(&(t.as_str(), name.as_str())),
-                "{name} both upserted and removed"
-            );
-        }
-        // And the cache accepts it as consistent.
-        let cache = sluice_xds::SnapshotCache::new();
-        cache.update("g", first).expect("first snapshot");
-        cache.update("g", update).expect("handover is consistent");
-    }
-
-    #[test]
-    fn translation_errors_name_their_field() {
-        let ingress = IngressKey::new("default", "live");
-        let invalid = TranslateError::Invalid {
-            ingress: ingress.clone(),
-            errors: vec![
-                FieldError {
-                    message: "traffic split percentage must total to 100, but was 90".into(),
-                    paths: vec!["spec.rules[0].http.paths[0].splits".into()],
-                },
-                FieldError {
-                    message: "missing field(s)".into(),
-                    paths: vec![
-                        "spec.rules[1].hosts".into(),
-                        "spec.rules[0].http.paths[0].splits".into(),
-                    ],
-                },
-            ],
-        };
-        assert_eq!(
-            field_of(&invalid).as_deref(),
-            Some("spec.rules[0].http.paths[0].splits, spec.rules[1].hosts")
-        );
-        let missing = TranslateError::ServiceNotFound {
-            ingress: ingress.clone(),
-            field: "spec.rules[0].http.paths[0].splits[0].serviceName".into(),
-            namespace: "default".into(),
-            name: "a".into(),
-        };
-        assert_eq!(
-            field_of(&missing).as_deref(),
-            Some("spec.rules[0].http.paths[0].splits[0].serviceName")
-        );
-        let other = TranslateError::OtherClass {
-            ingress,
-            class: None,
-        };
-        assert_eq!(field_of(&other), None);
-    }
-}
+mod tests;

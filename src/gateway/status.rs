@@ -39,6 +39,9 @@ pub struct GatewayStatus {
     pub problems: Vec<ProblemView>,
     /// Envoy nodes.
     pub nodes: Vec<NodeView>,
+    /// `config-kourier` in force, and how it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<super::state::ConfigStatus>,
     /// Under `sluice up`: Knative Services, Revisions and Routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::up::ServingView>,
@@ -156,6 +159,7 @@ pub(crate) fn status_of(s: &Shared, nodes: &Nodes, node_id: &str) -> GatewayStat
         ingresses,
         problems,
         nodes,
+        config: Some(s.state.config_status()),
         serving: None,
     }
 }

@@ -125,11 +125,14 @@ impl Loop {
     }
 
     /// Hands Knative objects and ConfigMaps to the controller (with the file defining them;
-    /// a deleted one has none), everything else to the gateway.
+    /// a deleted one has none), everything else to the gateway — `config-kourier` too (it
+    /// configures the gateway, not the serving controller).
     fn route(&mut self, changes: Vec<crate::gateway::source::Change>, inputs: &mut Vec<Input>) {
         let mut c = lock(&self.controller);
         for (key, object) in changes {
-            if key.kind.is_serving() || key.kind == Kind::ConfigMap {
+            let gateway_config =
+                key.kind == Kind::ConfigMap && key.name == sluice_serving::kourier::CONFIG_KOURIER;
+            if !gateway_config && (key.kind.is_serving() || key.kind == Kind::ConfigMap) {
                 let file = self.files.file_of(&key).unwrap_or(Path::new(""));
                 c.object_changed(&key, object, file);
             } else {

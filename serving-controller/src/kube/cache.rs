@@ -182,6 +182,7 @@ pub struct KubeCache {
     /// Slice names by the Service they belong to (label `kubernetes.io/service-name`).
     slices_by_service: BTreeMap<ObjectKey, BTreeSet<String>>,
     pub(crate) secrets: Store<Secret>,
+    pub(crate) config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
 }
 
 /// The Service an EndpointSlice belongs to (label `kubernetes.io/service-name`), if labelled.
@@ -210,12 +211,13 @@ impl KubeCache {
     }
 
     /// How many KIngresses, Services, EndpointSlices and Secrets are cached (for `/status`).
-    pub fn counts(&self) -> [(&'static str, usize); 4] {
+    pub fn counts(&self) -> [(&'static str, usize); 5] {
         [
             ("ingresses", self.ingresses.len()),
             ("services", self.services.len()),
             ("endpointslices", self.endpoint_slices.len()),
             ("secrets", self.secrets.len()),
+            ("configmaps", self.config_maps.len()),
         ]
     }
 

@@ -42,7 +42,8 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         group: "",
         resource: "secrets",
-        verbs: &["list", "watch"],
+        // `get`: a Secret a KIngress starts to name is fetched (only named ones are kept).
+        verbs: &["get", "list", "watch"],
     },
     Permission {
         group: "events.k8s.io",
@@ -50,3 +51,11 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["create"],
     },
 ];
+
+/// What the gateway reads in Knative's system namespace (`knative-serving`) only: its
+/// ConfigMaps (`config-kourier`). Granted by a Role there, not cluster-wide.
+pub const SYSTEM_NAMESPACE_PERMISSIONS: &[Permission] = &[Permission {
+    group: "",
+    resource: "configmaps",
+    verbs: &["list", "watch"],
+}];

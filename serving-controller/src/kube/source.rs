@@ -24,7 +24,7 @@ use ::kube::runtime::watcher::{self, Event};
 use ::kube::{Client, Resource};
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 
@@ -41,6 +41,9 @@ pub const SERVICES: &str = "services";
 pub const ENDPOINT_SLICES: &str = "endpointslices.discovery.k8s.io";
 /// The Secret resource, as named in errors and RBAC.
 pub const SECRETS: &str = "secrets";
+
+/// The ConfigMap resource, as named in errors and RBAC.
+pub const CONFIG_MAPS: &str = "configmaps";
 
 /// The Secret keys kept in the cache (a TLS certificate, its key and a CA bundle).
 pub const SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
@@ -94,8 +97,8 @@ impl Scope {
 
 /// What the Kubernetes source watches. The default watches everything cluster-wide, which is
 /// what a KIngress may refer to (its splits name Services, and its TLS Secrets, in any
-/// namespace).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// namespace), and the ConfigMaps of Knative's system namespace (`config-kourier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     /// KIngresses (the class filter always applies on top).
     pub ingresses: Scope,
@@ -108,6 +111,21 @@ pub struct SourceConfig {
     /// Secrets the gateway's own configuration names (a default certificate, the internal
     /// listener's): always kept, whether a KIngress names them or not.
     pub pinned_secrets: Vec<ObjectKey>,
+    /// ConfigMaps (the gateway reads `config-kourier`).
+    pub config_maps: Scope,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            ingresses: Scope::all(),
+            services: Scope::all(),
+            endpoint_slices: Scope::all(),
+            secrets: Scope::all(),
+            pinned_secrets: Vec::new(),
+            config_maps: Scope::namespaces([crate::kourier::SYSTEM_NAMESPACE]),
+        }
+    }
 }
 
 /// One change the gateway core acts on. Each carries the object (the last known state for a
@@ -143,6 +161,10 @@ pub enum KubeEvent {
     SecretApplied(Arc<Secret>),
     /// A Secret was deleted (its last known state).
     SecretDeleted(Arc<Secret>),
+    /// A ConfigMap was created or changed.
+    ConfigMapApplied(Arc<ConfigMap>),
+    /// A ConfigMap was deleted (its last known state).
+    ConfigMapDeleted(Arc<ConfigMap>),
 }
 
 impl KubeEvent {
@@ -172,6 +194,7 @@ enum Item {
     Service(watcher::Result<Event<Service>>),
     EndpointSlice(watcher::Result<Event<EndpointSlice>>),
     Secret(watcher::Result<Event<Secret>>),
+    ConfigMap(watcher::Result<Event<ConfigMap>>),
     /// The answer to a GET of a Secret that became named while held as a stub.
     SecretFetched(ObjectKey, Result<Option<Secret>, ::kube::Error>),
 }
@@ -258,6 +281,14 @@ impl KubeSource {
             let stream = watch(api::<Secret>(&client, &ns), config.secrets.watcher_config())
                 .modify(strip_secret);
             source.add(ns, stream.map(Item::Secret));
+        }
+        for ns in config.config_maps.targets() {
+            let stream = watch(
+                api::<ConfigMap>(&client, &ns),
+                config.config_maps.watcher_config(),
+            )
+            .modify(|c: &mut ConfigMap| strip_meta(&mut c.metadata));
+            source.add(ns, stream.map(Item::ConfigMap));
         }
         source
     }
@@ -363,6 +394,20 @@ impl KubeSource {
                 let (changes, listed) = apply(&mut self.cache.secrets, stream, namespace, event);
                 // Before the first sync they are all kept (handed on at the sync).
                 self.follow_secret_changes(changes);
+                listed
+            }
+            Item::ConfigMap(event) => {
+                let event = event.map_err(|source| KubeError::Watch {
+                    resource: CONFIG_MAPS,
+                    source: Box::new(source),
+                })?;
+                let (changes, listed) =
+                    apply(&mut self.cache.config_maps, stream, namespace, event);
+                self.pending
+                    .extend(changes.into_iter().map(|change| match change {
+                        Change::Applied { new, .. } => KubeEvent::ConfigMapApplied(new),
+                        Change::Deleted(old) => KubeEvent::ConfigMapDeleted(old),
+                    }));
                 listed
             }
             Item::SecretFetched(key, result) => {

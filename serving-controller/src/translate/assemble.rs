@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use sluice_xds::Resource;
 
 use super::IngressResources;
-use super::listeners::{GatewayConfig, listeners};
+use super::gateway::gateway_resources;
+use super::listeners::GatewayConfig;
 
 /// Merges translations (already cleared of domain conflicts, see
 /// [`crate::conflict::resolve_conflicts`]) with the listeners into one resource set, ready for
@@ -37,11 +38,9 @@ pub fn assemble(ingresses: &[IngressResources], config: &GatewayConfig) -> Vec<R
         }
     }
     let chains = ingresses.iter().flat_map(|i| i.tls.iter());
-    out.extend(
-        listeners(config, chains)
-            .into_iter()
-            .map(|l| Resource::new(l.name.clone(), &l)),
-    );
+    // (No Secret to look the default certificates up in: a caller that configures them uses
+    // `gateway_resources` with its own lookup, as the gateway does.)
+    out.extend(gateway_resources(config, chains, &crate::Objects::new()).resources);
     out
 }
 

@@ -146,7 +146,8 @@ pub fn dns_cluster(name: &str, host: &str, port: u32, h2c: bool) -> Cluster {
     c
 }
 
-fn lb_endpoint_at(host: &str, port: u32) -> LbEndpoint {
+/// One endpoint at `host:port` (an IP, or a name for DNS clusters).
+pub(crate) fn lb_endpoint_at(host: &str, port: u32) -> LbEndpoint {
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
             address: Some(Address {
@@ -194,6 +195,15 @@ impl Upstream {
     }
 }
 
+/// The cluster name: `ns/svc:port`, or `…/http1` for an h2c port forced to HTTP/1.1.
+fn named(base: String, h2c: bool, http2_allowed: bool) -> String {
+    if h2c && !http2_allowed {
+        format!("{base}/http1")
+    } else {
+        base
+    }
+}
+
 fn port_display(p: &IntOrString) -> String {
     match p {
         IntOrString::Int(n) => n.to_string(),
@@ -201,12 +211,16 @@ fn port_display(p: &IntOrString) -> String {
     }
 }
 
-/// Resolves the split at `field` (e.g. `spec.rules[0].http.paths[0].splits[1]`).
+/// Resolves the split at `field` (e.g. `spec.rules[0].http.paths[0].splits[1]`). With
+/// `http2_allowed` false (the KIngress's `kourier.knative.dev/disable-http2`) the backend is
+/// spoken to over HTTP/1.1 whatever its port says, through a cluster of its own
+/// (`ns/svc:port/http1`, so KIngresses sharing the Service keep theirs).
 pub(crate) fn upstream(
     lookup: &impl Lookup,
     ingress: &IngressKey,
     split: &IngressBackendSplit,
     field: &str,
+    http2_allowed: bool,
 ) -> Result<Upstream, TranslateError> {
     let (ns, name) = (&split.service_namespace, &split.service_name);
     let service = lookup
@@ -246,20 +260,22 @@ pub(crate) fn upstream(
             (None, IntOrString::String(_)) => return Err(port_not_found()),
         };
         let port = u32::try_from(number).map_err(|_| port_not_found())?;
-        let cluster_name = names::cluster(ns, name, number);
+        let h2c = matched.is_some_and(is_h2c);
+        let cluster_name = named(names::cluster(ns, name, number), h2c, http2_allowed);
         return Ok(Upstream {
-            cluster: dns_cluster(&cluster_name, &host, port, matched.is_some_and(is_h2c)),
+            cluster: dns_cluster(&cluster_name, &host, port, h2c && http2_allowed),
             assignment: None,
         });
     }
 
     let port = matched.ok_or_else(port_not_found)?;
-    let cluster_name = names::cluster(ns, name, port.port);
+    let h2c = is_h2c(port);
+    let cluster_name = named(names::cluster(ns, name, port.port), h2c, http2_allowed);
     let addrs = endpoints::ready_endpoints(lookup, ns, name, port);
     Ok(Upstream {
         cluster: limited_eds_cluster(
             &cluster_name,
-            is_h2c(port),
+            h2c && http2_allowed,
             crate::lookup::endpoint_concurrency(&service),
         ),
         assignment: Some(load_assignment(&cluster_name, &addrs)),

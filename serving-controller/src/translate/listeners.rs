@@ -7,32 +7,29 @@
 //!   terminating TLS with the block's SDS secret. Present only when they have a chain: Envoy
 //!   rejects a listener without filter chains.
 //!
-//! Every connection manager: codec AUTO (HTTP/1.1 and h2c with prior knowledge downstream),
-//! websocket upgrades on every route, extended CONNECT for websockets over HTTP/2, a stream idle
-//! timeout of one hour (above Knative's 600 s maximum revision timeout), no request timeout,
-//! and scoped routes over ADS (see [`super::scopes`]).
+//! The connection managers are [`super::hcm`]'s. From `config-kourier`, as in net-kourier:
+//! `listen-ip-addresses` replaces the listeners' IP (the first address, then
+//! `additional_addresses`), `enable-proxy-protocol` requires a PROXY header on the external
+//! HTTP and both HTTPS listeners, `cipher-suites` applies to every TLS chain,
+//! `certs-secret-*` adds a default chain (any SNI) to the external HTTPS listener and
+//! `cluster-cert-secret` one to the internal HTTPS listener.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+    AdditionalAddress, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
+    listener_filter,
 };
-use envoy_types::pb::envoy::extensions::filters::http::lua::v3::Lua;
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
-};
-use envoy_types::pb::google::protobuf::BoolValue;
-use sluice_xds::builders::{any, duration, socket_address};
+use sluice_xds::builders::{any, socket_address};
 
-use super::scopes::{RouteTable, scoped_routes};
+use super::hcm::http_connection_manager;
+use super::scopes::RouteTable;
 use super::tls;
 use crate::ingress::Visibility;
+use crate::kourier::KourierConfig;
 
 /// Name of the external plain-HTTP listener.
 pub const EXTERNAL_HTTP: &str = "external-http";
@@ -43,12 +40,8 @@ pub const EXTERNAL_HTTPS: &str = "external-https";
 /// Name of the internal HTTPS listener.
 pub const INTERNAL_HTTPS: &str = "internal-https";
 
-/// Streams idle longer than this are closed (Envoy's default, 5 min, would cut a revision
-/// allowed up to 600 s).
-pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Where the gateway listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the gateway listens, and its `config-kourier`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
     /// External plain HTTP (`--external-http`).
     pub external_http: SocketAddr,
@@ -58,10 +51,16 @@ pub struct GatewayConfig {
     pub external_https: SocketAddr,
     /// Internal HTTPS (`--internal-https`).
     pub internal_https: SocketAddr,
+    /// Envoy's admin interface (`--envoy-admin`), on loopback: the readiness route
+    /// ([`super::gateway::READY_HOST`]) answers from its `/ready`.
+    pub envoy_admin: SocketAddr,
+    /// `config-kourier` in force.
+    pub kourier: KourierConfig,
 }
 
 impl Default for GatewayConfig {
-    /// The `sluice gateway` defaults: 0.0.0.0 on 8080, 8081, 8443, 8444.
+    /// The `sluice gateway` defaults: 0.0.0.0 on 8080, 8081, 8443, 8444; Envoy's admin on
+    /// 127.0.0.1:9901; `config-kourier`'s defaults.
     fn default() -> Self {
         let at = |port| SocketAddr::from(([0, 0, 0, 0], port));
         Self {
@@ -69,6 +68,8 @@ impl Default for GatewayConfig {
             internal_http: at(8081),
             external_https: at(8443),
             internal_https: at(8444),
+            envoy_admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            kourier: KourierConfig::default(),
         }
     }
 }
@@ -86,94 +87,81 @@ pub struct TlsChain {
     pub visibility: Visibility,
 }
 
-/// Host names are case-insensitive, but the scope of a request (its host's small
-/// RouteConfiguration) is found by the exact `:authority`: a Host with capitals is lower-cased
-/// before routing (and the route looked up again). Requests without capitals only pay the
-/// check.
-pub const HOST_CASE_LUA: &str = r#"function envoy_on_request(handle)
-  local host = handle:headers():get(":authority")
-  if host ~= nil and string.find(host, "%u") ~= nil then
-    handle:headers():replace(":authority", string.lower(host))
-    handle:clearRouteCache()
-  end
-end
-"#;
-
-/// The HTTP connection manager of a listener consulting `table`.
-pub fn http_connection_manager(stat_prefix: &str, table: RouteTable) -> HttpConnectionManager {
-    HttpConnectionManager {
-        stat_prefix: stat_prefix.to_string(),
-        codec_type: http_connection_manager::CodecType::Auto as i32,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::ScopedRoutes(
-            scoped_routes(table),
-        )),
-        http_filters: vec![
-            HttpFilter {
-                name: "envoy.filters.http.lua".to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Lua {
-                    default_source_code: Some(DataSource {
-                        specifier: Some(data_source::Specifier::InlineString(
-                            HOST_CASE_LUA.to_string(),
-                        )),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }))),
-                ..Default::default()
-            },
-            HttpFilter {
-                name: "envoy.filters.http.router".to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(
-                    any(&Router::default()),
-                )),
-                ..Default::default()
-            },
-        ],
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".to_string(),
-            ..Default::default()
-        }],
-        http2_protocol_options: Some(Http2ProtocolOptions {
-            allow_connect: true,
-            ..Default::default()
-        }),
-        stream_idle_timeout: Some(duration(STREAM_IDLE_TIMEOUT)),
-        use_remote_address: Some(BoolValue { value: true }),
-        ..Default::default()
-    }
-}
-
-fn hcm_filter(stat_prefix: &str, table: RouteTable) -> Filter {
+fn hcm_filter(stat_prefix: &str, table: RouteTable, k: &KourierConfig) -> Filter {
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(any(
-            &http_connection_manager(stat_prefix, table),
+            &http_connection_manager(stat_prefix, table, k),
         ))),
     }
 }
 
-/// A plain-HTTP listener on `addr` consulting `table`.
-pub fn http_listener(name: &str, addr: SocketAddr, table: RouteTable) -> Listener {
-    Listener {
-        name: name.to_string(),
-        address: Some(socket_address(addr)),
-        filter_chains: vec![FilterChain {
-            filters: vec![hcm_filter(name, table)],
-            ..Default::default()
-        }],
+/// Where a listener binds: `addr`, or with `listen-ip-addresses` each of those IPs on `addr`'s
+/// port (the first as the address, the rest as additional addresses).
+fn bind(listener: &mut Listener, addr: SocketAddr, k: &KourierConfig) {
+    match k.listen_ips.as_deref() {
+        Some([first, rest @ ..]) => {
+            listener.address = Some(socket_address(SocketAddr::new(*first, addr.port())));
+            listener.additional_addresses = rest
+                .iter()
+                .map(|ip| AdditionalAddress {
+                    address: Some(socket_address(SocketAddr::new(*ip, addr.port()))),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        _ => listener.address = Some(socket_address(addr)),
+    }
+}
+
+/// The PROXY protocol listener filter (v1 and v2; required, as in Kourier).
+pub fn proxy_protocol() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.proxy_protocol".to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            &ProxyProtocol::default(),
+        ))),
         ..Default::default()
     }
 }
 
-/// An HTTPS listener on `addr` with one SNI filter chain per TLS chain, consulting `table`.
-/// A server name already served by an earlier chain is dropped from later ones (Envoy rejects
-/// two chains with the same match), and so is a chain left without names, or a second chain
-/// that matches any SNI. `None` when no chain remains.
+/// A plain-HTTP listener on `addr` consulting `table` (`proxy`: PROXY header required).
+pub fn http_listener(
+    name: &str,
+    addr: SocketAddr,
+    table: RouteTable,
+    k: &KourierConfig,
+    proxy: bool,
+) -> Listener {
+    let mut l = Listener {
+        name: name.to_string(),
+        filter_chains: vec![FilterChain {
+            filters: vec![hcm_filter(name, table, k)],
+            ..Default::default()
+        }],
+        listener_filters: if proxy {
+            vec![proxy_protocol()]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    bind(&mut l, addr, k);
+    l
+}
+
+/// An HTTPS listener on `addr` with one SNI filter chain per TLS chain, consulting `table`,
+/// then a default chain (any SNI) with SDS secret `default_secret` if given. A server name
+/// already served by an earlier chain is dropped from later ones (Envoy rejects two chains with
+/// the same match), and so is a chain left without names, or a second chain that matches any
+/// SNI. `None` when no chain remains.
 pub fn https_listener<'a>(
     name: &str,
     addr: SocketAddr,
     table: RouteTable,
     chains: impl IntoIterator<Item = &'a TlsChain>,
+    default_secret: Option<&str>,
+    k: &KourierConfig,
 ) -> Option<Listener> {
     let mut taken = BTreeSet::new();
     let mut catch_all = false;
@@ -202,21 +190,37 @@ pub fn https_listener<'a>(
                 server_names,
                 ..Default::default()
             }),
-            filters: vec![hcm_filter(name, table)],
-            transport_socket: Some(tls::transport_socket(&chain.secret)),
+            filters: vec![hcm_filter(name, table, k)],
+            transport_socket: Some(tls::transport_socket(&chain.secret, &k.cipher_suites)),
+            ..Default::default()
+        });
+    }
+    if let Some(secret) = default_secret
+        && !catch_all
+    {
+        filter_chains.push(FilterChain {
+            name: format!("{name}/default"),
+            filters: vec![hcm_filter(name, table, k)],
+            transport_socket: Some(tls::transport_socket(secret, &k.cipher_suites)),
             ..Default::default()
         });
     }
     if filter_chains.is_empty() {
         return None;
     }
-    Some(Listener {
+    let mut listener_filters = Vec::new();
+    if k.proxy_protocol {
+        listener_filters.push(proxy_protocol());
+    }
+    listener_filters.push(tls_inspector());
+    let mut l = Listener {
         name: name.to_string(),
-        address: Some(socket_address(addr)),
-        listener_filters: vec![tls_inspector()],
+        listener_filters,
         filter_chains,
         ..Default::default()
-    })
+    };
+    bind(&mut l, addr, k);
+    Some(l)
 }
 
 /// The listener filter that reads SNI for filter chain matching.
@@ -230,11 +234,16 @@ pub fn tls_inspector() -> ListenerFilter {
     }
 }
 
-/// All listeners of the gateway for the given TLS chains (in priority order).
+/// All listeners of the gateway for the given TLS chains (in priority order) and the SDS
+/// secrets of the default certificates (`certs-secret-*` for the external HTTPS listener,
+/// `cluster-cert-secret` for the internal one), when they are available.
 pub fn listeners<'a>(
     config: &GatewayConfig,
     chains: impl IntoIterator<Item = &'a TlsChain> + Clone,
+    default_external: Option<&str>,
+    default_internal: Option<&str>,
 ) -> Vec<Listener> {
+    let k = &config.kourier;
     let of = |v: Visibility| {
         chains
             .clone()
@@ -242,20 +251,37 @@ pub fn listeners<'a>(
             .filter(move |c| c.visibility == v)
     };
     let mut out = vec![
-        http_listener(EXTERNAL_HTTP, config.external_http, RouteTable::External),
-        http_listener(INTERNAL_HTTP, config.internal_http, RouteTable::Internal),
+        http_listener(
+            EXTERNAL_HTTP,
+            config.external_http,
+            RouteTable::External,
+            k,
+            k.proxy_protocol,
+        ),
+        // Kubelet probes and cluster-internal clients speak to it directly: no PROXY header.
+        http_listener(
+            INTERNAL_HTTP,
+            config.internal_http,
+            RouteTable::Internal,
+            k,
+            false,
+        ),
     ];
     out.extend(https_listener(
         EXTERNAL_HTTPS,
         config.external_https,
         RouteTable::ExternalTls,
         of(Visibility::ExternalIP),
+        default_external,
+        k,
     ));
     out.extend(https_listener(
         INTERNAL_HTTPS,
         config.internal_https,
         RouteTable::Internal,
         of(Visibility::ClusterLocal),
+        default_internal,
+        k,
     ));
     out
 }

@@ -1,4 +1,7 @@
-//! Envoy's stdout/stderr, line by line, into `tracing` (target `envoy`) at Envoy's own level.
+//! Envoy's stderr (its log), line by line, into `tracing` (target `envoy`) at Envoy's own
+//! level; its stdout (the access log: `config-kourier`'s `enable-service-access-logging`, one
+//! line per request) verbatim onto Sluice's own stdout, as Kourier's gateway container prints
+//! it.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -92,6 +95,17 @@ pub(super) async fn forward<R: AsyncRead + Unpin>(reader: R, pid: u32, stream: S
                 tracing::debug!(target: "envoy", pid, stream = stream.name(), %error, "stopped reading Envoy output");
                 return;
             }
+        }
+        if stream == Stream::Stdout {
+            use std::io::Write as _;
+            // One write per line, so lines from several Envoys (or threads) never interleave.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf);
+            if !buf.ends_with(b"\n") {
+                let _ = out.write_all(b"\n");
+            }
+            let _ = out.flush();
+            continue;
         }
         let text = String::from_utf8_lossy(&buf);
         let line = text.trim_end_matches(['\n', '\r']);

@@ -32,6 +32,8 @@ pub(crate) struct Wanted {
     by_ingress: HashMap<IngressKey, Vec<ObjectKey>>,
     /// Secrets held as stubs (metadata only).
     stubs: HashSet<ObjectKey>,
+    /// Secrets the gateway's configuration names now (see [`KubeSource::name_config_secrets`]).
+    config: Vec<ObjectKey>,
 }
 
 /// The Secrets a KIngress names (`spec.tls[*]`).
@@ -113,6 +115,26 @@ impl Wanted {
 }
 
 impl KubeSource {
+    /// The Secrets the gateway's configuration names now (`config-kourier`'s default
+    /// certificates): kept whole like those a KIngress names, in place of the previous ones.
+    pub fn name_config_secrets(&mut self, keys: Vec<ObjectKey>) {
+        let key = IngressKey::new("", "config-kourier");
+        let before = std::mem::replace(&mut self.wanted.config, keys.clone());
+        if before == keys {
+            return;
+        }
+        let (added, released) = self.wanted.ingress_names(&key, keys);
+        if !self.synced {
+            return;
+        }
+        for k in added {
+            self.make_available(k);
+        }
+        for k in released {
+            self.release(&k);
+        }
+    }
+
     /// After KIngress events were queued from `from` on: follow what they name.
     pub(super) fn follow_ingress_events(&mut self, from: usize) {
         let changes: Vec<(IngressKey, Vec<ObjectKey>)> = self

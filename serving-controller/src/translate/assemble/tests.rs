@@ -21,17 +21,23 @@ fn spec(host: &str, service: &str, extra: &str) -> String {
     )
 }
 
+/// Whether a resource is a KIngress's, not the gateway's own (readiness route and its scope,
+/// Envoy's admin cluster: see `gateway`).
+fn of_ingresses(r: &Resource) -> bool {
+    !r.name().starts_with("sluice/") && !r.name().ends_with("/internalkourier")
+}
+
 fn count(resources: &[Resource], type_url: &str) -> usize {
     resources
         .iter()
-        .filter(|r| r.type_url() == type_url)
+        .filter(|r| r.type_url() == type_url && of_ingresses(r))
         .count()
 }
 
 fn names_of(resources: &[Resource], type_url: &str) -> Vec<String> {
     resources
         .iter()
-        .filter(|r| r.type_url() == type_url)
+        .filter(|r| r.type_url() == type_url && of_ingresses(r))
         .map(|r| r.name().to_string())
         .collect()
 }

@@ -1,24 +1,6 @@
 //! Listener and connection-manager constructors, compared as whole values.
 
-use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ConfigSource, config_source,
-};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    ScopedRds, ScopedRoutes, scoped_routes,
-};
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
-
 use super::*;
-
-fn ads() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: 2,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource::default(),
-        )),
-        ..Default::default()
-    }
-}
 
 fn chain(name: &str, names: &[&str], v: Visibility) -> TlsChain {
     TlsChain {
@@ -39,96 +21,44 @@ fn sni_chain(listener: &str, table: RouteTable, c: &TlsChain, names: &[&str]) ->
         filters: vec![Filter {
             name: "envoy.filters.network.http_connection_manager".into(),
             config_type: Some(filter::ConfigType::TypedConfig(any(
-                &http_connection_manager(listener, table),
+                &http_connection_manager(listener, table, &KourierConfig::default()),
             ))),
         }],
-        transport_socket: Some(tls::transport_socket(&c.secret)),
+        transport_socket: Some(tls::transport_socket(&c.secret, &[])),
         ..Default::default()
     }
 }
 
 #[test]
-fn connection_manager_serves_knative_traffic() {
-    let want = HttpConnectionManager {
-        stat_prefix: "external-http".into(),
-        codec_type: http_connection_manager::CodecType::Auto as i32,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::ScopedRoutes(
-            ScopedRoutes {
-                name: "external".into(),
-                scope_key_builder: Some(super::super::scopes::scope_key_builder(
-                    RouteTable::External,
-                )),
-                rds_config_source: Some(ads()),
-                config_specifier: Some(scoped_routes::ConfigSpecifier::ScopedRds(ScopedRds {
-                    scoped_rds_config_source: Some(ads()),
-                    srds_resources_locator: String::new(),
-                })),
-            },
-        )),
-        http_filters: vec![
-            // Host names are matched case-insensitively: capitals are lowered first.
-            HttpFilter {
-                name: "envoy.filters.http.lua".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Lua {
-                    default_source_code: Some(DataSource {
-                        specifier: Some(data_source::Specifier::InlineString(HOST_CASE_LUA.into())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }))),
-                ..Default::default()
-            },
-            HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(
-                    any(&Router::default()),
-                )),
-                ..Default::default()
-            },
-        ],
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".into(),
-            ..Default::default()
-        }],
-        http2_protocol_options: Some(Http2ProtocolOptions {
-            allow_connect: true,
-            ..Default::default()
-        }),
-        stream_idle_timeout: Some(PbDuration {
-            seconds: 3600,
-            nanos: 0,
-        }),
-        use_remote_address: Some(BoolValue { value: true }),
-        ..Default::default()
-    };
-    assert_eq!(
-        http_connection_manager("external-http", RouteTable::External),
-        want
-    );
-    // No request timeout, and more idle time than Knative's longest revision timeout.
-    assert_eq!(want.request_timeout, None);
-    assert!(STREAM_IDLE_TIMEOUT > Duration::from_secs(600));
-}
-
-#[test]
 fn plain_listeners_always_exist() {
     let config = GatewayConfig::default();
+    let k = KourierConfig::default();
     assert_eq!(
-        listeners(&config, &[]),
+        listeners(&config, &[], None, None),
         vec![
             http_listener(
                 EXTERNAL_HTTP,
                 "0.0.0.0:8080".parse().unwrap(),
-                RouteTable::External
+                RouteTable::External,
+                &k,
+                false
             ),
             http_listener(
                 INTERNAL_HTTP,
                 "0.0.0.0:8081".parse().unwrap(),
-                RouteTable::Internal
+                RouteTable::Internal,
+                &k,
+                false
             ),
         ]
     );
-    let l = http_listener(EXTERNAL_HTTP, config.external_http, RouteTable::External);
+    let l = http_listener(
+        EXTERNAL_HTTP,
+        config.external_http,
+        RouteTable::External,
+        &k,
+        false,
+    );
     assert_eq!(l.filter_chains.len(), 1);
     assert!(l.listener_filters.is_empty());
 }
@@ -143,7 +73,7 @@ fn https_listeners_get_one_sni_chain_per_tls_block() {
     let a = chain("a", &["a.com", "www.a.com"], Visibility::ExternalIP);
     let b = chain("b", &["b.com"], Visibility::ExternalIP);
     let c = chain("c", &["c.local"], Visibility::ClusterLocal);
-    let got = listeners(&config, &[a.clone(), c.clone(), b.clone()]);
+    let got = listeners(&config, &[a.clone(), c.clone(), b.clone()], None, None);
     assert_eq!(got.len(), 4);
     assert_eq!(
         got[2],
@@ -188,11 +118,14 @@ fn contested_server_names_go_to_the_first_chain() {
     let shadowed = chain("shadowed", &["a.com"], Visibility::ExternalIP);
     let any1 = chain("any1", &[], Visibility::ExternalIP);
     let any2 = chain("any2", &[], Visibility::ExternalIP);
+    let k = KourierConfig::default();
     let got = https_listener(
         EXTERNAL_HTTPS,
         addr,
         RouteTable::ExternalTls,
         [&first, &partial, &shadowed, &any1, &any2],
+        None,
+        &k,
     )
     .unwrap();
     let t = RouteTable::ExternalTls;
@@ -204,5 +137,54 @@ fn contested_server_names_go_to_the_first_chain() {
             sni_chain(EXTERNAL_HTTPS, t, &any1, &[]),
         ]
     );
-    assert_eq!(https_listener(EXTERNAL_HTTPS, addr, t, []), None);
+    assert_eq!(https_listener(EXTERNAL_HTTPS, addr, t, [], None, &k), None);
+}
+
+#[test]
+fn config_kourier_shapes_the_listeners() {
+    use crate::kourier::KourierConfig;
+    let config = GatewayConfig {
+        kourier: KourierConfig {
+            proxy_protocol: true,
+            listen_ips: Some(vec!["10.0.0.5".parse().unwrap(), "::".parse().unwrap()]),
+            cipher_suites: vec!["ECDHE-RSA-AES128-GCM-SHA256".into()],
+            ..KourierConfig::default()
+        },
+        ..GatewayConfig::default()
+    };
+    let got = listeners(&config, &[], Some("sluice/default-certificate"), None);
+    let external = &got[0];
+    assert_eq!(
+        external.listener_filters,
+        vec![proxy_protocol()],
+        "PROXY required"
+    );
+    assert_eq!(
+        external.address,
+        Some(socket_address("10.0.0.5:8080".parse().unwrap()))
+    );
+    assert_eq!(
+        external.additional_addresses[0].address,
+        Some(socket_address("[::]:8080".parse().unwrap()))
+    );
+    assert!(
+        got[1].listener_filters.is_empty(),
+        "the internal HTTP listener takes no PROXY header"
+    );
+    // A default certificate makes the external HTTPS listener exist with no KIngress TLS.
+    let https = &got[2];
+    assert_eq!(https.name, EXTERNAL_HTTPS);
+    assert_eq!(
+        https.listener_filters,
+        vec![proxy_protocol(), tls_inspector()]
+    );
+    assert_eq!(https.filter_chains.len(), 1);
+    assert_eq!(https.filter_chains[0].filter_chain_match, None, "any SNI");
+    assert_eq!(
+        https.filter_chains[0].transport_socket,
+        Some(tls::transport_socket(
+            "sluice/default-certificate",
+            &["ECDHE-RSA-AES128-GCM-SHA256".to_string()]
+        ))
+    );
 }
