@@ -152,7 +152,13 @@ async fn proxied(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    sender.send_request(req).await.map_err(|e| e.to_string())
+    // Origin-form on a connection of its own (the absolute URI would become the authority).
+    let (mut parts, body) = req.into_parts();
+    parts.uri = hyper::Uri::from_static("/healthz");
+    sender
+        .send_request(hyper::Request::from_parts(parts, body))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `0.0.0.0:p` → `127.0.0.1:p`, `[::]:p` → `[::1]:p`.

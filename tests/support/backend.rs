@@ -16,7 +16,8 @@
 //! 6. **JSON echo** — everything else: 200 (or `?status=CODE`), `content-type:
 //!    application/json`, body `{"name", "host", "path", "query", "method", "proto", "protoMajor",
 //!    "headers": {lowercased name: [values]}}`. Query `initialTimeout=MS` waits before the response
-//!    head; `timeout=MS` sends the head, then waits before the body.
+//!    head; `timeout=MS` sends the head, then waits before the body; `server=NAME` answers with
+//!    that `Server` header.
 //!
 //! Every response carries `x-backend: <name>` (for gRPC that is initial response metadata; gRPC
 //! responses also carry `x-authority: <:authority of the request>`).
@@ -556,6 +557,8 @@ struct EchoQuery {
     initial_timeout: Option<Duration>,
     timeout: Option<Duration>,
     status: Option<StatusCode>,
+    /// `server=NAME`: answer with this `Server` header.
+    server: Option<HeaderValue>,
 }
 
 impl EchoQuery {
@@ -579,6 +582,12 @@ impl EchoQuery {
                         .and_then(|code| StatusCode::from_u16(code).ok())
                         .ok_or_else(|| format!("status={value:?} is not an HTTP status code"))?;
                     parsed.status = Some(status);
+                }
+                "server" => {
+                    parsed.server = Some(
+                        HeaderValue::from_str(value)
+                            .map_err(|e| format!("server={value:?}: {e}"))?,
+                    );
                 }
                 _ => {}
             }
@@ -615,6 +624,9 @@ async fn echo(state: &State, req: Request<Incoming>) -> Response<BoxBody> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(server) = params.server {
+        response.headers_mut().insert(http::header::SERVER, server);
+    }
     response
 }
 

@@ -160,6 +160,8 @@ fn tracing_config(t: &Tracing) -> http_connection_manager::Tracing {
                 target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
                     grpc_service::EnvoyGrpc {
                         cluster_name: OTEL_CLUSTER.to_string(),
+                        // (Else the cluster's name, whose '/' makes an invalid :authority.)
+                        authority: authority(&t.host, t.port),
                         ..Default::default()
                     },
                 )),
@@ -205,6 +207,7 @@ fn ext_authz_filter(a: &ExtAuthz) -> ExtAuthzFilter {
             target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
                 grpc_service::EnvoyGrpc {
                     cluster_name: EXT_AUTHZ_CLUSTER.to_string(),
+                    authority: authority(&a.host, a.port),
                     ..Default::default()
                 },
             )),
@@ -245,6 +248,15 @@ fn ext_authz_filter(a: &ExtAuthz) -> ExtAuthzFilter {
         }),
         services: Some(services),
         ..Default::default()
+    }
+}
+
+/// `host:port` (IPv6 in brackets): the `:authority` of gRPC calls to a service.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
