@@ -5,11 +5,10 @@
 //! serialized spec is what [`crate::hash::probe_hash`] hashes, so it must be byte-for-byte what
 //! Go's `encoding/json` produces.
 //!
-//! Unknown fields: Knative's admission webhook decodes with `DisallowUnknownFields`, so an
-//! unknown field under `spec` (or at the top level) is rejected here too, at decode time, with
-//! serde's message naming the field. `status` is written by controllers, not users, and older
-//! Knative versions wrote fields since removed (`loadBalancer`): it is decoded leniently, as it
-//! never feeds the translation.
+//! Unknown fields are ignored, as Go's decoder (and so net-kourier) ignores them: KIngresses are
+//! written by a controller, not users, and a newer Knative may add fields — its KIngress is
+//! served, not rejected whole. (They are not part of the probe hash either: Go's hash of the
+//! spec only sees the fields it knows.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,7 +39,7 @@ pub const CONDITION_LOAD_BALANCER_READY: &str = "LoadBalancerReady";
 
 /// A KIngress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Ingress {
     /// `networking.internal.knative.dev/v1alpha1`.
     #[serde(default = "default_api_version")]
@@ -173,7 +172,7 @@ pub fn is_ours(ingress: &Ingress) -> bool {
 
 /// `spec`: what the user wants.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
     /// TLS termination: SNI hosts and the Secret holding their certificate.
     #[serde(
@@ -214,7 +213,7 @@ pub enum Visibility {
 
 /// `spec.tls[]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IngressTls {
     /// SNI names this certificate serves.
     #[serde(
@@ -243,7 +242,7 @@ impl IngressTls {
 
 /// `spec.rules[]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IngressRule {
     /// Exact host names (`Host` / `:authority`, any port).
     #[serde(
@@ -269,7 +268,7 @@ impl IngressRule {
 
 /// `spec.rules[].http`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HttpIngressRuleValue {
     /// The paths (not `omitempty` in Go: an absent list is `null`).
     #[serde(
@@ -282,7 +281,7 @@ pub struct HttpIngressRuleValue {
 
 /// `spec.rules[].http.paths[]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HttpIngressPath {
     /// A literal path prefix (empty = `/`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -326,7 +325,7 @@ impl HttpIngressPath {
 
 /// `spec.rules[].http.paths[].headers[name]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderMatch {
     /// The exact value.
     #[serde(default)]
@@ -335,7 +334,7 @@ pub struct HeaderMatch {
 
 /// `spec.rules[].http.paths[].splits[]` (Go inlines `IngressBackend` first).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IngressBackendSplit {
     /// Namespace of the Kubernetes Service.
     #[serde(default)]
