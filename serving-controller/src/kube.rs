@@ -10,6 +10,8 @@
 //! - [`status`]: the KIngress status Knative expects ([`desired_status`]) and the server-side
 //!   apply that writes it ([`patch_status`], [`StatusWriter`]);
 //! - [`events`]: Kubernetes Events on a KIngress ([`EventPublisher`]);
+//! - [`lease`]: Lease-based leader election ([`LeaderElector`](lease::LeaderElector)) for
+//!   components that run several replicas;
 //! - [`rbac`]: the API access all of this needs ([`PERMISSIONS`], mirrored by the ClusterRole in
 //!   `deploy/ingress/`);
 //! - [`error`]: [`KubeError`] and the retry policy ([`error_policy`]).
@@ -43,6 +45,7 @@ pub mod cache;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod lease;
 pub mod rbac;
 pub mod resource;
 pub mod runtime;
