@@ -178,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
         debug_listener,
         Arc::new(registry),
         status,
+        sluice::debug::always_ready(),
         async move {
             let _ = rx.wait_for(|s| *s).await;
         },

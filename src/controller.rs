@@ -78,6 +78,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
         listener,
         Arc::new(registry),
         status_fn,
+        crate::debug::always_ready(),
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },

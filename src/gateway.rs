@@ -9,6 +9,7 @@
 //! `K-Network-Hash`.
 
 pub mod documents;
+mod ha;
 pub mod kube;
 pub mod probe;
 mod readiness;
@@ -18,7 +19,7 @@ mod status;
 
 use readiness::{Readiness, readiness_loop};
 use status::status_of;
-pub use status::{GatewayStatus, IngressStatusView, NodeView, ProblemView};
+pub use status::{GatewayPodView, GatewayStatus, IngressStatusView, NodeView, ProblemView};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -118,10 +119,25 @@ pub struct GatewayArgs {
     /// (PEM file); others are refused in the TLS handshake.
     #[arg(long, value_name = "PATH", requires = "xds_tls_cert")]
     pub xds_tls_client_ca: Option<PathBuf>,
-    /// With --kube: this gateway's name in the Events it publishes (default: $POD_NAME, else the
-    /// host name).
+    /// With --kube: this gateway's name in the Events it publishes and its Lease holder
+    /// identity (default: $POD_NAME, else the host name).
     #[arg(long, value_name = "NAME", conflicts_with = "dir")]
     pub instance: Option<String>,
+    /// With --kube: the Service whose EndpointSlices list the gateway's Envoy pods (e.g.
+    /// knative-serving/sluice-internal). A KIngress is then Ready once a probe through every
+    /// ready pod answers its hash, whichever control-plane replica the pod is connected to (as
+    /// Kourier proves readiness); without it, through this replica's own Envoys.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "dir")]
+    pub gateway_pods: Option<String>,
+    /// With --kube: the Lease the control-plane replicas elect their leader on (only the leader
+    /// writes KIngress status and events), as NAMESPACE/NAME.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "knative-serving/sluice-gateway",
+        conflicts_with = "dir"
+    )]
+    pub lease: String,
 }
 
 /// Runs the gateway until Ctrl-C / SIGTERM.
@@ -132,11 +148,27 @@ pub struct GatewayArgs {
 /// probe and shown in `/status`; under `--kube` it is also written to each KIngress's status.
 pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
     let _telemetry = crate::telemetry::init_server();
+    let mut election = None;
     let (source, reporter) = match &args.dir {
         Some(dir) => (Source::Dir(DirSource::open(dir)?), None),
         None => {
             let (client, origin) = kube_client().await?;
             let instance = kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
+            let (lease_ns, lease_name) = ha::parse_service(&args.lease)
+                .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
+            let elector = sluice_serving::kube::lease::LeaderElector::new(
+                client.clone(),
+                sluice_serving::kube::lease::LeaseConfig::new(lease_ns, lease_name, &instance),
+            )
+            .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
+            let leader = elector.subscribe();
+            let (release, released) = tokio::sync::oneshot::channel::<()>();
+            election = Some((
+                release,
+                tokio::spawn(elector.run(async move {
+                    let _ = released.await;
+                })),
+            ));
             let reporter = kube::StatusReporter::new(
                 client.clone(),
                 LoadBalancers {
@@ -144,7 +176,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
                     private: args.private_service.clone(),
                 },
                 instance,
-            );
+            )
+            .with_leader(leader);
             (
                 Source::Kube(
                     Box::new(kube::KubeInputs::new(
@@ -158,7 +191,13 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         }
     };
 
-    serve(&args, source, reporter, Hooks::default()).await
+    let result = serve(&args, source, reporter, Hooks::default()).await;
+    // Hand the Lease over at once (a successor need not wait a full lease duration).
+    if let Some((release, task)) = election {
+        let _ = release.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    result
 }
 
 /// What `sluice up` adds to the gateway.
@@ -224,6 +263,7 @@ pub(crate) async fn serve(
     let debug_listener = bind(args.debug, "--debug").await?;
 
     let shared = Arc::new(Mutex::new(Shared {
+        configured: false,
         state: GatewayState::with_env(config.clone(), kourier_env()),
         problems: Vec::new(),
         readiness: Readiness::default(),
@@ -246,11 +286,16 @@ pub(crate) async fn serve(
             serde_json::to_value(status).unwrap_or_default()
         })
     };
+    let ready_fn: crate::debug::ReadyFn = {
+        let shared = shared.clone();
+        Arc::new(move || shared.lock().unwrap_or_else(|e| e.into_inner()).configured)
+    };
     let mut rx = stop_rx.clone();
     tokio::spawn(crate::debug::serve(
         debug_listener,
         Arc::new(registry),
         status_fn,
+        ready_fn,
         async move {
             let _ = rx.wait_for(|s| *s).await;
         },
@@ -329,10 +374,17 @@ pub(crate) async fn serve(
 
     // Poked whenever a KIngress's readiness may have changed (for the status reporter).
     let changed = Arc::new(Notify::new());
+    let gateway_pods = match &args.gateway_pods {
+        Some(s) => Some(
+            ha::parse_service(s).map_err(|e| CliError::Usage(format!("--gateway-pods: {e}")))?,
+        ),
+        None => None,
+    };
     let readiness = tokio::spawn(readiness_loop(
         shared.clone(),
         server.nodes().clone(),
         args.node_id.clone(),
+        gateway_pods,
         changed.clone(),
         stop_rx.clone(),
     ));
@@ -564,6 +616,7 @@ async fn core_loop(
                             .update(GROUP, update)
                             .map_err(|e| CliError::Other(anyhow::anyhow!("initial configuration: {e}")))?;
                         s.state.published(&keys, applied.generation);
+                        s.configured = true;
                         tracing::info!(
                             ingresses = s.state.ingresses().len(),
                             generation = applied.generation,
@@ -634,6 +687,8 @@ pub struct Rejected {
 
 /// What the core loop, the readiness prover and `/status` share.
 pub(crate) struct Shared {
+    /// The first full configuration is translated and published (`/ready`).
+    pub(crate) configured: bool,
     pub(crate) state: GatewayState,
     pub(crate) problems: Vec<Problem>,
     pub(crate) readiness: Readiness,

@@ -124,6 +124,8 @@ impl UpArgs {
             xds_tls_client_ca: None,
             secrets_with_certificate_uid: false,
             instance: None,
+            gateway_pods: None,
+            lease: String::new(),
         }
     }
 }

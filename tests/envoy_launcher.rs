@@ -80,6 +80,7 @@ fn params(mode: XdsMode) -> anyhow::Result<BootstrapParams> {
         mode,
         admin: free_port()?,
         xds_tls: None,
+        xds_endpoints: Vec::new(),
     })
 }
 

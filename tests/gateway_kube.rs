@@ -55,6 +55,8 @@ struct ApiState {
     resource_version: AtomicU64,
     /// Status patches still to refuse with a 500 (the gateway must retry).
     refuse_patches: AtomicU64,
+    /// Leases by `namespace/name`.
+    leases: Mutex<BTreeMap<String, Value>>,
 }
 
 fn collection(path: &str) -> Option<&'static str> {
@@ -204,6 +206,72 @@ async fn handle(
                 None => (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response(),
             }
         }
+        // Leases, with the API server's resourceVersion check (409 on a stale write).
+        (
+            "GET",
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => match api.leases.lock().unwrap().get(&format!("{ns}/{name}")) {
+            Some(lease) => axum::Json(lease.clone()).into_response(),
+            None => (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response(),
+        },
+        (
+            "POST",
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+            ],
+        ) => {
+            let mut lease: Value = serde_json::from_slice(&body).expect("a JSON Lease");
+            let key = format!(
+                "{ns}/{}",
+                lease["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            let mut leases = api.leases.lock().unwrap();
+            if leases.contains_key(&key) {
+                return (StatusCode::CONFLICT, axum::Json(conflict(&key))).into_response();
+            }
+            lease["metadata"]["namespace"] = json!(ns);
+            lease["metadata"]["resourceVersion"] = json!(api.next_version());
+            leases.insert(key, lease.clone());
+            (StatusCode::CREATED, axum::Json(lease)).into_response()
+        }
+        (
+            "PUT",
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => {
+            let mut lease: Value = serde_json::from_slice(&body).expect("a JSON Lease");
+            let key = format!("{ns}/{name}");
+            let mut leases = api.leases.lock().unwrap();
+            let current = leases
+                .get(&key)
+                .map(|l| l["metadata"]["resourceVersion"].clone());
+            if current.is_none() || current != Some(lease["metadata"]["resourceVersion"].clone()) {
+                return (StatusCode::CONFLICT, axum::Json(conflict(&key))).into_response();
+            }
+            lease["metadata"]["resourceVersion"] = json!(api.next_version());
+            leases.insert(key, lease.clone());
+            axum::Json(lease).into_response()
+        }
         ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
             let event: Value = serde_json::from_slice(&body).expect("a JSON event");
             api.events.lock().unwrap().push(event.clone());
@@ -211,6 +279,11 @@ async fn handle(
         }
         _ => (StatusCode::NOT_FOUND, axum::Json(not_found(path))).into_response(),
     }
+}
+
+fn conflict(what: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{what}: the object has been modified"), "reason": "Conflict", "code": 409})
 }
 
 fn not_found(what: &str) -> Value {
@@ -442,10 +515,11 @@ async fn kube_source_serves_and_writes_status() {
     );
     assert!(ready(api.state.patches_of("hello").last().unwrap()));
 
-    // A version that does not decode (an unknown spec field): InvalidIngress on its status and
-    // in /status, and the last good version keeps serving.
+    // A version that does not decode (rules that are not a list): InvalidIngress on its status
+    // and in /status, and the last good version keeps serving. (Unknown fields are ignored, as
+    // Go's decoder ignores them.)
     let mut broken = kingress("hello", "hello", 4, "2026-01-01T00:00:00Z");
-    broken["spec"]["rulez"] = json!([]);
+    broken["spec"]["rules"] = json!("not a list");
     api.state.push(INGRESSES, "MODIFIED", broken);
     let status = api
         .wait_status("hello", "InvalidIngress", |s| s["observedGeneration"] == 4)
@@ -457,7 +531,7 @@ async fn kube_source_serves_and_writes_status() {
     assert!(
         status["conditions"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("rulez")),
+            .is_some_and(|m| m.contains("invalid type")),
         "{status}"
     );
     wait_for("the rejection in /status", SETTLE, || async {
@@ -465,7 +539,8 @@ async fn kube_source_serves_and_writes_status() {
         s.problems
             .iter()
             .find(|p| {
-                p.object.as_deref() == Some("Ingress default/hello") && p.message.contains("rulez")
+                p.object.as_deref() == Some("Ingress default/hello")
+                    && p.message.contains("invalid type")
             })
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("{:?}", s.problems))
@@ -600,4 +675,165 @@ async fn gateway_serves_the_current_cluster() {
     gw.stop().await;
     let _ = ingresses.delete(name, &DeleteParams::default()).await;
     let _ = services.delete(name, &DeleteParams::default()).await;
+}
+
+/// High availability without a cluster: two control planes (`sluice gateway --kube
+/// --no-envoy`) against the fake API server, electing a leader on its Lease, and two real
+/// Envoys whose bootstrap names both. Under steady traffic the leader is SIGKILLed: no request
+/// fails, every Envoy ends up on the survivor, an edit made after the kill is served, and the
+/// survivor takes the Lease over and writes its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_planes_and_two_envoys_survive_a_killed_leader() {
+    let hello = support::start(BackendOptions::new("hello")).await;
+    let world = support::start(BackendOptions::new("world")).await;
+    let api = FakeApi::start("gateway-ha").await;
+    for (name, b) in [("hello", &hello), ("world", &world)] {
+        api.state.push(
+            SERVICES,
+            "ADDED",
+            service(name, "http", None, b.addr.port()),
+        );
+        api.state
+            .push(SLICES, "ADDED", endpoint_slice(name, "http", b.addr.port()));
+    }
+    api.state.push(
+        INGRESSES,
+        "ADDED",
+        kingress("hello", "hello", 1, "2026-01-01T00:00:00Z"),
+    );
+    // The gateway pods: both Envoys listen on the same ports (SO_REUSEPORT), on loopback.
+    let mut pods = endpoint_slice("sluice-internal", "http", 8081);
+    pods["metadata"]["namespace"] = json!("knative-serving");
+    api.state.push(SLICES, "ADDED", pods);
+
+    let listeners = [
+        support::free_addr(),
+        support::free_addr(),
+        support::free_addr(),
+        support::free_addr(),
+    ];
+    let flags = [
+        "--no-envoy",
+        "--node-id",
+        "e2e-ha",
+        "--gateway-pods",
+        "knative-serving/sluice-internal",
+    ];
+    let cp1 = Gateway::start_kube_with("ha-1", &api.kubeconfig, &flags, listeners).await;
+    let cp2 = Gateway::start_kube_with("ha-2", &api.kubeconfig, &flags, listeners).await;
+    let work = std::env::temp_dir().join(format!("sluice-ha-envoys-{}", std::process::id()));
+    let mut envoys = Vec::new();
+    for i in 0..2 {
+        let dir = work.join(format!("envoy-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = sluice::envoy::render(&sluice::envoy::BootstrapParams {
+            node_id: "e2e-ha".into(),
+            xds_endpoints: [cp1.xds, cp2.xds]
+                .iter()
+                .map(|a| (a.ip().to_string(), a.port()))
+                .collect(),
+            admin: support::free_addr(),
+            ..sluice::envoy::BootstrapParams::default()
+        });
+        let mut cfg =
+            sluice::envoy::LaunchConfig::new(sluice::envoy::find_envoy(None).unwrap(), yaml, &dir);
+        cfg.log_level = "warning".into();
+        envoys.push(
+            sluice::envoy::Envoy::start(cfg)
+                .await
+                .expect("Envoy starts"),
+        );
+    }
+    api.wait_status("hello", "Ready=True", ready).await;
+    let ext = listeners[0];
+    cp1.wait_backend(ext, HOST, "hello", 5).await;
+
+    // Steady traffic through the Envoys.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let served: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let traffic = {
+        let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match support::get(ext, HOST, "/", &[]).await {
+                    Ok(r) if r.status == 200 => {
+                        *served
+                            .lock()
+                            .unwrap()
+                            .entry(r.backend().unwrap_or("?").to_string())
+                            .or_default() += 1;
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", r.status, r.text())),
+                    Err(e) => failures.lock().unwrap().push(format!("{e:#}")),
+                }
+            }
+        })
+    };
+    // Kill the leader.
+    let holder = wait_for("a Lease holder", SETTLE, || async {
+        let leases = api.state.leases.lock().unwrap();
+        leases
+            .get("knative-serving/sluice-gateway")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .filter(|h| !h.is_empty())
+    })
+    .await;
+    let (leader, survivor, survivor_name) = if holder == "e2e-ha-1" {
+        (cp1, cp2, "e2e-ha-2")
+    } else {
+        assert_eq!(holder, "e2e-ha-2");
+        (cp2, cp1, "e2e-ha-1")
+    };
+    let patches_before = api.state.patches.lock().unwrap().len();
+    leader.kill().await;
+    // Every Envoy reconnects to the survivor.
+    wait_for("both Envoys on the survivor", SETTLE, || async {
+        let s = survivor.status().await?;
+        let n = s
+            .nodes
+            .iter()
+            .filter(|n| n.connected && n.id == "e2e-ha")
+            .count();
+        anyhow::ensure!(n == 2, "{n} connected");
+        anyhow::Ok(())
+    })
+    .await;
+    // An edit after the kill is served…
+    api.state.push(
+        INGRESSES,
+        "MODIFIED",
+        kingress("hello", "world", 2, "2026-01-01T00:00:00Z"),
+    );
+    survivor.wait_backend(ext, HOST, "world", 10).await;
+    // …and its status written by the survivor, leader now.
+    let status = api
+        .wait_status("hello", "Ready=True at generation 2", |s| {
+            s["observedGeneration"] == 2 && ready(s)
+        })
+        .await;
+    assert!(ready(&status));
+    assert!(api.state.patches.lock().unwrap().len() > patches_before);
+    let holder = api.state.leases.lock().unwrap()["knative-serving/sluice-gateway"]["spec"]
+        ["holderIdentity"]
+        .clone();
+    assert_eq!(holder, json!(survivor_name), "the survivor holds the Lease");
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let served = served.lock().unwrap().clone();
+    assert!(
+        served.get("hello").copied().unwrap_or(0) > 0
+            && served.get("world").copied().unwrap_or(0) > 0,
+        "{served:?}"
+    );
+    for e in envoys {
+        e.stop().await;
+    }
+    survivor.stop().await;
+    let _ = std::fs::remove_dir_all(&work);
 }

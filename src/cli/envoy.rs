@@ -22,9 +22,11 @@ enum EnvoyCommand {
 
 #[derive(Debug, Args)]
 struct BootstrapArgs {
-    /// Address of Sluice's xDS gRPC server.
-    #[arg(long, default_value = "127.0.0.1:18000")]
-    xds: SocketAddr,
+    /// Address of Sluice's xDS gRPC server, HOST:PORT (a DNS name, e.g. a Service's, is
+    /// resolved by Envoy). Repeat it for several control-plane replicas: Envoy keeps one ADS
+    /// stream and moves to another replica when it fails.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:18000")]
+    xds: Vec<String>,
     /// Envoy node id (the gateway serves every node the same configuration).
     #[arg(long, default_value = "sluice-gateway")]
     node_id: String,
@@ -50,6 +52,17 @@ struct BootstrapArgs {
     xds_tls_server_name: Option<String>,
 }
 
+/// `HOST:PORT` (`[v6]:PORT` for an IPv6 literal).
+fn host_port(s: &str) -> Result<(String, u16), CliError> {
+    let bad = || CliError::Usage(format!("--xds {s:?}: want HOST:PORT"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port.parse().map_err(|_| bad())?))
+}
+
 /// Runs `sluice envoy …`.
 pub fn run(args: EnvoyArgs) -> Result<(), CliError> {
     match args.command {
@@ -58,9 +71,21 @@ pub fn run(args: EnvoyArgs) -> Result<(), CliError> {
                 .xds_mode
                 .parse()
                 .map_err(|e| CliError::Usage(format!("--xds-mode: {e}")))?;
+            let mut endpoints = Vec::new();
+            for x in &a.xds {
+                endpoints.push(host_port(x)?);
+            }
+            // One IP endpoint: the template as is (what `sluice gateway` launches Envoy with).
+            let (xds, xds_endpoints) = match endpoints.as_slice() {
+                [(h, p)] if h.parse::<std::net::IpAddr>().is_ok() => {
+                    (SocketAddr::new(h.parse().expect("checked"), *p), Vec::new())
+                }
+                _ => (BootstrapParams::default().xds, endpoints),
+            };
             let params = BootstrapParams {
                 node_id: a.node_id,
-                xds: a.xds,
+                xds,
+                xds_endpoints,
                 mode,
                 admin: a.envoy_admin,
                 xds_tls: match (a.xds_tls_cert, a.xds_tls_key, a.xds_tls_ca) {

@@ -114,6 +114,18 @@ pub fn render(s: &GatewayStatus) -> String {
     } else {
         out.push_str(&t.render());
     }
+    if !s.gateway_pods.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(["GATEWAY POD", "READY", "PROBLEM"]);
+        for p in &s.gateway_pods {
+            t.row([
+                p.address.clone(),
+                if p.ready { "yes" } else { "no" }.to_string(),
+                p.problem.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
     if let Some(c) = &s.config {
         out.push('\n');
         out.push_str(&render_config(c));

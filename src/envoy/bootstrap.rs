@@ -82,6 +82,10 @@ pub struct BootstrapParams {
     pub admin: SocketAddr,
     /// TLS (mutual, with a client certificate) to the xDS server, when it requires it.
     pub xds_tls: Option<XdsClientTls>,
+    /// Control-plane endpoints (`host:port`, DNS names allowed) replacing `xds`: several
+    /// replicas, or a Service name resolved by DNS (the cluster becomes `STRICT_DNS`). Envoy
+    /// keeps one ADS stream, to one of them, and moves to another when it fails.
+    pub xds_endpoints: Vec<(String, u16)>,
 }
 
 /// How Envoy's ADS connection is secured (`sluice envoy bootstrap --xds-tls-…`): files Envoy
@@ -108,6 +112,7 @@ impl Default for BootstrapParams {
             mode: XdsMode::Delta,
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             xds_tls: None,
+            xds_endpoints: Vec::new(),
         }
     }
 }
@@ -126,11 +131,61 @@ pub fn render(params: &BootstrapParams) -> String {
         ("admin_port", params.admin.port().to_string()),
         ("api_type", params.mode.api_type().to_owned()),
     ];
-    let yaml = fill(TEMPLATE, &values);
+    let mut yaml = fill(TEMPLATE, &values);
+    if !params.xds_endpoints.is_empty() {
+        yaml = with_xds_endpoints(&yaml, &params.xds_endpoints);
+    }
     match &params.xds_tls {
         None => yaml,
         Some(tls) => with_xds_tls(&yaml, tls),
     }
+}
+
+/// The bootstrap with the `sluice_xds` cluster's endpoints replaced by `endpoints`, resolved by
+/// DNS (`STRICT_DNS`, every address of every name) when any is a name.
+fn with_xds_endpoints(yaml: &str, endpoints: &[(String, u16)]) -> String {
+    use serde_yaml::{Mapping, Value};
+    let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
+        return yaml.to_string();
+    };
+    let by_name = endpoints
+        .iter()
+        .any(|(h, _)| h.parse::<std::net::IpAddr>().is_err());
+    let lb_endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(host, port)| {
+            let mut sa = Mapping::new();
+            sa.insert("address".into(), host.as_str().into());
+            sa.insert("port_value".into(), (*port as u64).into());
+            let mut address = Mapping::new();
+            address.insert("socket_address".into(), Value::Mapping(sa));
+            let mut endpoint = Mapping::new();
+            endpoint.insert("address".into(), Value::Mapping(address));
+            let mut lb = Mapping::new();
+            lb.insert("endpoint".into(), Value::Mapping(endpoint));
+            Value::Mapping(lb)
+        })
+        .collect();
+    if let Some(cluster) = doc
+        .get_mut("static_resources")
+        .and_then(|s| s.get_mut("clusters"))
+        .and_then(|c| c.get_mut(0))
+        .and_then(Value::as_mapping_mut)
+    {
+        if by_name {
+            cluster.insert("type".into(), "STRICT_DNS".into());
+        }
+        if let Some(eps) = cluster
+            .get_mut("load_assignment")
+            .and_then(|l| l.get_mut("endpoints"))
+            .and_then(|e| e.get_mut(0))
+            .and_then(Value::as_mapping_mut)
+        {
+            eps.insert("lb_endpoints".into(), Value::Sequence(lb_endpoints));
+        }
+    }
+    let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
+    format!("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n{body}")
 }
 
 /// The bootstrap with a TLS transport socket on the `sluice_xds` cluster: Envoy presents its
@@ -190,6 +245,10 @@ fn with_xds_tls(yaml: &str, tls: &XdsClientTls) -> String {
         cluster.insert("transport_socket".into(), Value::Mapping(socket));
     }
     let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
+    let body = body
+        .strip_prefix("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n")
+        .unwrap_or(&body)
+        .to_string();
     format!(
         "# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`, with mutual TLS to the xDS server).\n{body}"
     )
@@ -305,6 +364,7 @@ mod tests {
             mode: XdsMode::Sotw,
             admin: "[::1]:19901".parse().expect("valid address"),
             xds_tls: None,
+            xds_endpoints: Vec::new(),
         };
         let doc = parse(&params);
         assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("edge-1"));
@@ -368,6 +428,42 @@ mod tests {
         // Everything else is as without TLS.
         assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("sluice-gateway"));
         assert!(at(&doc, &["stats_config"]).is_mapping());
+    }
+
+    #[test]
+    fn several_or_named_control_planes_become_the_xds_endpoints() {
+        let doc = parse(&BootstrapParams {
+            xds_endpoints: vec![
+                ("sluice-xds.knative-serving.svc".into(), 18000),
+                ("10.0.0.9".into(), 18001),
+            ],
+            ..BootstrapParams::default()
+        });
+        let cluster = at(&doc, &["static_resources", "clusters", "0"]);
+        assert_eq!(cluster["type"].as_str(), Some("STRICT_DNS"));
+        let eps = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"];
+        assert_eq!(
+            eps[0]["endpoint"]["address"]["socket_address"]["address"].as_str(),
+            Some("sluice-xds.knative-serving.svc")
+        );
+        assert_eq!(
+            eps[1]["endpoint"]["address"]["socket_address"]["port_value"].as_u64(),
+            Some(18001)
+        );
+        // The retry policy survives the rewrite.
+        assert!(
+            at(
+                &doc,
+                &[
+                    "dynamic_resources",
+                    "ads_config",
+                    "grpc_services",
+                    "0",
+                    "envoy_grpc"
+                ]
+            )["retry_policy"]
+                .is_mapping()
+        );
     }
 
     #[test]

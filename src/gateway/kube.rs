@@ -325,6 +325,8 @@ pub struct StatusReporter {
     in_flight: HashSet<IngressKey>,
     /// Failed writes: attempts so far and when to try again.
     retry: HashMap<IngressKey, (u32, Instant)>,
+    /// Whether this replica leads (only the leader writes); always, without an election.
+    leader: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for StatusReporter {
@@ -346,7 +348,20 @@ impl StatusReporter {
             written: HashMap::new(),
             in_flight: HashSet::new(),
             retry: HashMap::new(),
+            leader: None,
         }
+    }
+
+    /// Writes only while `leader` says this replica leads. On becoming leader it writes
+    /// whatever differs from what it last wrote itself (another leader may have written since,
+    /// so it forgets that too).
+    pub fn with_leader(mut self, leader: watch::Receiver<bool>) -> Self {
+        self.leader = Some(leader);
+        self
+    }
+
+    fn leads(&self) -> bool {
+        self.leader.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// Runs until `stop`: re-derives every KIngress's readiness when `changed` is notified (or
@@ -359,6 +374,7 @@ impl StatusReporter {
         mut stop: watch::Receiver<bool>,
     ) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut leader = self.leader.clone();
         loop {
             let next_retry = self
                 .retry
@@ -370,10 +386,20 @@ impl StatusReporter {
                 _ = changed.notified() => {}
                 Some(done) = done_rx.recv() => self.finished(done),
                 _ = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {}
+                Ok(()) = async { match leader.as_mut() { Some(l) => l.changed().await.map_err(|_| ()), None => std::future::pending().await } } => {
+                    let leads = self.leads();
+                    tracing::info!(leader = leads, "status writer: {}", if leads { "this replica leads: writing KIngress status" } else { "another replica leads: not writing" });
+                    // What another leader wrote meanwhile is unknown: compare afresh.
+                    self.written.clear();
+                    self.retry.clear();
+                }
                 _ = stop.wait_for(|s| *s) => return,
             }
             while let Ok(done) = done_rx.try_recv() {
                 self.finished(done);
+            }
+            if !self.leads() {
+                continue;
             }
             let writes = {
                 let s = shared.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,6 +28,9 @@ pub(crate) struct Readiness {
     pub(crate) proven: BTreeMap<IngressKey, String>,
     /// KIngress → why it is not proven yet.
     pub(crate) waiting: BTreeMap<IngressKey, String>,
+    /// With `--gateway-pods`: each gateway pod and the last probe problem through it (`None`:
+    /// every probe of the last round answered).
+    pub(crate) pods: BTreeMap<std::net::IpAddr, Option<String>>,
 }
 
 /// One KIngress to prove: key, hash, ((listener, PROXY header needed), host) probe targets,
@@ -55,6 +58,7 @@ pub(crate) async fn readiness_loop(
     shared: Arc<Mutex<Shared>>,
     nodes: Nodes,
     node_id: String,
+    gateway_pods: Option<(String, String)>,
     changed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -65,9 +69,25 @@ pub(crate) async fn readiness_loop(
         let todo: Vec<ProbeTask> = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
             let config = s.state.config();
-            let k = &config.kourier;
-            let internal = (probe_addr(config.internal_http, k), false);
-            let external = (probe_addr(config.external_http, k), k.proxy_protocol);
+            let kourier = &config.kourier;
+            let proxy = kourier.proxy_protocol;
+            // Probed through every gateway pod (`--gateway-pods`), else through the local
+            // listeners.
+            let pods: Vec<(SocketAddr, SocketAddr)> = match &gateway_pods {
+                Some(svc) => super::ha::gateway_pods(&s.state, svc)
+                    .into_iter()
+                    .map(|ip| {
+                        (
+                            SocketAddr::new(ip, config.internal_http.port()),
+                            SocketAddr::new(ip, config.external_http.port()),
+                        )
+                    })
+                    .collect(),
+                None => vec![(
+                    probe_addr(config.internal_http, kourier),
+                    probe_addr(config.external_http, kourier),
+                )],
+            };
             s.state
                 .ingresses()
                 .iter()
@@ -81,9 +101,12 @@ pub(crate) async fn readiness_loop(
                         .hosts
                         .iter()
                         .flat_map(|(h, local)| {
-                            let mut t = vec![(internal, h.clone())];
-                            if !local && !redirected {
-                                t.push((external, h.clone()));
+                            let mut t = Vec::new();
+                            for (internal, external) in &pods {
+                                t.push(((*internal, false), h.clone()));
+                                if !local && !redirected {
+                                    t.push(((*external, proxy), h.clone()));
+                                }
                             }
                             t
                         })
@@ -139,10 +162,16 @@ pub(crate) async fn readiness_loop(
                                     .is_some_and(|(av, _)| av == v)
                             })
                         });
-                    if all { Ok(()) } else { Err(nack.clone()) }
+                    // Through every gateway pod, the probes prove it: the Envoys may be
+                    // connected to other replicas, whose ACKs this one does not see.
+                    if all || gateway_pods.is_some() {
+                        Ok(())
+                    } else {
+                        Err(nack.clone())
+                    }
                 })
                 .collect();
-            (!states.is_empty(), acked)
+            (!states.is_empty() || gateway_pods.is_some(), acked)
         });
         let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
         let mut to_probe = Vec::new();
@@ -165,14 +194,24 @@ pub(crate) async fn readiness_loop(
         }
         // Probes run concurrently (bounded): thousands of KIngresses become
         // ready together at start-up.
+        let pod_problems: Arc<Mutex<BTreeMap<std::net::IpAddr, String>>> = Arc::default();
         let probed: Vec<_> = futures::stream::iter(to_probe)
             .map(|(key, hash, targets)| {
                 let prober = prober.clone();
+                let pod_problems = pod_problems.clone();
                 async move {
+                    if targets.is_empty() {
+                        return (key, hash, Err("no gateway pods available".to_string()));
+                    }
                     let mut result = Ok(());
                     for ((addr, proxy), host) in &targets {
                         if let Err(e) = prober.probe_via(*addr, host, &hash, *proxy).await {
-                            result = Err(e.to_string());
+                            let e = e.to_string();
+                            pod_problems
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(addr.ip(), e.clone());
+                            result = Err(e);
                             break;
                         }
                     }
@@ -183,6 +222,16 @@ pub(crate) async fn readiness_loop(
             .collect()
             .await;
         verdicts.extend(probed);
+        if let Some(svc) = &gateway_pods {
+            let problems =
+                std::mem::take(&mut *pod_problems.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let pods = super::ha::gateway_pods(&s.state, svc);
+            s.readiness.pods = pods
+                .into_iter()
+                .map(|ip| (ip, problems.get(&ip).cloned()))
+                .collect();
+        }
         {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             for (key, hash, verdict) in verdicts {

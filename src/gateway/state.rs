@@ -223,6 +223,11 @@ impl GatewayState {
         }
     }
 
+    /// The Services, endpoints and Secrets read so far.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
     /// KIngresses of our class, by key.
     pub fn ingresses(&self) -> &BTreeMap<IngressKey, IngressState> {
         &self.ingresses

@@ -39,6 +39,10 @@ pub struct GatewayStatus {
     pub problems: Vec<ProblemView>,
     /// Envoy nodes.
     pub nodes: Vec<NodeView>,
+    /// With `--gateway-pods`: each gateway Envoy pod and whether the last probes through it
+    /// answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_pods: Vec<GatewayPodView>,
     /// `config-kourier` in force, and how it was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<super::state::ConfigStatus>,
@@ -58,6 +62,18 @@ pub struct ProblemView {
     pub field: Option<String>,
     /// Message.
     pub message: String,
+}
+
+/// A gateway pod in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GatewayPodView {
+    /// Its address (from the gateway Service's EndpointSlices).
+    pub address: String,
+    /// Whether the last probes through it answered.
+    pub ready: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub problem: String,
 }
 
 /// A node (one Envoy's ADS stream) in `/status`.
@@ -159,6 +175,16 @@ pub(crate) fn status_of(s: &Shared, nodes: &Nodes, node_id: &str) -> GatewayStat
         ingresses,
         problems,
         nodes,
+        gateway_pods: s
+            .readiness
+            .pods
+            .iter()
+            .map(|(ip, problem)| GatewayPodView {
+                address: ip.to_string(),
+                ready: problem.is_none(),
+                problem: problem.clone().unwrap_or_default(),
+            })
+            .collect(),
         config: Some(s.state.config_status()),
         serving: None,
     }

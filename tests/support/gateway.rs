@@ -45,6 +45,9 @@ enum Mode<'a> {
     Dir,
     /// `sluice gateway --dir` with extra flags.
     DirWith(&'a [&'a str]),
+    /// `sluice gateway --kube` with this kubeconfig, extra flags, and the listener addresses
+    /// given (several control planes serving the same Envoys).
+    KubeWith(&'a Path, &'a [&'a str], [SocketAddr; 4]),
     /// `sluice gateway --kube` with this kubeconfig.
     Kube(&'a Path),
     /// `sluice up DIR` with extra flags.
@@ -119,6 +122,30 @@ impl Gateway {
         Self::launch(label, root, dir, mode).await
     }
 
+    /// Starts `sluice gateway --kube` (this kubeconfig) with `flags` and the listener addresses
+    /// `listeners` (external HTTP, internal HTTP, external HTTPS, internal HTTPS).
+    pub async fn start_kube_with(
+        label: &str,
+        kubeconfig: &Path,
+        flags: &[&str],
+        listeners: [SocketAddr; 4],
+    ) -> Gateway {
+        Self::spawn(label, &[], Mode::KubeWith(kubeconfig, flags, listeners)).await
+    }
+
+    /// SIGKILLs this `sluice` (its process group), as a crash would.
+    pub async fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+        }
+    }
+
     /// Stops this `sluice up` (SIGTERM, clean exit) and starts it again over the same
     /// directory (and so the same state directory), on new ports.
     pub async fn restart_up(mut self, label: &str) -> Gateway {
@@ -146,11 +173,15 @@ impl Gateway {
     }
 
     async fn launch(label: &str, root: PathBuf, dir: PathBuf, mode: Mode<'_>) -> Gateway {
+        let [external_http, internal_http, external_https, internal_https] = match &mode {
+            Mode::KubeWith(_, _, listeners) => *listeners,
+            _ => [free_addr(), free_addr(), free_addr(), free_addr()],
+        };
         let mut gw = Gateway {
-            external_http: free_addr(),
-            internal_http: free_addr(),
-            external_https: free_addr(),
-            internal_https: free_addr(),
+            external_http,
+            internal_http,
+            external_https,
+            internal_https,
             xds: free_addr(),
             debug: free_addr(),
             envoy_admin: free_addr(),
@@ -178,6 +209,12 @@ impl Gateway {
             Mode::DirWith(flags) => {
                 cmd.args(["gateway", "--dir"]).arg(&gw.dir).args(flags);
             }
+            Mode::KubeWith(path, flags, _) => {
+                cmd.args(["gateway", "--kube"])
+                    .args(["--instance", &format!("e2e-{label}")])
+                    .args(flags)
+                    .env("KUBECONFIG", path);
+            }
             Mode::Up(flags) => {
                 cmd.arg("up")
                     .arg(&gw.dir)
@@ -192,7 +229,11 @@ impl Gateway {
             .args(["--xds", &addr(gw.xds)])
             .args(["--debug", &addr(gw.debug)])
             .args(["--envoy-admin", &addr(gw.envoy_admin)])
-            .args(["--node-id", &format!("e2e-{label}")])
+            .args(match &mode {
+                // Several control planes serve the same Envoys: the caller names their node id.
+                Mode::KubeWith(..) => Vec::new(),
+                _ => vec!["--node-id".to_string(), format!("e2e-{label}")],
+            })
             // `.venv/bin/envoy` is found relative to the current directory.
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env(
