@@ -25,6 +25,8 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -709,6 +711,8 @@ struct Manifests {
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     config_maps: Vec<ConfigMap>,
+    disruption_budgets: Vec<PodDisruptionBudget>,
+    network_policies: Vec<NetworkPolicy>,
 }
 
 /// The non-empty YAML documents of `text`, as JSON.
@@ -758,6 +762,12 @@ fn load() -> Manifests {
                 ("apps/v1", "Deployment") => m.deployments.push(typed(&value, &at)),
                 ("v1", "Service") => m.services.push(typed(&value, &at)),
                 ("v1", "ConfigMap") => m.config_maps.push(typed(&value, &at)),
+                ("policy/v1", "PodDisruptionBudget") => {
+                    m.disruption_budgets.push(typed(&value, &at))
+                }
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    m.network_policies.push(typed(&value, &at))
+                }
                 other => panic!("{at}: unexpected kind {other:?}"),
             }
         }
@@ -782,16 +792,18 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
     assert_eq!(m.namespaces.len(), 1);
     assert_eq!(name(&m.namespaces[0].metadata), NAMESPACE);
     assert_eq!(m.crds.len(), 5);
-    // The controller's and the gateway's.
-    assert_eq!(m.service_accounts.len(), 2);
+    // The controller's, the gateway control plane's and Envoy's.
+    assert_eq!(m.service_accounts.len(), 3);
     assert_eq!(m.cluster_roles.len(), 3);
     assert_eq!(m.cluster_role_bindings.len(), 3);
-    assert_eq!(m.roles.len(), 1);
-    assert_eq!(m.role_bindings.len(), 1);
-    // The gateway's and the controller's (300-controller.yaml).
-    assert_eq!(m.deployments.len(), 2);
-    assert_eq!(m.services.len(), 2);
+    assert_eq!(m.roles.len(), 2);
+    assert_eq!(m.role_bindings.len(), 2);
+    // The controller (300-controller.yaml), the gateway's control plane and its Envoys.
+    assert_eq!(m.deployments.len(), 3);
+    assert_eq!(m.services.len(), 3);
     assert_eq!(m.config_maps.len(), 1);
+    assert_eq!(m.disruption_budgets.len(), 2);
+    assert_eq!(m.network_policies.len(), 2);
     let namespaced = m
         .deployments
         .iter()
@@ -800,7 +812,9 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
         .chain(m.service_accounts.iter().map(|s| &s.metadata))
         .chain(m.config_maps.iter().map(|c| &c.metadata))
         .chain(m.roles.iter().map(|r| &r.metadata))
-        .chain(m.role_bindings.iter().map(|b| &b.metadata));
+        .chain(m.role_bindings.iter().map(|b| &b.metadata))
+        .chain(m.disruption_budgets.iter().map(|b| &b.metadata))
+        .chain(m.network_policies.iter().map(|p| &p.metadata));
     for meta in namespaced {
         assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{}", name(meta));
     }

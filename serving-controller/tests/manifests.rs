@@ -1,7 +1,8 @@
 //! `deploy/ingress/` (and the controller of `deploy/full/`, at the end): every manifest parses into its typed k8s-openapi object with no unknown
 //! or misspelt field, and the pieces fit together — RBAC grants exactly what the code uses,
-//! Services select the gateway pods and reach its container ports, probes hit the debug server,
-//! the Envoy bootstrap matches the template and the addresses Sluice is started with.
+//! Services select the pods and reach their container ports, probes hit the right servers, the
+//! network policies admit what the pods need. (That the Envoy bootstrap is what
+//! `sluice envoy bootstrap` renders is checked in the root crate's `tests/deploy_bootstrap.rs`.)
 //!
 //! k8s-openapi types ignore unknown fields when deserializing, so each document is parsed,
 //! serialized back and compared with the original: a misspelt field is missing from the
@@ -16,11 +17,15 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use sluice_serving::ingress::SLUICE_INGRESS_CLASS;
-use sluice_serving::kube::{LoadBalancers, PERMISSIONS};
+use sluice_serving::kube::lease::LEASE_PERMISSIONS;
+use sluice_serving::kube::{LoadBalancers, PERMISSIONS, Permission, SYSTEM_NAMESPACE_PERMISSIONS};
 
 const NAMESPACE: &str = "knative-serving";
 
@@ -36,7 +41,11 @@ struct Manifests {
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     config_maps: Vec<ConfigMap>,
+    disruption_budgets: Vec<PodDisruptionBudget>,
+    network_policies: Vec<NetworkPolicy>,
 }
 
 fn load() -> Manifests {
@@ -47,7 +56,7 @@ fn load() -> Manifests {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no manifests in deploy/ingress");
-    let mut manifests = Manifests::default();
+    let mut m = Manifests::default();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");
         let name = file
@@ -66,30 +75,47 @@ fn load() -> Manifests {
             let api_version = value["apiVersion"].as_str().unwrap_or_default();
             let kind = value["kind"].as_str().unwrap_or_default();
             match (api_version, kind) {
-                ("apps/v1", "Deployment") => manifests.deployments.push(typed(&value, &at)),
-                ("v1", "Service") => manifests.services.push(typed(&value, &at)),
-                ("v1", "ServiceAccount") => manifests.service_accounts.push(typed(&value, &at)),
-                ("v1", "ConfigMap") => manifests.config_maps.push(typed(&value, &at)),
+                ("apps/v1", "Deployment") => m.deployments.push(typed(&value, &at)),
+                ("v1", "Service") => m.services.push(typed(&value, &at)),
+                ("v1", "ServiceAccount") => m.service_accounts.push(typed(&value, &at)),
+                ("v1", "ConfigMap") => m.config_maps.push(typed(&value, &at)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
-                    manifests.cluster_roles.push(typed(&value, &at))
+                    m.cluster_roles.push(typed(&value, &at))
                 }
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                    manifests.cluster_role_bindings.push(typed(&value, &at))
+                    m.cluster_role_bindings.push(typed(&value, &at))
+                }
+                ("rbac.authorization.k8s.io/v1", "Role") => m.roles.push(typed(&value, &at)),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    m.role_bindings.push(typed(&value, &at))
+                }
+                ("policy/v1", "PodDisruptionBudget") => {
+                    m.disruption_budgets.push(typed(&value, &at))
+                }
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    m.network_policies.push(typed(&value, &at))
                 }
                 other => panic!("{at}: unexpected kind {other:?}"),
             }
         }
     }
-    manifests
+    m
 }
 
-fn name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+fn name(meta: &ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or_default()
 }
 
 fn only<'a, T>(items: &'a [T], what: &str) -> &'a T {
     assert_eq!(items.len(), 1, "exactly one {what}");
     &items[0]
+}
+
+fn find<'a, T: k8s_openapi::Metadata<Ty = ObjectMeta>>(items: &'a [T], wanted: &str) -> &'a T {
+    items
+        .iter()
+        .find(|item| name(item.metadata()) == wanted)
+        .unwrap_or_else(|| panic!("{wanted} not found"))
 }
 
 fn container<'a>(deployment: &'a Deployment, name: &str) -> &'a Container {
@@ -100,6 +126,20 @@ fn container<'a>(deployment: &'a Deployment, name: &str) -> &'a Container {
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == name))
         .unwrap_or_else(|| panic!("container {name}"))
+}
+
+fn pod_labels(deployment: &Deployment) -> BTreeMap<String, String> {
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn container_ports(c: &Container) -> BTreeMap<String, i32> {
@@ -118,22 +158,59 @@ fn arg<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
         .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
 }
 
+/// What RBAC rules grant, as (group, resource) → verbs.
+fn grants(rules: &[PolicyRule]) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in rules {
+        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                granted
+                    .entry((group.clone(), resource.clone()))
+                    .or_default()
+                    .extend(rule.verbs.iter().cloned());
+            }
+        }
+    }
+    granted
+}
+
+fn permissions<'a>(
+    lists: impl IntoIterator<Item = &'a [Permission]>,
+) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for p in lists.into_iter().flatten() {
+        out.entry((p.group.to_string(), p.resource.to_string()))
+            .or_default()
+            .extend(p.verbs.iter().map(|v| v.to_string()));
+    }
+    out
+}
+
 #[test]
 fn every_manifest_parses_into_its_type_without_unknown_fields() {
     let m = load();
-    assert_eq!(m.deployments.len(), 1);
-    assert_eq!(m.services.len(), 2);
-    assert_eq!(m.service_accounts.len(), 1);
+    assert_eq!(m.deployments.len(), 2, "control plane and gateway");
+    assert_eq!(m.services.len(), 3);
+    assert_eq!(m.service_accounts.len(), 2);
     assert_eq!(m.cluster_roles.len(), 1);
     assert_eq!(m.cluster_role_bindings.len(), 1);
+    assert_eq!(m.roles.len(), 1);
+    assert_eq!(m.role_bindings.len(), 1);
     assert_eq!(m.config_maps.len(), 1);
+    assert_eq!(m.disruption_budgets.len(), 2);
+    assert_eq!(m.network_policies.len(), 2);
     let namespaced = m
         .deployments
         .iter()
         .map(|d| &d.metadata)
         .chain(m.services.iter().map(|s| &s.metadata))
         .chain(m.service_accounts.iter().map(|s| &s.metadata))
-        .chain(m.config_maps.iter().map(|c| &c.metadata));
+        .chain(m.config_maps.iter().map(|c| &c.metadata))
+        .chain(m.roles.iter().map(|r| &r.metadata))
+        .chain(m.role_bindings.iter().map(|b| &b.metadata))
+        .chain(m.disruption_budgets.iter().map(|b| &b.metadata))
+        .chain(m.network_policies.iter().map(|p| &p.metadata));
     for meta in namespaced {
         assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{}", name(meta));
     }
@@ -148,93 +225,140 @@ fn every_manifest_parses_into_its_type_without_unknown_fields() {
 }
 
 #[test]
-fn cluster_role_grants_exactly_what_the_code_uses() {
+fn roles_grant_exactly_what_the_control_plane_uses_and_the_gateway_has_no_api_access() {
     let m = load();
-    let role = only(&m.cluster_roles, "ClusterRole");
-    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for rule in role.rules.iter().flatten() {
-        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                granted
-                    .entry((group.clone(), resource.clone()))
-                    .or_default()
-                    .extend(rule.verbs.iter().cloned());
-            }
-        }
-    }
-    let needed: BTreeMap<(String, String), BTreeSet<String>> = PERMISSIONS
-        .iter()
-        .map(|p| {
-            (
-                (p.group.to_string(), p.resource.to_string()),
-                p.verbs.iter().map(|v| v.to_string()).collect(),
-            )
-        })
-        .collect();
+    let cluster_role = only(&m.cluster_roles, "ClusterRole");
     assert_eq!(
-        granted, needed,
+        grants(cluster_role.rules.as_deref().unwrap_or_default()),
+        permissions([PERMISSIONS]),
         "the ClusterRole must grant PERMISSIONS, no more, no less"
     );
-
-    let account = only(&m.service_accounts, "ServiceAccount");
-    let binding = only(&m.cluster_role_bindings, "ClusterRoleBinding");
-    assert_eq!(binding.role_ref.kind, "ClusterRole");
-    assert_eq!(binding.role_ref.name, name(&role.metadata));
-    let subjects = binding.subjects.as_deref().unwrap_or_default();
-    assert_eq!(subjects.len(), 1);
-    assert_eq!(subjects[0].kind, "ServiceAccount");
-    assert_eq!(subjects[0].name, name(&account.metadata));
-    assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
-    let deployment = only(&m.deployments, "Deployment");
-    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+    let role = only(&m.roles, "Role");
     assert_eq!(
-        pod.service_account_name.as_deref(),
-        Some(name(&account.metadata))
+        grants(role.rules.as_deref().unwrap_or_default()),
+        permissions([SYSTEM_NAMESPACE_PERMISSIONS, LEASE_PERMISSIONS]),
+        "the Role (knative-serving) must grant SYSTEM_NAMESPACE_PERMISSIONS and \
+         LEASE_PERMISSIONS, no more, no less"
     );
+
+    let control = find(&m.deployments, "sluice-control");
+    let control_pod = control.spec.template.spec.as_ref().expect("pod spec");
+    let account = control_pod
+        .service_account_name
+        .as_deref()
+        .expect("the control plane's ServiceAccount");
+    find(&m.service_accounts, account);
+    let cluster_binding = only(&m.cluster_role_bindings, "ClusterRoleBinding");
+    let binding = only(&m.role_bindings, "RoleBinding");
+    for (kind, role_name, role_ref, subjects) in [
+        (
+            "ClusterRole",
+            name(&cluster_role.metadata),
+            &cluster_binding.role_ref,
+            cluster_binding.subjects.as_deref().unwrap_or_default(),
+        ),
+        (
+            "Role",
+            name(&role.metadata),
+            &binding.role_ref,
+            binding.subjects.as_deref().unwrap_or_default(),
+        ),
+    ] {
+        assert_eq!(role_ref.kind, kind);
+        assert_eq!(role_ref.name, role_name);
+        assert_eq!(
+            subjects.len(),
+            1,
+            "{kind} is bound to the control plane only"
+        );
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, account);
+        assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+    }
+
+    let gateway = find(&m.deployments, "sluice-gateway");
+    let gateway_pod = gateway.spec.template.spec.as_ref().expect("pod spec");
+    let envoy_account = gateway_pod
+        .service_account_name
+        .as_deref()
+        .expect("the gateway's ServiceAccount");
+    assert_ne!(
+        envoy_account, account,
+        "Envoy never holds the control plane's rights"
+    );
+    assert_eq!(
+        find(&m.service_accounts, envoy_account).automount_service_account_token,
+        Some(false)
+    );
+    assert_eq!(gateway_pod.automount_service_account_token, Some(false));
 }
 
 #[test]
-fn services_reach_the_gateway_pods_on_the_contract_ports() {
+fn services_reach_the_pods_on_the_contract_ports() {
     let m = load();
-    let deployment = only(&m.deployments, "Deployment");
-    let spec = &deployment.spec;
-    let pod_labels = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let gateway = find(&m.deployments, "sluice-gateway");
+    let control = find(&m.deployments, "sluice-control");
+    for deployment in [gateway, control] {
+        let spec = &deployment.spec;
+        let selector = spec.selector.match_labels.clone().unwrap_or_default();
+        assert!(
+            selects(&selector, &pod_labels(deployment)),
+            "selector matches pods"
+        );
+        assert_ne!(
+            spec.replicas,
+            Some(1),
+            "{}: more than one replica (HA)",
+            name(&deployment.metadata)
+        );
+    }
     assert!(
-        selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
-        "selector matches pods"
+        !selects(
+            &gateway
+                .spec
+                .selector
+                .match_labels
+                .clone()
+                .unwrap_or_default(),
+            &pod_labels(control)
+        ),
+        "the gateway's selector does not match control-plane pods"
     );
 
-    let envoy_ports: BTreeSet<i32> = container_ports(container(deployment, "envoy"))
+    let envoy_ports: BTreeSet<i32> = container_ports(container(gateway, "envoy"))
         .into_values()
         .collect();
     assert_eq!(envoy_ports, BTreeSet::from([8080, 8081, 8443, 8444]));
+    let xds_ports: BTreeSet<i32> = container_ports(container(control, "sluice"))
+        .into_values()
+        .collect();
 
-    let expected = [
-        ("sluice-gateway", "LoadBalancer", [(80, 8080), (443, 8443)]),
-        ("sluice-internal", "ClusterIP", [(80, 8081), (443, 8444)]),
+    /// Service, type, the pods it selects, (port, targetPort)s.
+    type Expected<'a> = (&'a str, &'a str, &'a Deployment, &'a [(i32, i32)]);
+    let expected: [Expected; 3] = [
+        (
+            "sluice-gateway",
+            "LoadBalancer",
+            gateway,
+            &[(80, 8080), (443, 8443)],
+        ),
+        (
+            "sluice-internal",
+            "ClusterIP",
+            gateway,
+            &[(80, 8081), (443, 8444)],
+        ),
+        ("sluice-xds", "ClusterIP", control, &[(18000, 18000)]),
     ];
-    let lbs = LoadBalancers::default();
-    for (service_name, type_, ports) in expected {
-        let service = m
-            .services
-            .iter()
-            .find(|s| name(&s.metadata) == service_name)
-            .unwrap_or_else(|| panic!("Service {service_name}"));
+    for (service_name, type_, pods, ports) in expected {
+        let service = find(&m.services, service_name);
         let spec = service.spec.as_ref().expect("spec");
         assert_eq!(spec.type_.as_deref(), Some(type_), "{service_name}");
         let service_selector = spec.selector.clone().unwrap_or_default();
         assert!(
-            service_selector
-                .iter()
-                .all(|(k, v)| pod_labels.get(k) == Some(v)),
-            "{service_name} selects the gateway pods"
+            selects(&service_selector, &pod_labels(pods)),
+            "{service_name} selects {}",
+            name(&pods.metadata)
         );
         let mapped: Vec<(i32, i32)> = spec
             .ports
@@ -246,93 +370,109 @@ fn services_reach_the_gateway_pods_on_the_contract_ports() {
             })
             .collect();
         assert_eq!(mapped, ports, "{service_name}");
-        assert!(mapped.iter().all(|(_, t)| envoy_ports.contains(t)));
-        let domain = format!("{service_name}.{NAMESPACE}.svc.cluster.local");
-        assert!(
-            domain == lbs.public || domain == lbs.private,
-            "{domain} is what status names"
-        );
+        let container_ports = if service_name == "sluice-xds" {
+            &xds_ports
+        } else {
+            &envoy_ports
+        };
+        assert!(mapped.iter().all(|(_, t)| container_ports.contains(t)));
     }
+    let lbs = LoadBalancers::default();
     assert_eq!(
         lbs.public,
-        "sluice-gateway.knative-serving.svc.cluster.local"
+        format!("sluice-gateway.{NAMESPACE}.svc.cluster.local"),
+        "status names the external Service"
     );
     assert_eq!(
         lbs.private,
-        "sluice-internal.knative-serving.svc.cluster.local"
+        format!("sluice-internal.{NAMESPACE}.svc.cluster.local"),
+        "status names the internal Service"
     );
 }
 
 #[test]
-fn sluice_runs_the_kube_gateway_with_loopback_xds_and_probed_debug_server() {
+fn the_control_plane_serves_xds_over_mutual_tls_elects_a_leader_and_probes_every_gateway_pod() {
     let m = load();
-    let deployment = only(&m.deployments, "Deployment");
-    let sluice = container(deployment, "sluice");
+    let control = find(&m.deployments, "sluice-control");
+    let sluice = container(control, "sluice");
     let args = sluice.args.clone().unwrap_or_default();
     assert_eq!(sluice.command.as_deref(), Some(&["sluice".to_string()][..]));
     assert_eq!(&args[..3], ["gateway", "--kube", "--no-envoy"]);
     assert_eq!(
         arg(sluice, "--xds"),
-        Some("127.0.0.1:18000"),
-        "xDS stays pod-local"
+        Some("0.0.0.0:18000"),
+        "Envoys in other pods"
     );
-    assert_eq!(arg(sluice, "--envoy-admin"), Some("127.0.0.1:9901"));
+    assert_eq!(container_ports(sluice).get("xds"), Some(&18000));
+    // Off loopback, the xDS server must require client certificates.
+    let tls_dir = sluice
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|v| v.name == "xds-tls")
+        .map(|v| v.mount_path.clone())
+        .expect("the xDS certificates are mounted");
+    for (flag, file) in [
+        ("--xds-tls-cert", "tls.crt"),
+        ("--xds-tls-key", "tls.key"),
+        ("--xds-tls-client-ca", "ca.crt"),
+    ] {
+        assert_eq!(
+            arg(sluice, flag),
+            Some(format!("{tls_dir}/{file}").as_str()),
+            "{flag}"
+        );
+    }
+    assert_eq!(
+        arg(sluice, "--gateway-pods"),
+        Some("knative-serving/sluice-internal"),
+        "readiness through every ready gateway pod"
+    );
+    assert_eq!(
+        arg(sluice, "--lease"),
+        Some("knative-serving/sluice-gateway")
+    );
     assert_eq!(
         arg(sluice, "--debug"),
         Some("0.0.0.0:9090"),
         "the kubelet must reach it"
     );
     assert_eq!(container_ports(sluice).get("debug"), Some(&9090));
-    for probe in [&sluice.readiness_probe, &sluice.liveness_probe] {
+    for (probe, path) in [
+        (&sluice.readiness_probe, "/ready"),
+        (&sluice.liveness_probe, "/healthz"),
+    ] {
         let get = probe
             .as_ref()
             .and_then(|p| p.http_get.as_ref())
             .expect("HTTP probe");
-        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        assert_eq!(get.path.as_deref(), Some(path));
         assert_eq!(get.port, IntOrString::String("debug".into()));
     }
-}
-
-/// `envoy/bootstrap.yaml` filled as `sluice envoy bootstrap --xds 127.0.0.1:18000
-/// --node-id sluice-gateway --envoy-admin 127.0.0.1:9901 --xds-mode delta` fills it.
-fn rendered_bootstrap() -> String {
-    let template = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy/bootstrap.yaml"),
-    )
-    .expect("envoy/bootstrap.yaml");
-    [
-        ("node_id", "sluice-gateway"),
-        ("node_cluster", "sluice"),
-        ("xds_host", "127.0.0.1"),
-        ("xds_port", "18000"),
-        ("admin_host", "127.0.0.1"),
-        ("admin_port", "9901"),
-        ("api_type", "DELTA_GRPC"),
-    ]
-    .iter()
-    .fold(template, |text, (key, value)| {
-        text.replace(&format!("{{{{{key}}}}}"), value)
-    })
+    let volumes = control
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    let secret = volumes
+        .iter()
+        .find(|v| v.name == "xds-tls")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.as_deref());
+    assert_eq!(secret, Some("sluice-xds-server"));
 }
 
 #[test]
-fn envoy_starts_from_the_rendered_bootstrap() {
+fn the_gateway_runs_envoy_from_the_bootstrap_and_is_ready_through_the_readiness_route() {
     let m = load();
-    let config_map = only(&m.config_maps, "ConfigMap");
-    let data = config_map.data.clone().unwrap_or_default();
-    let bootstrap = data
-        .get("envoy-bootstrap.yaml")
-        .expect("envoy-bootstrap.yaml key");
-    assert_eq!(
-        bootstrap,
-        &rendered_bootstrap(),
-        "deploy/ingress/200-envoy-bootstrap.yaml is stale: paste the new `sluice envoy bootstrap` output"
-    );
-    assert!(!bootstrap.contains("{{"), "every placeholder filled");
-
-    let deployment = only(&m.deployments, "Deployment");
-    let envoy = container(deployment, "envoy");
+    let gateway = find(&m.deployments, "sluice-gateway");
+    let envoy = container(gateway, "envoy");
+    let image = envoy.image.as_deref().unwrap_or_default();
+    assert!(image.starts_with("envoyproxy/envoy:"), "{image}");
     let args = envoy.args.clone().unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--disable-hot-restart"));
     let config_path = args
         .iter()
         .position(|a| a == "--config-path")
@@ -348,13 +488,14 @@ fn envoy_starts_from_the_rendered_bootstrap() {
         config_path,
         &format!("{}/envoy-bootstrap.yaml", mount.mount_path)
     );
-    let volumes = deployment
+    let volumes = gateway
         .spec
         .template
         .spec
         .as_ref()
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
+    let config_map = only(&m.config_maps, "ConfigMap");
     let volume = volumes
         .iter()
         .find(|v| v.name == mount.name)
@@ -363,9 +504,132 @@ fn envoy_starts_from_the_rendered_bootstrap() {
         volume.config_map.as_ref().map(|c| c.name.as_str()),
         Some(name(&config_map.metadata))
     );
-    assert!(args.iter().any(|a| a == "--disable-hot-restart"));
-    let image = envoy.image.as_deref().unwrap_or_default();
-    assert!(image.starts_with("envoyproxy/envoy:"), "{image}");
+    let bootstrap = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get("envoy-bootstrap.yaml"))
+        .expect("envoy-bootstrap.yaml key");
+    // The client certificate files the bootstrap names are in the mounted client Secret.
+    let tls_mount = envoy
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|v| v.name == "xds-tls")
+        .expect("client certificate mounted");
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        let path = format!("{}/{file}", tls_mount.mount_path);
+        assert!(bootstrap.contains(&path), "the bootstrap reads {path}");
+    }
+    let client_secret = volumes
+        .iter()
+        .find(|v| v.name == "xds-tls")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.as_deref());
+    assert_eq!(client_secret, Some("sluice-xds-client"));
+    assert!(
+        bootstrap.contains("address: sluice-xds.knative-serving.svc"),
+        "Envoy reaches the control plane through its Service"
+    );
+
+    // Ready as in Kourier: the readiness route on the internal listener.
+    let get = envoy
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("HTTP readiness probe");
+    assert_eq!(get.path.as_deref(), Some("/ready"));
+    assert_eq!(get.port, IntOrString::String("http-internal".into()));
+    let host = get
+        .http_headers
+        .iter()
+        .flatten()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| h.value.as_str());
+    assert_eq!(host, Some(sluice_serving::translate::gateway::READY_HOST));
+}
+
+#[test]
+fn policies_keep_one_of_each_up_and_admit_only_what_is_needed() {
+    let m = load();
+    for deployment in &m.deployments {
+        let labels = pod_labels(deployment);
+        let budget = m
+            .disruption_budgets
+            .iter()
+            .find(|b| {
+                b.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .and_then(|s| s.match_labels.as_ref())
+                    .is_some_and(|sel| selects(sel, &labels))
+            })
+            .unwrap_or_else(|| panic!("a PodDisruptionBudget for {}", name(&deployment.metadata)));
+        assert_eq!(
+            budget.spec.as_ref().and_then(|s| s.min_available.clone()),
+            Some(IntOrString::Int(1))
+        );
+    }
+
+    let ports_admitted = |deployment: &str| -> BTreeMap<i32, Vec<BTreeMap<String, String>>> {
+        let labels = pod_labels(find(&m.deployments, deployment));
+        let policy = m
+            .network_policies
+            .iter()
+            .find(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.pod_selector.as_ref())
+                    .and_then(|s| s.match_labels.as_ref())
+                    .is_some_and(|sel| selects(sel, &labels))
+            })
+            .unwrap_or_else(|| panic!("a NetworkPolicy for {deployment}"));
+        let spec = policy.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string()][..])
+        );
+        let mut out: BTreeMap<i32, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+        for rule in spec.ingress.iter().flatten() {
+            let from: Vec<BTreeMap<String, String>> = rule
+                .from
+                .iter()
+                .flatten()
+                .map(|peer| {
+                    peer.pod_selector
+                        .as_ref()
+                        .and_then(|s| s.match_labels.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            for port in rule.ports.iter().flatten() {
+                match &port.port {
+                    Some(IntOrString::Int(p)) => out.entry(*p).or_default().extend(from.clone()),
+                    other => panic!("{deployment}: numeric port expected, got {other:?}"),
+                }
+            }
+        }
+        out
+    };
+
+    let gateway_labels = pod_labels(find(&m.deployments, "sluice-gateway"));
+    let control = ports_admitted("sluice-control");
+    assert_eq!(
+        control.keys().copied().collect::<Vec<_>>(),
+        [9090, 18000],
+        "debug and xDS only"
+    );
+    let xds_from = &control[&18000];
+    assert!(!xds_from.is_empty(), "xDS is not open to every pod");
+    assert!(
+        xds_from.iter().all(|sel| selects(sel, &gateway_labels)),
+        "xDS admits the gateway pods only"
+    );
+    let gateway = ports_admitted("sluice-gateway");
+    assert_eq!(
+        gateway.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([8080, 8081, 8443, 8444]),
+        "the Envoy listeners only (admin stays on loopback)"
+    );
 }
 
 /// The merge patch for Knative's `config-network` (not an object: it is applied with
@@ -482,7 +746,7 @@ fn the_controller_uses_the_gateway_image_and_the_bound_service_account() {
             .unwrap_or_else(|| panic!("Deployment {wanted}"))
     };
     let controller = container(find("sluice-controller"), "sluice");
-    let gateway = container(find("sluice-gateway"), "sluice");
+    let gateway = container(find("sluice-control"), "sluice");
     assert_eq!(
         controller.image, gateway.image,
         "one image for every sluice command"

@@ -1,0 +1,51 @@
+//! The Envoy bootstrap shipped in `deploy/ingress/200-envoy-bootstrap.yaml` is exactly what
+//! `sluice envoy bootstrap` renders for the command its comment gives (control plane by its
+//! Service's DNS name, mutual TLS from the mounted client Secret). (tests/hardening_e2e.rs runs real
+//! Envoy from bootstraps rendered the same way.)
+
+use std::path::Path;
+
+use sluice::envoy::{BootstrapParams, XdsClientTls, XdsMode, render};
+
+fn deployed() -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ingress/200-envoy-bootstrap.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/ingress/200-envoy-bootstrap.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("one YAML document");
+    assert_eq!(doc["kind"].as_str(), Some("ConfigMap"));
+    doc["data"]["envoy-bootstrap.yaml"]
+        .as_str()
+        .expect("data.envoy-bootstrap.yaml")
+        .to_string()
+}
+
+/// `sluice envoy bootstrap --xds sluice-xds.knative-serving.svc:18000 --node-id sluice-gateway
+/// --envoy-admin 127.0.0.1:9901 --xds-tls-cert … --xds-tls-key … --xds-tls-ca …
+/// --xds-tls-server-name sluice-xds.knative-serving.svc`.
+fn expected() -> String {
+    let dir = "/etc/sluice/xds-tls";
+    render(&BootstrapParams {
+        node_id: "sluice-gateway".into(),
+        mode: XdsMode::Delta,
+        admin: "127.0.0.1:9901".parse().unwrap(),
+        xds_endpoints: vec![("sluice-xds.knative-serving.svc".into(), 18000)],
+        xds_tls: Some(XdsClientTls {
+            cert: format!("{dir}/tls.crt"),
+            key: format!("{dir}/tls.key"),
+            ca: format!("{dir}/ca.crt"),
+            server_name: Some("sluice-xds.knative-serving.svc".into()),
+        }),
+        ..BootstrapParams::default()
+    })
+}
+
+#[test]
+fn deployed_bootstrap_is_what_sluice_envoy_bootstrap_renders() {
+    assert_eq!(
+        deployed(),
+        expected(),
+        "deploy/ingress/200-envoy-bootstrap.yaml is stale: paste the output of the \
+         `sluice envoy bootstrap` command in its comment (then bless deploy/full, see \
+         serving-controller/tests/kube_runtime.rs)"
+    );
+}
