@@ -8,13 +8,20 @@
 //!   while edits continue (edits made while it is down are read when it is back). Envoy keeps
 //!   its configuration and reconnects. Reports failed requests and edits served.
 //!
-//! Every edit is checked: Envoy must serve its probe hash (within 60 s of the edit).
+//! Every edit is checked: Envoy must serve its probe hash (within 60 s of the edit). In `kills`
+//! mode the largest discovery request each control-plane process received (Envoy's reconnect)
+//! is printed, by type. Envoy's access log is turned off (`config-kourier`).
+//!
+//! Each KIngress splits over two Services, so Envoy keeps up to two idle upstream connections
+//! per KIngress: at 10k KIngresses keep `--rate` × duration under the open-file limit
+//! (`ulimit -n`), or Envoy runs out of descriptors (503 UF) — a limit of this one-machine setup.
 //! Traffic is open loop: one request every `1/rate` s to a random host, whatever the answers.
 //!
 //! ```text
 //! cargo build --release --bin sluice --example soak
 //! target/release/examples/soak --mode edits --ingresses 1000 --minutes 10
 //! target/release/examples/soak --mode kills --ingresses 1000 --minutes 10 --kill-every 120
+//! target/release/examples/soak --mode kills --ingresses 10000 --minutes 3 --kill-every 60 --rate 40
 //! ```
 
 #[path = "support/bench.rs"]
@@ -133,6 +140,12 @@ async fn run(args: Args, bin: PathBuf) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("ingresses"))?;
     std::fs::create_dir_all(dir.join("services"))?;
+    // Envoy's access log (on by default, as in Kourier) would print every request on this
+    // program's stdout, between the table's lines.
+    write_atomic(
+        &dir.join("config-kourier.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-kourier, namespace: knative-serving}\ndata: {enable-service-access-logging: \"false\"}\n",
+    )?;
     for i in 0..n {
         std::fs::write(
             dir.join(format!("ingresses/svc-{i}.yaml")),
@@ -261,6 +274,8 @@ async fn run(args: Args, bin: PathBuf) -> anyhow::Result<()> {
         }
         if args.mode == "kills" && started.elapsed() >= next_kill {
             next_kill += Duration::from_secs(args.kill_every);
+            // What this process was sent since it started: the reconnect of Envoy's stream.
+            record_largest(&largest, addrs.debug).await;
             if let Some(pid) = gateway.id() {
                 nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -277,6 +292,7 @@ async fn run(args: Args, bin: PathBuf) -> anyhow::Result<()> {
         }
     }
     let rss_end = gateway.id().map(rss_mb);
+    record_largest(&largest, addrs.debug).await;
     let mut served = 0;
     let mut slowest = Duration::ZERO;
     let mut missed = Vec::new();
@@ -323,6 +339,36 @@ async fn run(args: Args, bin: PathBuf) -> anyhow::Result<()> {
         eprintln!("edits not served: {missed:?}");
     }
     Ok(())
+}
+
+/// Keeps, per type, the largest discovery request the gateway at `debug` has received
+/// (`sluice_xds_largest_request_bytes`; after a restart that is the reconnect, where a Delta
+/// client lists every resource it holds).
+async fn record_largest(
+    largest: &Mutex<std::collections::BTreeMap<String, f64>>,
+    debug: SocketAddr,
+) {
+    let Ok(text) = bench::get(debug, "/metrics").await else {
+        return;
+    };
+    let mut largest = largest.lock().await;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("sluice_xds_largest_request_bytes{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let kind = labels
+            .trim_start_matches("type=\"")
+            .trim_end_matches('"')
+            .to_string();
+        let entry = largest.entry(kind).or_default();
+        *entry = entry.max(value);
+    }
 }
 
 #[tokio::main]
