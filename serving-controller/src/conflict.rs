@@ -74,7 +74,7 @@ pub fn resolve_conflicts<'a>(
             .spec
             .rules
             .iter()
-            .flat_map(|r| r.hosts.iter().map(String::as_str))
+            .flat_map(|r| r.served_hosts())
             .collect();
         if let Some((host, winner)) = hosts
             .iter()

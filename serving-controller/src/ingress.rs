@@ -244,7 +244,8 @@ impl IngressTls {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressRule {
-    /// Exact host names (`Host` / `:authority`, any port).
+    /// Exact host names (`Host` / `:authority`, any port). None: the rule catches every host
+    /// no other rule serves ([`CATCH_ALL_HOST`]), as in Kourier.
     #[serde(
         default,
         deserialize_with = "nullable",
@@ -257,6 +258,29 @@ pub struct IngressRule {
     /// The paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpIngressRuleValue>,
+}
+
+/// The host a rule without hosts serves: every host no other rule serves (Kourier's `*`).
+pub const CATCH_ALL_HOST: &str = "*";
+
+/// The host readiness probes a catch-all rule with: under `.invalid` (RFC 2606), so no
+/// KIngress can serve it and the request falls to the catch-all.
+pub const CATCH_ALL_PROBE_HOST: &str = "catch-all.sluice.invalid";
+
+impl IngressRule {
+    /// The hosts the rule serves: its own, or [`CATCH_ALL_HOST`] when it lists none.
+    pub fn served_hosts(&self) -> Vec<&str> {
+        if self.hosts.is_empty() {
+            vec![CATCH_ALL_HOST]
+        } else {
+            self.hosts.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// Whether the rule lists no host (and so catches every host no other rule serves).
+    pub fn is_catch_all(&self) -> bool {
+        self.hosts.is_empty()
+    }
 }
 
 impl IngressRule {

@@ -132,11 +132,11 @@ fn check_host(ingress: &IngressKey, field: String, host: &str) -> Result<(), Tra
 
 /// Hosts of `hosts` not yet in `taken` (marking them taken): a domain may appear in only one
 /// virtual host of a route configuration, and Knative gives it to the first rule.
-fn claim<'a>(hosts: &'a [String], taken: &mut HashSet<String>) -> Vec<&'a str> {
+fn claim<'a>(hosts: &[&'a str], taken: &mut HashSet<String>) -> Vec<&'a str> {
     hosts
         .iter()
+        .copied()
         .filter(|h| taken.insert(h.to_string()))
-        .map(String::as_str)
         .collect()
 }
 
@@ -246,12 +246,7 @@ pub fn translate_ingress_with(
 
     for (i, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
-        if rule.hosts.is_empty() {
-            return Err(TranslateError::NoHosts {
-                ingress: key,
-                field: format!("{at}.hosts"),
-            });
-        }
+        let served = rule.served_hosts();
         for (j, h) in rule.hosts.iter().enumerate() {
             check_host(&key, format!("{at}.hosts[{j}]"), h)?;
         }
@@ -322,18 +317,24 @@ pub fn translate_ingress_with(
             .collect();
         // Knative's prober asks for `/healthz`; a rule whose paths do not cover every path
         // still answers it, with a catch-all probe after the per-path copies.
-        if !paths
+        let covers_every_path = paths
             .iter()
-            .any(|p| p.prefix() == "/" && p.headers.is_empty())
-        {
+            .any(|p| p.prefix() == "/" && p.headers.is_empty());
+        if !covers_every_path {
             probes.push(exempt(routes::probe_route(
                 &names::catch_all_probe_route(&key, i),
                 routes::route_match("/", Vec::new()),
                 &hash,
             )));
         }
+        let not_found = (!covers_every_path).then(|| {
+            routes::not_found_route(
+                &names::not_found_route(&key, i),
+                routes::route_match("/", Vec::new()),
+            )
+        });
         let vhost_name = names::virtual_host(&key, i);
-        let hosts = claim(&rule.hosts, &mut taken);
+        let hosts = claim(&served, &mut taken);
         if !hosts.is_empty() {
             let mut all = probes.clone();
             all.extend(order.iter().map(|&j| {
@@ -351,6 +352,7 @@ pub fn translate_ingress_with(
                     r
                 }
             }));
+            all.extend(not_found.clone());
             let mut vhost = routes::virtual_host(&vhost_name, routes::domains(hosts), all);
             if options.ext_authz {
                 let visibility = match rule.visibility() {
@@ -366,7 +368,7 @@ pub fn translate_ingress_with(
 
         let external = rule.visibility() == Visibility::ExternalIP;
         if external && redirected {
-            let hosts = claim(&rule.hosts, &mut redirect_taken);
+            let hosts = claim(&served, &mut redirect_taken);
             if !hosts.is_empty() {
                 let mut all = probes;
                 all.extend(order.iter().map(|&j| {
@@ -376,6 +378,7 @@ pub fn translate_ingress_with(
                         routes::path_match(p),
                     )
                 }));
+                all.extend(not_found);
                 redirect_vhosts.push(routes::virtual_host(
                     &vhost_name,
                     routes::domains(hosts),
@@ -384,7 +387,7 @@ pub fn translate_ingress_with(
             }
         }
 
-        for host in &rule.hosts {
+        for host in served {
             add_scope(RouteTable::Internal, host, &rc_name);
             if external {
                 let plain = if redirected { &redirect_name } else { &rc_name };

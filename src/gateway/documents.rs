@@ -271,37 +271,29 @@ pub fn decode(path: &Path, text: &str) -> Decoded {
             .unwrap_or("default")
             .to_string();
         let label = format!("{kind} {ns}/{name}");
-        let typed =
-            match kind {
-                Kind::Ingress => {
-                    serde_yaml::from_value::<Ingress>(value).map(|i| Object::Ingress(Box::new(i)))
-                }
-                Kind::Service => {
-                    serde_yaml::from_value::<Service>(value).map(|s| Object::Service(Box::new(s)))
-                }
-                Kind::EndpointSlice => serde_yaml::from_value::<EndpointSlice>(value)
-                    .map(|s| Object::EndpointSlice(Box::new(s))),
-                Kind::Endpoints => serde_yaml::from_value::<Endpoints>(value)
-                    .map(|e| Object::Endpoints(Box::new(e))),
-                Kind::Secret => serde_yaml::from_value::<Secret>(value)
-                    .map(|s| Object::Secret(Box::new(merge_string_data(s)))),
-                Kind::ConfigMap => serde_yaml::from_value::<ConfigMap>(value)
-                    .map(|c| Object::ConfigMap(Box::new(c))),
-                Kind::KnativeService => {
-                    serde_yaml::from_value::<sluice_serving::serving::Service>(value)
-                        .map(|s| Object::KnativeService(Box::new(s)))
-                }
-                Kind::Configuration => {
-                    serde_yaml::from_value::<sluice_serving::serving::Configuration>(value)
-                        .map(|c| Object::Configuration(Box::new(c)))
-                }
-                Kind::Route => serde_yaml::from_value::<sluice_serving::serving::Route>(value)
-                    .map(|r| Object::Route(Box::new(r))),
-            };
+        let typed = match kind {
+            Kind::Ingress => typed::<Ingress>(value).map(|i| Object::Ingress(Box::new(i))),
+            Kind::Service => typed::<Service>(value).map(|s| Object::Service(Box::new(s))),
+            Kind::EndpointSlice => {
+                typed::<EndpointSlice>(value).map(|s| Object::EndpointSlice(Box::new(s)))
+            }
+            Kind::Endpoints => typed::<Endpoints>(value).map(|e| Object::Endpoints(Box::new(e))),
+            Kind::Secret => {
+                typed::<Secret>(value).map(|s| Object::Secret(Box::new(merge_string_data(s))))
+            }
+            Kind::ConfigMap => typed::<ConfigMap>(value).map(|c| Object::ConfigMap(Box::new(c))),
+            Kind::KnativeService => typed::<sluice_serving::serving::Service>(value)
+                .map(|s| Object::KnativeService(Box::new(s))),
+            Kind::Configuration => typed::<sluice_serving::serving::Configuration>(value)
+                .map(|c| Object::Configuration(Box::new(c))),
+            Kind::Route => {
+                typed::<sluice_serving::serving::Route>(value).map(|r| Object::Route(Box::new(r)))
+            }
+        };
         let object = match typed {
             Ok(o) => o,
             Err(e) => {
-                out.problems.push(problem(Some(label), e.to_string()));
+                out.problems.push(problem(Some(label), e));
                 continue;
             }
         };
@@ -345,6 +337,11 @@ fn merge_string_data(mut s: Secret) -> Secret {
         }
     }
     s
+}
+
+/// Decodes `value` as `T`, naming the field at fault (`spec.rules: invalid type: …`).
+fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -400,11 +397,22 @@ metadata: {}
     }
 
     #[test]
-    fn unknown_ingress_fields_are_rejected_with_the_field_named() {
-        let text = "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {name: a}\nspec: {rulez: []}\n";
+    fn unknown_ingress_fields_are_ignored_and_wrong_types_named() {
+        // As Go's decoder: a newer Knative's fields do not make the KIngress unreadable.
+        let text = "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {name: a}\nspec: {rulez: [], rules: []}\n";
+        let d = decode(Path::new("a.yaml"), text);
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        assert_eq!(d.objects.len(), 1);
+        let text = "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {name: a}\nspec: {rules: 5}\n";
         let d = decode(Path::new("a.yaml"), text);
         assert!(d.objects.is_empty());
-        assert!(d.problems[0].message.contains("rulez"), "{}", d.problems[0]);
+        assert!(
+            d.problems[0]
+                .message
+                .starts_with("spec.rules: invalid type"),
+            "{}",
+            d.problems[0]
+        );
         assert_eq!(d.problems[0].object.as_deref(), Some("Ingress default/a"));
     }
 

@@ -634,6 +634,7 @@ mod tests {
         let stub = ingress("broken");
         let error = KubeError::Decode {
             ingress: stub.key(),
+            field: "spec.rules".into(),
             source: serde_json::from_str::<u8>("\"x\"").unwrap_err(),
         };
         let message = error.to_string();

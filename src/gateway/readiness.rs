@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sluice_serving::ingress::{HttpOption, IngressKey};
+use sluice_serving::ingress::{CATCH_ALL_HOST, CATCH_ALL_PROBE_HOST, HttpOption, IngressKey};
 use sluice_xds::Nodes;
 use sluice_xds::resource::ROUTE;
 use tokio::sync::{Notify, watch};
@@ -101,6 +101,12 @@ pub(crate) async fn readiness_loop(
                         .hosts
                         .iter()
                         .flat_map(|(h, local)| {
+                            // The catch-all is probed with a host no KIngress can have.
+                            let h = if h == CATCH_ALL_HOST {
+                                CATCH_ALL_PROBE_HOST.to_string()
+                            } else {
+                                h.clone()
+                            };
                             let mut t = Vec::new();
                             for (internal, external) in &pods {
                                 t.push(((*internal, false), h.clone()));

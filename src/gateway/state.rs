@@ -590,7 +590,9 @@ fn rule_hosts(i: &Ingress) -> Vec<(String, bool)> {
         .iter()
         .flat_map(|r| {
             let local = r.visibility() == Visibility::ClusterLocal;
-            r.hosts.iter().map(move |h| (h.clone(), local))
+            r.served_hosts()
+                .into_iter()
+                .map(move |h| (h.to_string(), local))
         })
         .collect()
 }
@@ -608,8 +610,7 @@ fn field_of(e: &TranslateError) -> Option<String> {
             paths.dedup();
             (!paths.is_empty()).then(|| paths.join(", "))
         }
-        TranslateError::NoHosts { field, .. }
-        | TranslateError::UnsupportedHost { field, .. }
+        TranslateError::UnsupportedHost { field, .. }
         | TranslateError::Unacceptable { field, .. }
         | TranslateError::ServiceNotFound { field, .. }
         | TranslateError::PortNotFound { field, .. }

@@ -67,13 +67,16 @@ pub enum KubeError {
         field: &'static str,
     },
 
-    /// A KIngress of our class from the API server does not decode into the KIngress type (for
-    /// example an unknown field under `spec`, as Knative's webhook would reject).
-    #[error("KIngress {ingress} does not decode: {source}")]
+    /// A KIngress of our class from the API server does not decode into the KIngress type (a
+    /// field of the wrong type or an invalid value; unknown fields are ignored, as by Go's
+    /// decoder).
+    #[error("KIngress {ingress} does not decode: {field}: {source}")]
     Decode {
         /// The KIngress.
         ingress: IngressKey,
-        /// serde's message, naming the field.
+        /// Where: `spec.rules[0].http…`.
+        field: String,
+        /// serde's message.
         #[source]
         source: serde_json::Error,
     },

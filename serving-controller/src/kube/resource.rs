@@ -130,7 +130,15 @@ pub(crate) fn decode_or_stub(object: DynamicObject) -> Result<Ingress, Box<(Ingr
     // Decoded from a reference, so that the object is still whole if it fails.
     let spec = match data.get("spec") {
         None | Some(serde_json::Value::Null) => Ok(IngressSpec::default()),
-        Some(value) => IngressSpec::deserialize(value),
+        Some(value) => serde_path_to_error::deserialize::<_, IngressSpec>(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "spec".to_string()
+            } else {
+                format!("spec.{path}")
+            };
+            (field, e.into_inner())
+        }),
     };
     let ingress = |spec| Ingress {
         api_version: API_VERSION.to_string(),
@@ -141,10 +149,11 @@ pub(crate) fn decode_or_stub(object: DynamicObject) -> Result<Ingress, Box<(Ingr
     };
     match spec {
         Ok(spec) => Ok(ingress(spec)),
-        Err(source) => {
+        Err((field, source)) => {
             let stub = ingress(IngressSpec::default());
             let error = KubeError::Decode {
                 ingress: key_of(&stub.metadata),
+                field,
                 source,
             };
             Err(Box::new((stub, error)))
@@ -178,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn decodes_spec_strictly_and_status_leniently() {
+    fn decodes_spec_checked_and_status_leniently() {
         let ingress = decode_ingress(dynamic(json!({
             "apiVersion": API_VERSION, "kind": "Ingress",
             "metadata": {"name": "hello", "namespace": "default", "generation": 2,
@@ -197,15 +206,25 @@ mod tests {
         );
         assert!(crate::ingress::is_ours(&ingress));
 
+        // An unknown field is ignored, as Go's decoder does (a newer Knative's KIngress)...
+        let newer = decode_ingress(dynamic(json!({
+            "apiVersion": API_VERSION, "kind": "Ingress",
+            "metadata": {"name": "newer", "namespace": "default"},
+            "spec": {"rules": [{"hosts": ["a.example.com"], "newRuleField": {"x": 1}}],
+                "unknownField": true}
+        })))
+        .expect("unknown fields are ignored");
+        assert_eq!(newer.spec.rules[0].hosts, ["a.example.com"]);
+        // ...a field of the wrong type is not.
         let err = decode_ingress(dynamic(json!({
             "apiVersion": API_VERSION, "kind": "Ingress",
             "metadata": {"name": "bad", "namespace": "default"},
-            "spec": {"rules": [], "unknownField": true}
+            "spec": {"rules": "not a list"}
         })))
-        .expect_err("unknown spec field");
+        .expect_err("rules of the wrong type");
         let msg = err.to_string();
         assert!(
-            msg.contains("default/bad") && msg.contains("unknownField"),
+            msg.contains("default/bad") && msg.contains("spec.rules:"),
             "{msg}"
         );
     }
@@ -215,10 +234,10 @@ mod tests {
         let object = dynamic(json!({
             "apiVersion": API_VERSION, "kind": "Ingress",
             "metadata": {"name": "bad", "namespace": "default", "generation": 4},
-            "spec": {"bogus": 1},
+            "spec": {"rules": 1},
             "status": {"observedGeneration": 3}
         }));
-        let (stub, error) = *decode_or_stub(object).expect_err("bogus spec field");
+        let (stub, error) = *decode_or_stub(object).expect_err("rules of the wrong type");
         assert!(matches!(error, KubeError::Decode { .. }));
         assert_eq!(stub.key(), IngressKey::new("default", "bad"));
         assert_eq!(stub.metadata.generation, Some(4));

@@ -23,15 +23,6 @@ pub enum TranslateError {
         /// Knative's errors, with field paths.
         errors: Vec<FieldError>,
     },
-    /// A rule lists no host. Sluice routes by exact host, so a host-less (catch-all) rule
-    /// cannot be served.
-    #[error("ingress {ingress}: {field}: a rule needs at least one host")]
-    NoHosts {
-        /// The KIngress.
-        ingress: IngressKey,
-        /// `spec.rules[i].hosts`.
-        field: String,
-    },
     /// A host Sluice cannot route: empty, a wildcard, or carrying a port or path.
     #[error("ingress {ingress}: {field}: host {host:?} is not supported: {reason}")]
     UnsupportedHost {
@@ -137,7 +128,6 @@ impl TranslateError {
         match self {
             Self::OtherClass { ingress, .. }
             | Self::Invalid { ingress, .. }
-            | Self::NoHosts { ingress, .. }
             | Self::UnsupportedHost { ingress, .. }
             | Self::Unacceptable { ingress, .. }
             | Self::ServiceNotFound { ingress, .. }

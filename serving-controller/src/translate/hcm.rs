@@ -5,7 +5,8 @@
 //!
 //! Always: codec AUTO (HTTP/1.1 and h2c with prior knowledge downstream), websocket upgrades,
 //! extended CONNECT for websockets over HTTP/2, no request timeout, scoped routes over ADS (see
-//! [`super::scopes`]), and a small Lua filter lower-casing a Host with capitals.
+//! [`super::scopes`]), and two small Lua filters: lower-casing a Host with capitals
+//! ([`HOST_CASE_LUA`]) and sending unknown hosts to the catch-all ([`CATCH_ALL_LUA`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,23 +38,68 @@ use crate::kourier::{ExtAuthz, ExtAuthzProtocol, KourierConfig, Tracing, Tracing
 
 /// The ext_authz HTTP filter's name (also the key of its per-route settings).
 pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
+/// The Lua filter lower-casing Hosts ([`HOST_CASE_LUA`]).
+pub const HOST_CASE_FILTER: &str = "sluice.host_case";
+/// The Lua filter sending unknown hosts to the catch-all ([`CATCH_ALL_LUA`]).
+pub const CATCH_ALL_FILTER: &str = "sluice.catch_all";
 /// The cluster of the external authorization service.
 pub const EXT_AUTHZ_CLUSTER: &str = "sluice/ext-authz";
 /// The cluster of the OpenTelemetry collector.
 pub const OTEL_CLUSTER: &str = "sluice/otel-collector";
 
-/// Host names are case-insensitive, but the scope of a request (its host's small
-/// RouteConfiguration) is found by the exact `:authority`: a Host with capitals is lower-cased
-/// before routing (and the route looked up again). Requests without capitals only pay the
-/// check.
+/// Runs first, on every request: host names are case-insensitive, but the scope of a request
+/// (its host's small RouteConfiguration) is found by the exact `:authority`, so a Host with
+/// capitals is lower-cased and the route looked up again.
+///
+/// Envoy's automatic route-cache clearing is off for both scripts: they say when to look the
+/// route up again (`clearRouteCache`, then `metadata()`, which resolves the route — once per
+/// script and request, hence two scripts).
 pub const HOST_CASE_LUA: &str = r#"function envoy_on_request(handle)
-  local host = handle:headers():get(":authority")
+  local headers = handle:headers()
+  local host = headers:get(":authority")
   if host ~= nil and string.find(host, "%u") ~= nil then
-    handle:headers():replace(":authority", string.lower(host))
+    headers:replace(":authority", string.lower(host))
     handle:clearRouteCache()
+    handle:metadata()
   end
 end
 "#;
+
+/// Runs second, on every request: a host no rule serves falls to the catch-all, if this
+/// listener has one (a KIngress rule without hosts, as in Kourier). Its scope and virtual host
+/// are keyed `*`, so the route is looked up again with `:authority: *`, and the client's Host
+/// is put back once that route is chosen (the backend, ext_authz and the access log see the
+/// Host as sent). Without a catch-all the second lookup finds nothing either: Envoy's 404.
+///
+/// Every route Sluice writes has a name, so an empty route name means "no route".
+pub const CATCH_ALL_LUA: &str = r#"function envoy_on_request(handle)
+  if handle:streamInfo():routeName() ~= "" then
+    return
+  end
+  local headers = handle:headers()
+  local host = headers:get(":authority")
+  if host == nil then
+    return
+  end
+  headers:replace(":authority", "*")
+  handle:clearRouteCache()
+  handle:metadata()
+  headers:replace(":authority", host)
+end
+"#;
+
+/// A Lua filter running `code`, clearing the route cache only when the code asks.
+fn lua_filter(name: &str, code: &str) -> HttpFilter {
+    let lua = Lua {
+        default_source_code: Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(code.to_string())),
+            ..Default::default()
+        }),
+        clear_route_cache: Some(BoolValue { value: false }),
+        ..Default::default()
+    };
+    filter(name, any(&lua))
+}
 
 fn filter(name: &str, config: Any) -> HttpFilter {
     HttpFilter {
@@ -69,16 +115,10 @@ pub fn http_connection_manager(
     table: RouteTable,
     k: &KourierConfig,
 ) -> HttpConnectionManager {
-    let lua = Lua {
-        default_source_code: Some(DataSource {
-            specifier: Some(data_source::Specifier::InlineString(
-                HOST_CASE_LUA.to_string(),
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut http_filters = vec![filter("envoy.filters.http.lua", any(&lua))];
+    let mut http_filters = vec![
+        lua_filter(HOST_CASE_FILTER, HOST_CASE_LUA),
+        lua_filter(CATCH_ALL_FILTER, CATCH_ALL_LUA),
+    ];
     if let Some(a) = &k.ext_authz {
         http_filters.push(filter(EXT_AUTHZ_FILTER, any(&ext_authz_filter(a))));
     }

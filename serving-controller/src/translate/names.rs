@@ -28,6 +28,12 @@ pub fn catch_all_probe_route(ingress: &IngressKey, rule: usize) -> String {
     format!("({ingress}).Rules[{rule}].Probe")
 }
 
+/// The route answering 404 for the paths of a host its rule does not route:
+/// `(ns/name).Rules[0].NotFound`.
+pub fn not_found_route(ingress: &IngressKey, rule: usize) -> String {
+    format!("({ingress}).Rules[{rule}].NotFound")
+}
+
 /// The route configuration of a KIngress: `ns/name`.
 pub fn route_configuration(ingress: &IngressKey) -> String {
     ingress.to_string()

@@ -30,7 +30,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use sluice_xds::builders::duration;
 
 use crate::hash::{HASH_HEADER, HASH_HEADER_OVERRIDE};
-use crate::ingress::HttpIngressPath;
+use crate::ingress::{CATCH_ALL_HOST, HttpIngressPath};
 
 /// A header set on requests (replacing any value the client sent).
 pub fn set_header(name: &str, value: &str) -> HeaderValueOption {
@@ -158,6 +158,22 @@ pub fn probe_route(name: &str, mut matcher: RouteMatch, hash: &str) -> Route {
     }
 }
 
+/// A route answering 404 to what `matcher` matches: after a rule's routes when its paths do
+/// not cover every path, so a known host's unknown path is "not found" here rather than
+/// looked up again as an unknown host (the catch-all, see `hcm::CATCH_ALL_LUA`).
+pub fn not_found_route(name: &str, matcher: RouteMatch) -> Route {
+    Route {
+        name: name.to_string(),
+        r#match: Some(matcher),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 404,
+            body: None,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// A route answering 301 with the same URL on `https` (`httpOption: Redirected`).
 pub fn redirect_route(name: &str, matcher: RouteMatch) -> Route {
     Route {
@@ -178,7 +194,14 @@ pub fn redirect_route(name: &str, matcher: RouteMatch) -> Route {
 pub fn domains<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     hosts
         .into_iter()
-        .flat_map(|h| [h.to_string(), format!("{h}:*")])
+        .flat_map(|h| {
+            // The catch-all is reached with `:authority` exactly `*` (see `hcm::CATCH_ALL_LUA`).
+            if h == CATCH_ALL_HOST {
+                vec![h.to_string()]
+            } else {
+                vec![h.to_string(), format!("{h}:*")]
+            }
+        })
         .collect()
 }
 

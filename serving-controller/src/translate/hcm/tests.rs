@@ -42,18 +42,10 @@ fn connection_manager_serves_knative_traffic_with_kouriers_defaults() {
             },
         )),
         http_filters: vec![
-            // Host names are matched case-insensitively: capitals are lowered first.
-            HttpFilter {
-                name: "envoy.filters.http.lua".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Lua {
-                    default_source_code: Some(DataSource {
-                        specifier: Some(data_source::Specifier::InlineString(HOST_CASE_LUA.into())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }))),
-                ..Default::default()
-            },
+            // Host names are matched case-insensitively: capitals are lowered first; then
+            // unknown hosts fall to the catch-all.
+            lua_filter(HOST_CASE_FILTER, HOST_CASE_LUA),
+            lua_filter(CATCH_ALL_FILTER, CATCH_ALL_LUA),
             HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -167,12 +159,18 @@ fn ext_authz_goes_before_the_router_and_tracing_is_opentelemetry() {
     assert_eq!(
         names,
         [
-            "envoy.filters.http.lua",
+            HOST_CASE_FILTER,
+            CATCH_ALL_FILTER,
             EXT_AUTHZ_FILTER,
             "envoy.filters.http.router"
         ]
     );
-    let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[1].config_type else {
+    let authz = hcm
+        .http_filters
+        .iter()
+        .find(|f| f.name == EXT_AUTHZ_FILTER)
+        .expect("ext_authz");
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &authz.config_type else {
         panic!()
     };
     let f = ExtAuthzFilter::decode(any.value.as_slice()).unwrap();

@@ -407,7 +407,7 @@ rules:
             },
         },
         Case {
-            name: "a rule without a plain / path gets a catch-all probe after the path probes",
+            name: "a rule without a plain / path gets a catch-all probe after the path probes, and a 404 after its routes",
             spec: r#"
 rules:
 - hosts: [only-api.example.com]
@@ -441,12 +441,57 @@ rules:
                                 ),
                                 forward(0, "/api", &api, vec![cluster_weight(REV1, 100, &none)], &Forwarding::default()),
                                 forward(0, "/", &tagged, vec![cluster_weight(REV1, 100, &none)], &Forwarding::default()),
+                                routes::not_found_route(
+                                    "(default/hello).Rules[0].NotFound",
+                                    route_match("/", vec![]),
+                                ),
                             ],
                         )],
                     )],
                     scopes: vec![
                         scopes::scope(RouteTable::External, "only-api.example.com", "default/hello"),
                         scopes::scope(RouteTable::Internal, "only-api.example.com", "default/hello"),
+                    ],
+                    clusters: vec![clusters::eds_cluster(REV1, false)],
+                    load_assignments: vec![rev1_assignment()],
+                    ..base(h)
+                }
+            },
+        },
+        Case {
+            name: "a rule without hosts catches every host no other rule serves, as in Kourier",
+            spec: format!(
+                r#"
+rules:
+- http:
+    paths:
+    - splits:{SIMPLE_SPLIT}
+"#
+            ),
+            want: |h| {
+                let m = route_match("/", vec![]);
+                let vhost = routes::virtual_host(
+                    "(default/hello).Rules[0]",
+                    vec!["*".to_string()],
+                    vec![
+                        probe(0, "/", &m, h),
+                        forward(
+                            0,
+                            "/",
+                            &m,
+                            vec![cluster_weight(REV1, 100, &rev_headers("hello-00001"))],
+                            &Forwarding::default(),
+                        ),
+                    ],
+                );
+                IngressResources {
+                    route_configurations: vec![routes::route_configuration(
+                        "default/hello",
+                        vec![vhost],
+                    )],
+                    scopes: vec![
+                        scopes::scope(RouteTable::External, "*", "default/hello"),
+                        scopes::scope(RouteTable::Internal, "*", "default/hello"),
                     ],
                     clusters: vec![clusters::eds_cluster(REV1, false)],
                     load_assignments: vec![rev1_assignment()],
@@ -501,6 +546,16 @@ fn translates() {
         let want = (case.want)(&probe_hash(&ing));
         assert_eq!(got.hash, probe_hash(&ing), "{}", case.name);
         assert_eq!(got, want, "{}", case.name);
+        // The catch-all script takes an unnamed route for "no route" (hcm::CATCH_ALL_LUA).
+        for rc in &got.route_configurations {
+            for vhost in &rc.virtual_hosts {
+                assert!(
+                    vhost.routes.iter().all(|r| !r.name.is_empty()),
+                    "{}: every route is named",
+                    case.name
+                );
+            }
+        }
     }
 }
 

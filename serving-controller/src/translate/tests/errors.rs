@@ -148,17 +148,6 @@ fn errors_name_the_object_and_field() {
             "ingress default/hello: spec.tls[0].secretName: secret default/not-pem key \"tls.crt\" is not PEM",
         ),
         (
-            "rule without hosts",
-            kingress(
-                "rules:\n- http:\n    paths:\n    - splits:\n      - {serviceName: hello-00001, serviceNamespace: default, servicePort: 80}\n",
-            ),
-            TranslateError::NoHosts {
-                ingress: k(),
-                field: "spec.rules[0].hosts".into(),
-            },
-            "ingress default/hello: spec.rules[0].hosts: a rule needs at least one host",
-        ),
-        (
             "wildcard host",
             kingress(
                 "rules:\n- hosts: [ok.example.com, '*.example.com']\n  http:\n    paths:\n    - splits:\n      - {serviceName: hello-00001, serviceNamespace: default, servicePort: 80}\n",
