@@ -213,7 +213,12 @@ pub(crate) struct Hooks {
     pub(crate) envoy_args: Vec<&'static str>,
     /// Where to keep Envoy's pid file (see [`crate::runtime::pids`]).
     pub(crate) envoy_pid_dir: Option<PathBuf>,
+    /// Registers more metrics on the debug server's `/metrics` (the activator's).
+    pub(crate) metrics: Option<MetricsHook>,
 }
+
+/// Adds metrics to the debug server's registry.
+pub(crate) type MetricsHook = Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>;
 
 /// The name of Envoy's pid file among the instances' ones.
 const ENVOY_PID_NAME: &str = "envoy";
@@ -228,7 +233,7 @@ pub(crate) async fn serve(
     args: &GatewayArgs,
     mut source: Source,
     reporter: Option<kube::StatusReporter>,
-    hooks: Hooks,
+    mut hooks: Hooks,
 ) -> Result<(), CliError> {
     let name = hooks.name.unwrap_or("sluice gateway");
     // Before anything answers (the debug server's /healthz tells callers we are up): a SIGTERM
@@ -250,6 +255,9 @@ pub(crate) async fn serve(
     let cache = SnapshotCache::new();
     let mut registry = crate::debug::registry();
     let metrics = Metrics::register(&mut registry);
+    if let Some(register) = hooks.metrics.take() {
+        register(&mut registry);
+    }
     let mut server = XdsServer::with_metrics(cache.clone(), single_group(GROUP), metrics);
     if let Some(tls) = server_tls(args)? {
         server = server.with_tls(tls);

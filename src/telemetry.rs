@@ -1,5 +1,6 @@
 //! Logging and tracing set-up: `RUST_LOG`-style filtering to stderr, plus OTLP
-//! trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! trace export (and the W3C trace-context propagator the activator uses to continue
+//! Envoy's traces) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -43,6 +44,10 @@ pub fn init_server() -> Telemetry {
                     .build();
                 use opentelemetry::trace::TracerProvider as _;
                 let tracer = provider.tracer("sluice");
+                // W3C trace context in and out of the activator (its spans join Envoy's traces).
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
                 telemetry.provider = Some(provider);
                 Some(
                     tracing_opentelemetry::layer()

@@ -218,6 +218,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             }
         })
     };
+    let activator_metrics = activator.clone();
     let envoy_stats = Arc::new(Mutex::new(EnvoySampler::default()));
     tokio::spawn(sample_envoy(
         EnvoyStats::new(args.envoy_admin),
@@ -261,6 +262,9 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
             envoy_log_level: Some("warning"),
             envoy_args: vec!["--concurrency", "1"],
             envoy_pid_dir: Some(state_dir.join(crate::runtime::RUN_DIR)),
+            metrics: Some(Box::new(move |registry| {
+                activator_metrics.register_metrics(registry)
+            })),
         },
     )
     .await;

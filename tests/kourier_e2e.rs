@@ -20,6 +20,7 @@ use support::gateway::{
     Gateway, SETTLE, backend_objects, endpoint_slice, kingress, rule, service, simple_kingress,
     split, yaml, yaml_docs,
 };
+use support::otlp;
 use support::{BackendOptions, wait_for};
 
 /// `config-kourier` in `knative-serving` with `data`.
@@ -415,119 +416,6 @@ async fn external_authorization_denies_and_allows_and_probes_pass() {
     gw.stop().await;
 }
 
-mod otlp {
-    //! Test OTLP receivers: gRPC (`TraceService/Export`) and HTTP (`POST /v1/traces`).
-
-    use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use prost::Message;
-
-    /// Service names of the resources spans arrived with, and the spans' trace ids (hex).
-    pub type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-    pub fn record(seen: &Seen, req: &ExportTraceServiceRequest) {
-        for rs in &req.resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(
-                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
-                    ) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in &rs.scope_spans {
-                for span in &ss.spans {
-                    let trace: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                    seen.lock().unwrap().push((service.clone(), trace));
-                }
-            }
-        }
-    }
-
-    struct Grpc(Seen);
-
-    #[tonic::async_trait]
-    impl TraceService for Grpc {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            record(&self.0, request.get_ref());
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
-
-    pub async fn grpc() -> (SocketAddr, Seen) {
-        let seen: Seen = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(Grpc(seen.clone())))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (addr, seen)
-    }
-
-    pub async fn http() -> (SocketAddr, Seen) {
-        let seen: Seen = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let s = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let s = s.clone();
-                            async move {
-                                use http_body_util::BodyExt;
-                                let ok = req.uri().path() == "/v1/traces";
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                if ok && let Ok(r) = ExportTraceServiceRequest::decode(body) {
-                                    record(&s, &r);
-                                }
-                                Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .status(if ok { 200 } else { 404 })
-                                        .header("content-type", "application/x-protobuf")
-                                        .body(http_body_util::Full::new(bytes::Bytes::from(
-                                            ExportTraceServiceResponse::default().encode_to_vec(),
-                                        )))
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        (addr, seen)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_otlp_collector_over_grpc_and_http_and_trace_context_goes_upstream() {
     let a = support::start(BackendOptions::new("a")).await;
@@ -567,7 +455,7 @@ async fn spans_reach_an_otlp_collector_over_grpc_and_http_and_trace_context_goes
             .lock()
             .unwrap()
             .iter()
-            .any(|(svc, t)| svc == "edge-grpc" && *t == trace_id)
+            .any(|s| s.service == "edge-grpc" && s.trace == trace_id)
             .then_some(())
     })
     .await;
@@ -590,7 +478,7 @@ async fn spans_reach_an_otlp_collector_over_grpc_and_http_and_trace_context_goes
             .lock()
             .unwrap()
             .iter()
-            .any(|(svc, _)| svc == "edge-http")
+            .any(|s| s.service == "edge-http")
             .then_some(())
     })
     .await;

@@ -50,6 +50,7 @@ mod revision;
 mod server;
 mod stats;
 mod throttler;
+mod trace;
 
 pub use activator::{Activator, ActivatorConfig, RevisionReport};
 pub use body::Body;

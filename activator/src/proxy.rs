@@ -5,7 +5,8 @@
 //! collected). The slot and the concurrency count are held by the response
 //! body until its last frame (or by the tunnel, for a websocket). Upstream
 //! gets the request with hop-by-hop headers removed and
-//! `K-Proxy-Request: activator` added; the Host header is kept.
+//! `K-Proxy-Request: activator` added; the Host header is kept. Each request runs in an
+//! `activator` span continuing the caller's W3C trace (`crate::trace`).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::activator::{Activator, Entry};
 use crate::body::{self, Body, Guarded};
@@ -51,7 +53,8 @@ impl Activator {
     /// [`rescue`] response for why there is none.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let arrival = Instant::now();
-        let resp = match self.forward(req, arrival).await {
+        let span = crate::trace::request_span(req.headers());
+        let resp = match self.forward(req, arrival).instrument(span).await {
             Ok(resp) => resp,
             Err(err) => {
                 match &err {
@@ -95,7 +98,8 @@ impl Activator {
         let addr = permit.addr();
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let upstream_req = upstream_request(req, &key, addr, client_upgrade.is_some())?;
+        let mut upstream_req = upstream_request(req, &key, addr, client_upgrade.is_some())?;
+        crate::trace::inject(&tracing::Span::current(), upstream_req.headers_mut());
         // Websockets are HTTP/1.1 upgrades whatever the revision's protocol.
         let client = if config.h2c && client_upgrade.is_none() {
             &self.inner.h2c

@@ -5,7 +5,9 @@
 
 `GET /?sleep=MS` answers after MS milliseconds, `GET /?burn=MS` after spinning the CPU for MS
 milliseconds; `GET /max-in-flight` answers with the most `/` requests it ever served at once
-(to check containerConcurrency). Every answer carries `x-reserved` (the value of
+(to check containerConcurrency); `GET /max-in-flight?reset` answers the same and starts counting
+again from the requests in flight now; `GET /traceparent` answers with the request's W3C
+`traceparent` header (empty without one). Every answer carries `x-reserved` (the value of
 SLUICE_RESERVED_INSTANCE, empty for a standard instance), `x-args` (its arguments) and
 `x-nice` (its CPU niceness).
 
@@ -41,6 +43,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if self.path == "/max-in-flight":
             self.reply(f"{max_in_flight}\n".encode())
+            return
+        if self.path == "/traceparent":
+            self.reply(f"{self.headers.get('traceparent', '')}\n".encode())
+            return
+        if self.path == "/max-in-flight?reset":
+            with lock:
+                seen, max_in_flight = max_in_flight, in_flight
+            self.reply(f"{seen}\n".encode())
             return
         with lock:
             in_flight += 1

@@ -52,6 +52,8 @@ enum Mode<'a> {
     Kube(&'a Path),
     /// `sluice up DIR` with extra flags.
     Up(&'a [&'a str]),
+    /// `sluice up DIR` with extra environment variables.
+    UpEnv(&'a [(&'a str, &'a str)]),
 }
 
 /// A running `sluice gateway --dir` (or `--kube`, or `sluice up`).
@@ -98,6 +100,15 @@ impl Gateway {
     /// [`Self::start_up`] with extra `sluice up` flags.
     pub async fn start_up_with(label: &str, files: &[(&str, String)], flags: &[&str]) -> Gateway {
         Self::spawn(label, files, Mode::Up(flags)).await
+    }
+
+    /// [`Self::start_up`] with extra environment variables for `sluice up`.
+    pub async fn start_up_env(
+        label: &str,
+        files: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        Self::spawn(label, files, Mode::UpEnv(env)).await
     }
 
     /// Starts `sluice gateway --kube` reading the cluster of `kubeconfig` (set as `KUBECONFIG`)
@@ -220,6 +231,12 @@ impl Gateway {
                     .arg(&gw.dir)
                     .args(["--activator", &addr(free_addr())])
                     .args(flags);
+            }
+            Mode::UpEnv(env) => {
+                cmd.arg("up")
+                    .arg(&gw.dir)
+                    .args(["--activator", &addr(free_addr())])
+                    .envs(env.iter().copied());
             }
         }
         cmd.args(["--external-http", &addr(gw.external_http)])

@@ -7,6 +7,7 @@
 //!   conformance images (JSON echo, delays, first-request-fails, probe echo, websocket echo, gRPC
 //!   health), with request and concurrency counters.
 //! - [`client`]: clients for those protocols that return everything a test asserts on.
+//! - [`otlp`]: OTLP trace receivers (gRPC and HTTP) recording every span.
 //! - [`ports`]: free loopback ports.
 //! - [`wait`]: bounded polling instead of sleeps.
 #![allow(dead_code, unused_imports)]
@@ -14,6 +15,7 @@
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod otlp;
 pub mod ports;
 pub mod serving;
 pub mod wait;

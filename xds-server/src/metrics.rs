@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
 
 use crate::resource::short_name;
 
@@ -154,9 +155,9 @@ impl Metrics {
 
     pub(crate) fn request(&self, type_url: &str, bytes: usize) {
         let g = self.largest_request.get_or_create(&TypeLabel::of(type_url));
-        if (bytes as i64) > g.get() {
-            g.set(bytes as i64);
-        }
+        // One atomic step: two requests at once cannot leave the smaller.
+        g.inner()
+            .fetch_max(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn set_nodes(&self, n: usize) {
