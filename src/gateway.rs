@@ -74,6 +74,10 @@ pub struct GatewayArgs {
     /// Envoy's admin interface.
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub envoy_admin: SocketAddr,
+    /// A listener of the launched Envoy for Prometheus: `GET /stats/prometheus` (and `GET
+    /// /ready`) answered from the admin interface, nothing else (none by default).
+    #[arg(long, value_name = "ADDR")]
+    pub envoy_stats: Option<SocketAddr>,
     /// Debug HTTP server: /metrics, /healthz, /status.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub debug: SocketAddr,
@@ -327,6 +331,7 @@ pub(crate) async fn serve(
             xds: probe::loopback_for(args.xds),
             mode,
             admin: args.envoy_admin,
+            stats: args.envoy_stats,
             ..BootstrapParams::default()
         });
         let mut cfg = LaunchConfig::new(binary, yaml, &work_dir);

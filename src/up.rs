@@ -112,6 +112,7 @@ impl UpArgs {
             internal_https: self.internal_https,
             xds: self.xds,
             envoy_admin: self.envoy_admin,
+            envoy_stats: None,
             debug: self.debug,
             envoy: self.envoy.clone(),
             no_envoy: self.no_envoy,

@@ -20,7 +20,8 @@ fn deployed() -> String {
 }
 
 /// `sluice envoy bootstrap --xds sluice-xds.knative-serving.svc:18000 --node-id sluice-gateway
-/// --envoy-admin 127.0.0.1:9901 --xds-tls-cert … --xds-tls-key … --xds-tls-ca …
+/// --envoy-admin 127.0.0.1:9901 --envoy-stats 0.0.0.0:9000 --xds-tls-cert … --xds-tls-key …
+/// --xds-tls-ca …
 /// --xds-tls-server-name sluice-xds.knative-serving.svc`.
 fn expected() -> String {
     let dir = "/etc/sluice/xds-tls";
@@ -28,6 +29,7 @@ fn expected() -> String {
         node_id: "sluice-gateway".into(),
         mode: XdsMode::Delta,
         admin: "127.0.0.1:9901".parse().unwrap(),
+        stats: Some("0.0.0.0:9000".parse().unwrap()),
         xds_endpoints: vec![("sluice-xds.knative-serving.svc".into(), 18000)],
         xds_tls: Some(XdsClientTls {
             cert: format!("{dir}/tls.crt"),

@@ -81,6 +81,7 @@ fn params(mode: XdsMode) -> anyhow::Result<BootstrapParams> {
         admin: free_port()?,
         xds_tls: None,
         xds_endpoints: Vec::new(),
+        stats: None,
     })
 }
 

@@ -842,3 +842,49 @@ async fn disable_http2_annotation_speaks_http1_to_an_h2c_backend() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_stats_listener_serves_prometheus_and_readiness_only() {
+    // As Kourier's stats listener: Prometheus scrapes Envoy there, the admin interface itself
+    // stays on loopback and out of reach.
+    let stats = support::ports::free_addr();
+    let stats_flag = stats.to_string();
+    let a = support::start(BackendOptions::new("a")).await;
+    let gw = Gateway::start_with(
+        "kourier-stats",
+        &[
+            ("svc-a.yaml", backend_objects("a", a.addr)),
+            (
+                "ing.yaml",
+                yaml(&simple_kingress("one", "one.example.com", "a")),
+            ),
+        ],
+        &["--envoy-stats", &stats_flag],
+    )
+    .await;
+    gw.wait_ready("one").await;
+    let r = support::get(gw.external_http, "one.example.com", "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let host = stats.to_string();
+    let page = support::get(stats, &host, "/stats/prometheus", &[])
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    let text = page.text();
+    assert!(
+        text.contains("envoy_server_live") && text.contains("envoy_http_downstream_rq_total"),
+        "Envoy's Prometheus stats: {}",
+        &text[..text.len().min(500)]
+    );
+    let ready = support::get(stats, &host, "/ready", &[]).await.unwrap();
+    assert_eq!(ready.status, 200, "Envoy's own readiness");
+    assert_eq!(ready.text().trim(), "LIVE");
+    // Nothing else of the admin interface: no config dump (secrets), no quitting.
+    for path in ["/config_dump", "/stats", "/clusters", "/quitquitquit"] {
+        let r = support::get(stats, &host, path, &[]).await.unwrap();
+        assert_eq!(r.status, 404, "{path} must not reach the admin interface");
+    }
+    gw.stop().await;
+}

@@ -328,7 +328,8 @@ fn services_reach_the_pods_on_the_contract_ports() {
     let envoy_ports: BTreeSet<i32> = container_ports(container(gateway, "envoy"))
         .into_values()
         .collect();
-    assert_eq!(envoy_ports, BTreeSet::from([8080, 8081, 8443, 8444]));
+    // The four listeners and the stats listener (`--envoy-stats 0.0.0.0:9000`).
+    assert_eq!(envoy_ports, BTreeSet::from([8080, 8081, 8443, 8444, 9000]));
     let xds_ports: BTreeSet<i32> = container_ports(container(control, "sluice"))
         .into_values()
         .collect();
@@ -627,8 +628,17 @@ fn policies_keep_one_of_each_up_and_admit_only_what_is_needed() {
     let gateway = ports_admitted("sluice-gateway");
     assert_eq!(
         gateway.keys().copied().collect::<BTreeSet<_>>(),
-        BTreeSet::from([8080, 8081, 8443, 8444]),
-        "the Envoy listeners only (admin stays on loopback)"
+        BTreeSet::from([8080, 8081, 8443, 8444, 9000]),
+        "the Envoy listeners and the stats listener only (admin stays on loopback)"
+    );
+    let stats_from = &gateway[&9000];
+    assert!(
+        !stats_from.is_empty()
+            && stats_from
+                .iter()
+                .all(|sel| sel.get("app.kubernetes.io/name").map(String::as_str)
+                    == Some("prometheus")),
+        "the stats listener admits Prometheus only: {stats_from:?}"
     );
 }
 

@@ -36,6 +36,10 @@ struct BootstrapArgs {
     /// Address of Envoy's admin interface (keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:9901")]
     envoy_admin: SocketAddr,
+    /// Also listen here for Prometheus: `GET /stats/prometheus` (and `GET /ready`) answered
+    /// from the admin interface, nothing else (Kourier serves its stats on port 9000).
+    #[arg(long, value_name = "ADDR")]
+    envoy_stats: Option<SocketAddr>,
     /// Envoy's client certificate (PEM file path, read by Envoy) for mutual TLS to the xDS
     /// server (`sluice gateway --xds-tls-client-ca`). Needs --xds-tls-key and --xds-tls-ca.
     #[arg(long, value_name = "PATH", requires_all = ["xds_tls_key", "xds_tls_ca"])]
@@ -88,6 +92,7 @@ pub fn run(args: EnvoyArgs) -> Result<(), CliError> {
                 xds_endpoints,
                 mode,
                 admin: a.envoy_admin,
+                stats: a.envoy_stats,
                 xds_tls: match (a.xds_tls_cert, a.xds_tls_key, a.xds_tls_ca) {
                     (Some(cert), Some(key), Some(ca)) => Some(XdsClientTls {
                         cert,

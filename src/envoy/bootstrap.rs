@@ -86,6 +86,10 @@ pub struct BootstrapParams {
     /// replicas, or a Service name resolved by DNS (the cluster becomes `STRICT_DNS`). Envoy
     /// keeps one ADS stream, to one of them, and moves to another when it fails.
     pub xds_endpoints: Vec<(String, u16)>,
+    /// A listener answering `GET /stats/prometheus` and `GET /ready` from the admin interface
+    /// and nothing else (`--envoy-stats`), as Kourier's stats listener on port 9000: Prometheus
+    /// scrapes Envoy there while the admin interface stays on loopback.
+    pub stats: Option<SocketAddr>,
 }
 
 /// How Envoy's ADS connection is secured (`sluice envoy bootstrap --xds-tls-…`): files Envoy
@@ -113,6 +117,7 @@ impl Default for BootstrapParams {
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             xds_tls: None,
             xds_endpoints: Vec::new(),
+            stats: None,
         }
     }
 }
@@ -135,10 +140,100 @@ pub fn render(params: &BootstrapParams) -> String {
     if !params.xds_endpoints.is_empty() {
         yaml = with_xds_endpoints(&yaml, &params.xds_endpoints);
     }
+    if let Some(stats) = params.stats {
+        yaml = with_stats_listener(&yaml, stats, params.admin);
+    }
     match &params.xds_tls {
         None => yaml,
         Some(tls) => with_xds_tls(&yaml, tls),
     }
+}
+
+/// The stats listener's name, and the static cluster of the admin interface behind it.
+pub const STATS_LISTENER: &str = "sluice_stats";
+const STATS_ADMIN_CLUSTER: &str = "sluice_stats_admin";
+/// The only paths the stats listener forwards to the admin interface.
+pub const STATS_PATHS: [&str; 2] = ["/stats/prometheus", "/ready"];
+
+/// The bootstrap with a static listener on `stats` that forwards [`STATS_PATHS`] (GET only) to
+/// the admin interface and answers 404 to anything else.
+fn with_stats_listener(yaml: &str, stats: SocketAddr, admin: SocketAddr) -> String {
+    use serde_yaml::Value;
+    let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
+        return yaml.to_string();
+    };
+    let admin_ip = if admin.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        admin.ip().to_string()
+    };
+    let routes: Vec<String> = STATS_PATHS
+        .iter()
+        .map(|path| {
+            format!(
+                r#"{{match: {{path: "{path}", headers: [{{name: ":method", string_match: {{exact: GET}}}}]}}, route: {{cluster: {STATS_ADMIN_CLUSTER}, timeout: 10s}}}}"#
+            )
+        })
+        .collect();
+    let listener = format!(
+        r#"
+name: {STATS_LISTENER}
+address: {{socket_address: {{address: "{ip}", port_value: {port}}}}}
+filter_chains:
+  - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {STATS_LISTENER}
+          route_config:
+            virtual_hosts:
+              - name: stats
+                domains: ["*"]
+                routes: [{routes}]
+          http_filters:
+            - name: envoy.filters.http.router
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        ip = stats.ip(),
+        port = stats.port(),
+        routes = routes.join(", "),
+    );
+    let cluster = format!(
+        r#"
+name: {STATS_ADMIN_CLUSTER}
+type: STATIC
+connect_timeout: 1s
+load_assignment:
+  cluster_name: {STATS_ADMIN_CLUSTER}
+  endpoints:
+    - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: "{admin_ip}", port_value: {port}}}}}}}
+"#,
+        port = admin.port(),
+    );
+    let (Ok(listener), Ok(cluster)) = (
+        serde_yaml::from_str::<Value>(&listener),
+        serde_yaml::from_str::<Value>(&cluster),
+    ) else {
+        return yaml.to_string();
+    };
+    let Some(statics) = doc
+        .get_mut("static_resources")
+        .and_then(Value::as_mapping_mut)
+    else {
+        return yaml.to_string();
+    };
+    statics.insert("listeners".into(), Value::Sequence(vec![listener]));
+    if let Some(Value::Sequence(clusters)) = statics.get_mut("clusters") {
+        clusters.push(cluster);
+    }
+    let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
+    let body = body
+        .strip_prefix("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n")
+        .unwrap_or(&body)
+        .to_string();
+    format!("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n{body}")
 }
 
 /// The bootstrap with the `sluice_xds` cluster's endpoints replaced by `endpoints`, resolved by
@@ -356,6 +451,65 @@ mod tests {
     }
 
     #[test]
+    fn the_stats_listener_forwards_two_paths_to_the_admin_interface() {
+        let doc = parse(&BootstrapParams {
+            admin: "0.0.0.0:19901".parse().unwrap(),
+            stats: Some("0.0.0.0:9000".parse().unwrap()),
+            xds_tls: Some(XdsClientTls {
+                cert: "c".into(),
+                key: "k".into(),
+                ca: "a".into(),
+                server_name: None,
+            }),
+            ..BootstrapParams::default()
+        });
+        let listener = at(&doc, &["static_resources", "listeners"])
+            .get(0)
+            .expect("the stats listener");
+        assert_eq!(listener["name"].as_str(), Some(STATS_LISTENER));
+        assert_eq!(
+            socket_address(listener, &["address", "socket_address"]),
+            ("0.0.0.0".to_owned(), 9000)
+        );
+        let routes = &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+            [0]["routes"];
+        let paths: Vec<&str> = routes
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| r["match"]["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, STATS_PATHS);
+        let clusters = at(&doc, &["static_resources", "clusters"]);
+        assert_eq!(clusters[0]["name"].as_str(), Some("sluice_xds"));
+        assert!(
+            clusters[0].get("transport_socket").is_some(),
+            "TLS stays on xDS"
+        );
+        assert!(clusters[1].get("transport_socket").is_none());
+        assert_eq!(
+            socket_address(
+                &clusters[1],
+                &[
+                    "load_assignment",
+                    "endpoints",
+                    "0",
+                    "lb_endpoints",
+                    "0",
+                    "endpoint",
+                    "address",
+                    "socket_address"
+                ]
+            ),
+            ("127.0.0.1".to_owned(), 19901),
+            "an unspecified admin address is reached on loopback"
+        );
+        // Without the flag: no listener at all.
+        let plain = parse(&BootstrapParams::default());
+        assert!(plain["static_resources"].get("listeners").is_none());
+    }
+
+    #[test]
     fn sotw_mode_uses_grpc_api_type_and_custom_addresses() {
         let params = BootstrapParams {
             node_id: "edge-1".to_owned(),
@@ -365,6 +519,7 @@ mod tests {
             admin: "[::1]:19901".parse().expect("valid address"),
             xds_tls: None,
             xds_endpoints: Vec::new(),
+            stats: None,
         };
         let doc = parse(&params);
         assert_eq!(at(&doc, &["node", "id"]).as_str(), Some("edge-1"));
