@@ -321,8 +321,11 @@ async fn the_direct_path_keeps_container_concurrency_and_measures_a_known_load()
         c.await.expect("client");
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
+    // Envoy's gauges are sampled every 200 ms and averaged over the window in force (the
+    // panic window, 0.6 s, while panicking): a sample can catch a request between pending and
+    // active twice. Seen up to 4.67 on a loaded 2-core machine.
     assert!(
-        (3.0..=4.5).contains(&observed.observed),
+        (3.0..=5.0).contains(&observed.observed),
         "Envoy's gauges give concurrency {} for a load of 4: {observed:?}",
         observed.observed
     );

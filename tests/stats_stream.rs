@@ -102,3 +102,60 @@ async fn the_activator_streams_pokes_and_load_to_the_autoscaler() {
     assert_eq!(ingest.dropped(), 0);
     stop_tx.send_replace(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poke_made_while_the_autoscaler_is_away_arrives_when_it_is_back() {
+    // The activator starts first; its autoscaler is not listening yet.
+    let stats_addr = support::ports::free_addr();
+    let (activator, pokes) = Activator::new(ActivatorConfig::default());
+    let key = RevisionKey::new("default", "late-00001");
+    activator.set_revision(key.clone(), RevisionConfig::default());
+    let reporter = Reporter::new(ReporterConfig {
+        interval: Duration::from_millis(200),
+        backoff_max: Duration::from_millis(200),
+        ..ReporterConfig::new(format!("http://{stats_addr}"), "activator-late")
+    })
+    .expect("valid endpoint");
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(reporter.run(activator.clone(), pokes, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let activator_addr = listener.local_addr().unwrap();
+    let serving = activator.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    let _request = tokio::spawn(async move {
+        support::get(
+            activator_addr,
+            "late.default.example.com",
+            "/",
+            &[
+                (NAMESPACE_HEADER, "default"),
+                (REVISION_HEADER, "late-00001"),
+            ],
+        )
+        .await
+    });
+    // The request waits at zero (its poke is made now, with no link).
+    wait_in_flight(&activator, &key).await;
+    // The autoscaler comes up: the poke arrives.
+    let (ingest, mut reports) = StatsIngest::new(64);
+    let stats_listener = TcpListener::bind(stats_addr).await.unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(ingest.into_service())
+            .serve_with_incoming(TcpListenerStream::new(stats_listener))
+            .await
+    });
+    let poke = next_report(&mut reports, "poke", |r| r.poke).await;
+    assert_eq!(poke.revision, key);
+    stop_tx.send_replace(true);
+}
+
+/// Waits until the activator holds a request for `key`.
+async fn wait_in_flight(activator: &Activator, key: &RevisionKey) {
+    support::wait_for("a request held at zero", SOON, || async {
+        (activator.in_flight(key) > 0).then_some(())
+    })
+    .await;
+}

@@ -8,6 +8,7 @@
 //! and periods that close while disconnected are counted and dropped (each
 //! batch carries its own window, so nothing downstream assumes continuity).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use std::time::Duration;
 
 use sluice_proto::autoscaler::v1::{ReportAck, RevisionStat, StatBatch, stats_client::StatsClient};
 use tokio::sync::mpsc;
+
+/// Pokes kept while the link to the autoscaler is down (one per revision).
+const MAX_UNSENT_POKES: usize = 1024;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -157,6 +161,9 @@ impl Reporter {
         let mut stream: Option<Stream> = None;
         let mut connect: Option<Connect> = Some(self.connect());
         let mut retry: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Pokes that came while the link was down: sent once it is up (a request waiting at
+        // zero must not wait for the next period's figures). One per revision, bounded.
+        let mut unsent: BTreeSet<RevisionKey> = BTreeSet::new();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -168,18 +175,14 @@ impl Reporter {
                     }
                 }
                 poke = pokes.recv(), if pokes_open => match poke {
-                    Some(key) => {
-                        let concurrency = activator.in_flight(&key).max(1) as f64;
-                        let stat = RevisionStat {
-                            namespace: key.namespace,
-                            revision: key.name,
-                            concurrency,
-                            requests: 0.0,
-                            window_ms: 0,
-                            poke: true,
-                        };
-                        self.send(&mut stream, vec![stat], true);
+                    Some(key) if stream.is_none() => {
+                        if unsent.len() < MAX_UNSENT_POKES {
+                            unsent.insert(key);
+                        } else {
+                            self.counters.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                    Some(key) => self.poke(&mut stream, &activator, key),
                     None => pokes_open = false,
                 },
                 () = or_pending(retry.as_mut()), if retry.is_some() => {
@@ -192,6 +195,9 @@ impl Reporter {
                         Ok(channel) => {
                             stream = Some(self.open(channel));
                             backoff = self.config.backoff_min;
+                            for key in std::mem::take(&mut unsent) {
+                                self.poke(&mut stream, &activator, key);
+                            }
                         }
                         Err(e) => {
                             tracing::debug!(endpoint = %self.config.endpoint, error = %e, "autoscaler unreachable");
@@ -237,6 +243,20 @@ impl Reporter {
     }
 
     /// Hands a batch to the open stream, or counts it dropped.
+    /// Tells the autoscaler a request waits for `key` at zero.
+    fn poke(&self, stream: &mut Option<Stream>, activator: &Activator, key: RevisionKey) {
+        let concurrency = activator.in_flight(&key).max(1) as f64;
+        let stat = RevisionStat {
+            namespace: key.namespace,
+            revision: key.name,
+            concurrency,
+            requests: 0.0,
+            window_ms: 0,
+            poke: true,
+        };
+        self.send(stream, vec![stat], true);
+    }
+
     fn send(&self, stream: &mut Option<Stream>, stats: Vec<RevisionStat>, poke: bool) {
         let c = &self.counters;
         let Some(s) = stream else {

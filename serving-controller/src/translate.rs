@@ -33,6 +33,7 @@ pub mod endpoints;
 mod error;
 pub mod gateway;
 pub mod hcm;
+pub mod internal_tls;
 pub mod listeners;
 pub mod names;
 pub mod routes;
@@ -149,6 +150,9 @@ pub struct TranslateOptions {
     /// The external HTTPS listener has a default certificate (`certs-secret-*`): every
     /// external host is served over HTTPS, not only those with `spec.tls`.
     pub https_everywhere: bool,
+    /// Knative's `system-internal-tls` is on: splits are spoken to over TLS
+    /// ([`internal_tls`]).
+    pub internal_tls: bool,
 }
 
 impl TranslateOptions {
@@ -157,6 +161,7 @@ impl TranslateOptions {
         Self {
             ext_authz: config.kourier.ext_authz.is_some(),
             https_everywhere: config.kourier.default_cert.is_some(),
+            internal_tls: config.internal_tls,
         }
     }
 }
@@ -261,9 +266,16 @@ pub fn translate_ingress_with(
             let single = path.splits.len() == 1;
             let mut weights = Vec::with_capacity(path.splits.len());
             let mut timeout = Duration::ZERO;
+            // As Kourier: a rewriteHost path goes back through the gateway, in plain text.
+            let internal_tls = options.internal_tls && path.rewrite_host.is_empty();
             for (k, split) in path.splits.iter().enumerate() {
                 let field = format!("{at}.http.paths[{j}].splits[{k}]");
-                let up = clusters::upstream(lookup, &key, split, &field, http2_allowed)?;
+                let ca = match internal_tls {
+                    true => Some(internal_tls::trusted_ca(lookup, &key, &field)?),
+                    false => None,
+                };
+                let up =
+                    clusters::upstream(lookup, &key, split, &field, http2_allowed, ca.as_deref())?;
                 // Validated to 0..=100; a lone split without percent gets everything.
                 let weight = if single && split.percent == 0 {
                     100

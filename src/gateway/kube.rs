@@ -158,13 +158,29 @@ impl KubeInputs {
         ) else {
             return;
         };
-        let keys = [config.default_cert, config.cluster_cert_secret]
-            .into_iter()
-            .flatten()
-            .map(|s| sluice_serving::IngressKey::new(&s.namespace, &s.name))
-            .collect();
-        self.source.name_config_secrets(keys);
+        self.source
+            .name_config_secrets(config_secrets(Some(&config)));
     }
+}
+
+/// The Secrets the gateway's own configuration names: `config-kourier`'s default certificates
+/// and the CA of Knative's system-internal-tls (kept whole whether or not it is on: one
+/// Secret, and turning it on then needs no new watch).
+fn config_secrets(
+    config: Option<&sluice_serving::kourier::KourierConfig>,
+) -> Vec<sluice_serving::IngressKey> {
+    use sluice_serving::kourier::SYSTEM_NAMESPACE;
+    use sluice_serving::translate::internal_tls::ROUTING_CA_SECRET;
+    config
+        .into_iter()
+        .flat_map(|c| [c.default_cert.clone(), c.cluster_cert_secret.clone()])
+        .flatten()
+        .map(|s| sluice_serving::IngressKey::new(&s.namespace, &s.name))
+        .chain([sluice_serving::IngressKey::new(
+            SYSTEM_NAMESPACE,
+            ROUTING_CA_SECRET,
+        )])
+        .collect()
 }
 
 /// The label Knative puts on the Secrets of the certificates it manages.
@@ -197,8 +213,11 @@ impl KubeInputs {
         if certificate_uid_only {
             config.secrets = sluice_serving::kube::Scope::all().with_labels(CERTIFICATE_UID_LABEL);
         }
+        let mut source = KubeSource::new(client, &config);
+        // The CA of system-internal-tls, should config-network turn it on.
+        source.name_config_secrets(config_secrets(None));
         Self {
-            source: KubeSource::new(client, &config),
+            source,
             unsynced_errors: BTreeMap::new(),
         }
     }

@@ -336,6 +336,13 @@ impl GatewayState {
                         }
                     }
                     touched.extend(self.naming_secret(&key.namespace, &key.name));
+                    if self.config.internal_tls
+                        && key.namespace == sluice_serving::kourier::SYSTEM_NAMESPACE
+                        && key.name == sluice_serving::translate::internal_tls::ROUTING_CA_SECRET
+                    {
+                        // The CA every split trusts under system-internal-tls.
+                        touched.extend(self.ingresses.keys().cloned());
+                    }
                 }
                 (Kind::ConfigMap, o) => {
                     if self.config_map_changed(&key, o) {
@@ -617,7 +624,8 @@ fn field_of(e: &TranslateError) -> Option<String> {
         | TranslateError::ExternalNameMissing { field, .. }
         | TranslateError::SecretNotFound { field, .. }
         | TranslateError::SecretKeyMissing { field, .. }
-        | TranslateError::SecretNotPem { field, .. } => Some(field.clone()),
+        | TranslateError::SecretNotPem { field, .. }
+        | TranslateError::InternalTls { field, .. } => Some(field.clone()),
         TranslateError::OtherClass { .. } => None,
     }
 }

@@ -369,9 +369,11 @@ impl Loop {
     }
 
     /// The addresses requests may go to: ready standard instances, and ready reserved ones
-    /// while they serve.
+    /// while they serve and no standard instance is ready (the hand-over is at once, not at
+    /// the next decision).
     pub(super) fn routable(&self, key: &Key, instances: &[InstanceStatus]) -> Vec<SocketAddr> {
-        let serving = self.autoscaling.reserved_serving(key);
+        let standard_ready = instances.iter().any(|i| i.ready && !i.reserved);
+        let serving = self.autoscaling.reserved_serving(key) && !standard_ready;
         let mut ready: Vec<SocketAddr> = instances
             .iter()
             .filter(|i| i.ready && (!i.reserved || serving))

@@ -53,7 +53,7 @@ pub const PERMISSIONS: &[Permission] = &[
 ];
 
 /// What the gateway reads in Knative's system namespace (`knative-serving`) only: its
-/// ConfigMaps (`config-kourier`). Granted by a Role there, not cluster-wide.
+/// ConfigMaps (`config-kourier`, `config-network`). Granted by a Role there, not cluster-wide.
 pub const SYSTEM_NAMESPACE_PERMISSIONS: &[Permission] = &[Permission {
     group: "",
     resource: "configmaps",

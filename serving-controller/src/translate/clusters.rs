@@ -221,7 +221,26 @@ pub(crate) fn upstream(
     split: &IngressBackendSplit,
     field: &str,
     http2_allowed: bool,
+    internal_tls_ca: Option<&[u8]>,
 ) -> Result<Upstream, TranslateError> {
+    // Knative's system-internal-tls: the same cluster over TLS, named apart.
+    let tls = |mut up: Upstream, h2: bool| {
+        if let Some(ca) = internal_tls_ca {
+            up.cluster.transport_socket = Some(super::internal_tls::transport_socket(
+                ca,
+                &split.service_namespace,
+                h2,
+            ));
+        }
+        up
+    };
+    let named = |base: String, h2c: bool, http2_allowed: bool| {
+        let name = named(base, h2c, http2_allowed);
+        match internal_tls_ca {
+            Some(_) => super::internal_tls::cluster_name(&name),
+            None => name,
+        }
+    };
     let (ns, name) = (&split.service_namespace, &split.service_name);
     let service = lookup
         .service(ns, name)
@@ -262,24 +281,30 @@ pub(crate) fn upstream(
         let port = u32::try_from(number).map_err(|_| port_not_found())?;
         let h2c = matched.is_some_and(is_h2c);
         let cluster_name = named(names::cluster(ns, name, number), h2c, http2_allowed);
-        return Ok(Upstream {
-            cluster: dns_cluster(&cluster_name, &host, port, h2c && http2_allowed),
-            assignment: None,
-        });
+        return Ok(tls(
+            Upstream {
+                cluster: dns_cluster(&cluster_name, &host, port, h2c && http2_allowed),
+                assignment: None,
+            },
+            h2c && http2_allowed,
+        ));
     }
 
     let port = matched.ok_or_else(port_not_found)?;
     let h2c = is_h2c(port);
     let cluster_name = named(names::cluster(ns, name, port.port), h2c, http2_allowed);
     let addrs = endpoints::ready_endpoints(lookup, ns, name, port);
-    Ok(Upstream {
-        cluster: limited_eds_cluster(
-            &cluster_name,
-            h2c && http2_allowed,
-            crate::lookup::endpoint_concurrency(&service),
-        ),
-        assignment: Some(load_assignment(&cluster_name, &addrs)),
-    })
+    Ok(tls(
+        Upstream {
+            cluster: limited_eds_cluster(
+                &cluster_name,
+                h2c && http2_allowed,
+                crate::lookup::endpoint_concurrency(&service),
+            ),
+            assignment: Some(load_assignment(&cluster_name, &addrs)),
+        },
+        h2c && http2_allowed,
+    ))
 }
 
 #[cfg(test)]

@@ -108,6 +108,16 @@ pub enum TranslateError {
         /// `tls.crt` or `tls.key`.
         key: &'static str,
     },
+    /// Knative's `system-internal-tls` is on, but the CA to trust is not there.
+    #[error("ingress {ingress}: {field}: system-internal-tls is on but {message}")]
+    InternalTls {
+        /// The KIngress.
+        ingress: IngressKey,
+        /// The split that would be spoken to over TLS.
+        field: String,
+        /// What is missing.
+        message: String,
+    },
     /// The Secret's `tls.crt` or `tls.key` is not PEM.
     #[error("ingress {ingress}: {field}: secret {secret} key {key:?} is not PEM")]
     SecretNotPem {
@@ -135,7 +145,8 @@ impl TranslateError {
             | Self::ExternalNameMissing { ingress, .. }
             | Self::SecretNotFound { ingress, .. }
             | Self::SecretKeyMissing { ingress, .. }
-            | Self::SecretNotPem { ingress, .. } => ingress,
+            | Self::SecretNotPem { ingress, .. }
+            | Self::InternalTls { ingress, .. } => ingress,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct GatewayConfig {
     pub envoy_admin: SocketAddr,
     /// `config-kourier` in force.
     pub kourier: KourierConfig,
+    /// Knative's `system-internal-tls` (`config-network`) is on.
+    pub internal_tls: bool,
 }
 
 impl Default for GatewayConfig {
@@ -70,6 +72,7 @@ impl Default for GatewayConfig {
             internal_https: at(8444),
             envoy_admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             kourier: KourierConfig::default(),
+            internal_tls: false,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sluice_serving::kourier::{self, CONFIG_KOURIER, KourierConfig, KourierEnv, SYSTEM_NAMESPACE};
-use sluice_serving::translate::ConfigProblem;
+use sluice_serving::translate::{ConfigProblem, internal_tls};
 
 use super::GatewayState;
 use crate::gateway::documents::{Object, ObjectKey};
@@ -23,6 +23,8 @@ pub(crate) struct Settings {
     pub(crate) problems: Vec<ConfigProblem>,
     /// Whether the ConfigMap exists (else: every default).
     present: bool,
+    /// The last refusal of `config-network` (the previous setting is in force).
+    network_error: Option<String>,
 }
 
 impl Settings {
@@ -33,6 +35,7 @@ impl Settings {
             notes: Vec::new(),
             problems: Vec::new(),
             present: false,
+            network_error: None,
         }
     }
 }
@@ -59,6 +62,9 @@ impl GatewayState {
     /// A ConfigMap changed (`None`: deleted). Returns whether the configuration in force
     /// changed (so every KIngress is translated again).
     pub(super) fn config_map_changed(&mut self, key: &ObjectKey, o: Option<Object>) -> bool {
+        if key.namespace == SYSTEM_NAMESPACE && key.name == internal_tls::CONFIG_NETWORK {
+            return self.config_network_changed(o);
+        }
         if key.namespace != SYSTEM_NAMESPACE || key.name != CONFIG_KOURIER {
             return false;
         }
@@ -89,11 +95,50 @@ impl GatewayState {
         }
     }
 
+    /// `config-network` changed: Knative's `system-internal-tls` (the only key the gateway
+    /// reads there). A bad value is reported and the previous setting stays.
+    fn config_network_changed(&mut self, o: Option<Object>) -> bool {
+        let data = match &o {
+            Some(Object::ConfigMap(c)) => c.data.clone().unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
+        match internal_tls::enabled(&data) {
+            Ok(on) => {
+                self.settings.network_error = None;
+                if on == self.config.internal_tls {
+                    return false;
+                }
+                tracing::info!(enabled = on, "config-network: system-internal-tls applied");
+                self.config.internal_tls = on;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "config-network refused; the previous setting keeps serving");
+                self.settings.network_error = Some(format!("config-network: {e}"));
+                false
+            }
+        }
+    }
+
     /// `config-kourier` as `/status` shows it.
     pub fn config_status(&self) -> ConfigStatus {
+        let mut values = values(&self.config.kourier);
+        values.insert(
+            format!(
+                "{}/{}",
+                internal_tls::CONFIG_NETWORK,
+                internal_tls::SYSTEM_INTERNAL_TLS
+            ),
+            if self.config.internal_tls {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .into(),
+        );
         ConfigStatus {
             present: self.settings.present,
-            values: values(&self.config.kourier),
+            values,
             error: self.settings.error.as_ref().map(ToString::to_string),
             notes: self
                 .settings
@@ -106,6 +151,7 @@ impl GatewayState {
                 .problems
                 .iter()
                 .map(|p| format!("{}: {}", p.key, p.message))
+                .chain(self.settings.network_error.clone())
                 .collect(),
         }
     }
