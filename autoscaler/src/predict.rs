@@ -2,9 +2,9 @@
 //! over the look-ahead window from its own per-minute [`History`], so capacity is started
 //! before a daily peak instead of after it.
 //!
-//! The method is seasonal with a daily period over the history's per-minute peaks: the
-//! forecast for a minute is the mean of the same minute on each of the previous days kept (up
-//! to seven), and the forecast for the
+//! The method is seasonal with a daily period over the history's per-minute figures (the 90th
+//! percentile of each minute's seconds): the forecast for a minute is the mean of the same
+//! minute on each of the previous days kept (up to seven), and the forecast for the
 //! look-ahead window is the largest such figure over its minutes. A margin is added: the
 //! `predictive-quantile` (default 95th percentile) of the forecast's errors (actual minus
 //! forecast) at the same time of day (±30 minutes) on each of the last seven days: the margin

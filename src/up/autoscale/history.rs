@@ -7,8 +7,9 @@
 //! does not cost a week of forecasts. A history kept in another metric is not used.
 //!
 //! The file: `{"version": 1, "metric": "concurrency", "history": {"start": <unix minute of
-//! values[0]>, "values": [<the minute's busiest second, or null>, …], "open": null |
-//! {"minute": …, "peak": …}}}`.
+//! values[0]>, "values": [<the minute's figure (90th percentile of its seconds), or null>, …],
+//! "open": null | {"minute": …, "observations": [<this minute's seconds so far>]}}}` (an
+//! older file's `"peak"` is ignored: that minute starts afresh).
 
 use std::path::{Path, PathBuf};
 
