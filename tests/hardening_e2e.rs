@@ -524,70 +524,14 @@ async fn input_envoy_would_refuse_is_reported_and_never_sent() {
 /// A CA, a server certificate for 127.0.0.1 / localhost and a client certificate, made with
 /// `openssl` in `dir`: (ca, server cert, server key, client cert, client key).
 fn mtls_files(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sluice test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ];
-    ca.extend(ec);
-    run(&ca);
-    for (name, san) in [
-        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-        ("client", "subjectAltName=DNS:envoy"),
-    ] {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let crt = format!("{name}.crt");
-        let subj = format!("/CN={name}");
-        let mut req = vec!["req", "-new", "-subj", &subj, "-keyout", &key, "-out", &csr];
-        req.extend(ec);
-        run(&req);
-        std::fs::write(dir.join(format!("{name}.ext")), format!("{san}\n")).unwrap();
-        let ext = format!("{name}.ext");
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &crt,
-        ]);
-    }
+    support::certs::ca_and_certificates(
+        dir,
+        "sluice test CA",
+        &[
+            ("server", "DNS:localhost,IP:127.0.0.1"),
+            ("client", "DNS:envoy"),
+        ],
+    );
     [
         "ca.crt",
         "server.crt",

@@ -38,78 +38,6 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA in `dir` and, for each `(name, DNS SAN)`, a certificate it signed:
-/// `name.crt` / `name.key`.
-fn certificates(dir: &Path, names: &[(&str, &str)]) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=knative test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ];
-    ca.extend(ec);
-    openssl(dir, &ca);
-    for (name, san) in names {
-        let (key, csr, crt, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-        );
-        let subj = format!("/CN={san}");
-        let mut req = vec!["req", "-new", "-subj", &subj, "-keyout", &key, "-out", &csr];
-        req.extend(ec);
-        openssl(dir, &req);
-        std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{san}\n")).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &crt,
-            ],
-        );
-    }
-}
-
 /// Starts a TLS server with `dir/name.crt`; returns it (killed on drop) and its port.
 async fn tls_server(dir: &Path, name: &str) -> (tokio::process::Child, u16) {
     let mut child = tokio::process::Command::new("python3")
@@ -161,12 +89,13 @@ async fn system_internal_tls_verifies_the_activator_and_queue_proxy_names() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("sluice-internal-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    certificates(
+    support::certs::ca_and_certificates(
         &dir,
+        "knative test CA",
         &[
-            ("queue-proxy", "kn-user-default"),
-            ("activator", "kn-routing"),
-            ("stranger", "kn-user-elsewhere"),
+            ("queue-proxy", "DNS:kn-user-default"),
+            ("activator", "DNS:kn-routing"),
+            ("stranger", "DNS:kn-user-elsewhere"),
         ],
     );
     let (_qp, qp) = tls_server(&dir, "queue-proxy").await;

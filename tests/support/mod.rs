@@ -6,6 +6,7 @@
 //! - [`backend`]: small real HTTP/1.1 + h2c + websocket + gRPC servers that behave like Knative's
 //!   conformance images (JSON echo, delays, first-request-fails, probe echo, websocket echo, gRPC
 //!   health), with request and concurrency counters.
+//! - [`certs`]: a test CA and certificates, made with `openssl`.
 //! - [`client`]: clients for those protocols that return everything a test asserts on.
 //! - [`otlp`]: OTLP trace receivers (gRPC and HTTP) recording every span.
 //! - [`ports`]: free loopback ports.
@@ -13,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod certs;
 pub mod client;
 pub mod gateway;
 pub mod otlp;
