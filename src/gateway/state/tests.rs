@@ -150,3 +150,37 @@ fn translation_errors_name_their_field() {
     };
     assert_eq!(field_of(&other), None);
 }
+
+#[test]
+fn config_network_turns_internal_tls_on_and_a_bad_value_keeps_the_last_good() {
+    let network = |value: &str| {
+        let text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-network, namespace: knative-serving}}\ndata: {{system-internal-tls: {value:?}}}\n"
+        );
+        let decoded = super::super::documents::decode(std::path::Path::new("n.yaml"), &text);
+        assert!(decoded.problems.is_empty(), "{:?}", decoded.problems);
+        decoded
+            .objects
+            .into_iter()
+            .map(|(k, o)| (k, Some(o)))
+            .collect::<Vec<_>>()
+    };
+    let mut state = GatewayState::new(GatewayConfig::default());
+    state.apply(network("enabled"));
+    assert!(state.config().internal_tls);
+    let key = "config-network/system-internal-tls";
+    assert_eq!(state.config_status().values[key], "enabled");
+    // Refused with the key named; the previous setting stays in force.
+    state.apply(network("on"));
+    assert!(state.config().internal_tls);
+    let problems = state.config_status().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("config-network: system-internal-tls = \"on\"")),
+        "{problems:?}"
+    );
+    state.apply(network("disabled"));
+    assert!(!state.config().internal_tls);
+    assert!(state.config_status().problems.is_empty());
+}
