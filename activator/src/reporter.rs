@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use sluice_proto::autoscaler::v1::{ReportAck, RevisionStat, StatBatch, stats_client::StatsClient};
 use tokio::sync::mpsc;
-
-/// Pokes kept while the link to the autoscaler is down (one per revision).
-const MAX_UNSENT_POKES: usize = 1024;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::activator::{Activator, RevisionReport};
 use crate::revision::RevisionKey;
+
+/// Pokes kept while the link to the autoscaler is down (one per revision).
+const MAX_UNSENT_POKES: usize = 1024;
 
 /// Where and how often to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +182,10 @@ impl Reporter {
                             self.counters.batches_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Some(key) => self.poke(&mut stream, &activator, key),
+                    Some(key) => {
+                        let stat = poke_stat(&activator, key);
+                        self.send(&mut stream, vec![stat], true);
+                    }
                     None => pokes_open = false,
                 },
                 () = or_pending(retry.as_mut()), if retry.is_some() => {
@@ -195,8 +198,15 @@ impl Reporter {
                         Ok(channel) => {
                             stream = Some(self.open(channel));
                             backoff = self.config.backoff_min;
-                            for key in std::mem::take(&mut unsent) {
-                                self.poke(&mut stream, &activator, key);
+                            // One batch for all of them (the stream's queue is short), and
+                            // only for requests still waiting.
+                            let waiting: Vec<RevisionStat> = std::mem::take(&mut unsent)
+                                .into_iter()
+                                .filter(|key| activator.in_flight(key) > 0)
+                                .map(|key| poke_stat(&activator, key))
+                                .collect();
+                            if !waiting.is_empty() {
+                                self.send(&mut stream, waiting, true);
                             }
                         }
                         Err(e) => {
@@ -243,20 +253,6 @@ impl Reporter {
     }
 
     /// Hands a batch to the open stream, or counts it dropped.
-    /// Tells the autoscaler a request waits for `key` at zero.
-    fn poke(&self, stream: &mut Option<Stream>, activator: &Activator, key: RevisionKey) {
-        let concurrency = activator.in_flight(&key).max(1) as f64;
-        let stat = RevisionStat {
-            namespace: key.namespace,
-            revision: key.name,
-            concurrency,
-            requests: 0.0,
-            window_ms: 0,
-            poke: true,
-        };
-        self.send(stream, vec![stat], true);
-    }
-
     fn send(&self, stream: &mut Option<Stream>, stats: Vec<RevisionStat>, poke: bool) {
         let c = &self.counters;
         let Some(s) = stream else {
@@ -274,6 +270,18 @@ impl Reporter {
             Ok(()) => c.batches_sent.fetch_add(1, Ordering::Relaxed),
             Err(_) => c.batches_dropped.fetch_add(1, Ordering::Relaxed),
         };
+    }
+}
+
+/// A poke: a request waits for `key` at zero.
+fn poke_stat(activator: &Activator, key: RevisionKey) -> RevisionStat {
+    RevisionStat {
+        concurrency: activator.in_flight(&key).max(1) as f64,
+        namespace: key.namespace,
+        revision: key.name,
+        requests: 0.0,
+        window_ms: 0,
+        poke: true,
     }
 }
 

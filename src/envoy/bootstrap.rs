@@ -162,10 +162,10 @@ fn with_stats_listener(yaml: &str, stats: SocketAddr, admin: SocketAddr) -> Stri
     let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
         return yaml.to_string();
     };
-    let admin_ip = if admin.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        admin.ip().to_string()
+    let admin_ip = match admin.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
+        ip => ip.to_string(),
     };
     let routes: Vec<String> = STATS_PATHS
         .iter()

@@ -77,7 +77,10 @@ impl History {
             Some(open) if open.minute > minute => return,
             _ => {}
         }
-        if let Some(open) = self.open.take() {
+        // An open minute without observations (read from an older file) stays unobserved.
+        if let Some(open) = self.open.take()
+            && !open.observations.is_empty()
+        {
             let minute = open.minute;
             self.close(minute, open.figure());
         }
@@ -134,7 +137,10 @@ impl History {
 
     /// The figure so far of the minute being observed, and that minute.
     pub fn current(&self) -> Option<(i64, f64)> {
-        self.open.clone().map(|o| (o.minute, o.figure()))
+        self.open
+            .clone()
+            .filter(|o| !o.observations.is_empty())
+            .map(|o| (o.minute, o.figure()))
     }
 
     /// Finished minutes kept (observed or not).
@@ -182,6 +188,15 @@ mod tests {
             "an outlier second does not set the minute"
         );
         assert_eq!(h.last_closed(), Some(100));
+    }
+
+    #[test]
+    fn an_older_files_open_minute_is_left_unobserved() {
+        let old = r#"{"start": 100, "values": [1.0], "open": {"minute": 101, "peak": 7.0}}"#;
+        let mut h: History = serde_json::from_str(old).expect("an older history still reads");
+        h.record(t(105, 0), 2.0);
+        assert_eq!(h.get(100), Some(1.0));
+        assert_eq!(h.get(101), None, "not a false zero");
     }
 
     #[test]

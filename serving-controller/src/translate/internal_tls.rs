@@ -97,10 +97,23 @@ pub(crate) fn trusted_ca(
                 "secret {SYSTEM_NAMESPACE}/{ROUTING_CA_SECRET} has no {CA_KEY:?}"
             ))
         })?;
-    if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
-        return Err(fail(format!(
-            "secret {SYSTEM_NAMESPACE}/{ROUTING_CA_SECRET} key {CA_KEY:?} is not a PEM certificate"
-        )));
+    // Checked here, so a bad CA is reported on the KIngress instead of NACKed by Envoy.
+    let at = format!("secret {SYSTEM_NAMESPACE}/{ROUTING_CA_SECRET} key {CA_KEY:?}");
+    let mut certificates = 0;
+    for pem in x509_parser::pem::Pem::iter_from_buffer(&ca) {
+        match pem {
+            Ok(p) if p.label == "CERTIFICATE" => {
+                x509_parser::parse_x509_certificate(&p.contents).map_err(|e| {
+                    fail(format!("{at} holds a certificate that does not parse: {e}"))
+                })?;
+                certificates += 1;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(fail(format!("{at} is not PEM: {e}"))),
+        }
+    }
+    if certificates == 0 {
+        return Err(fail(format!("{at} holds no PEM certificate")));
     }
     Ok(ca)
 }
@@ -169,9 +182,34 @@ mod tests {
             .collect()
     }
 
+    /// A self-signed EC certificate (openssl, valid for a century).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBezCCASGgAwIBAgIUbMt8B58ZC6jcgV7GJ+o+FCHxK/owCgYIKoZIzj0EAwIw\nEjEQMA4GA1UEAwwHdGVzdCBDQTAgFw0yNjEyMDcxODA1MTNaGA8yMTI2MTExMzE4\nMDUxM1owEjEQMA4GA1UEAwwHdGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEH\nA0IABAyrcco+FpvmEImgXz41ENAA1k4XVc1uRW/aMfwRZjngDj6ESz5d5l83O7Qa\n+FS0KVKY+c8TDEqrQqc88io31gyjUzBRMB0GA1UdDgQWBBQi88XEwr5PE7tV6Vvo\n+b+qWSmddTAfBgNVHSMEGDAWgBQi88XEwr5PE7tV6Vvo+b+qWSmddTAPBgNVHRMB\nAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIDTtxpR8N0QQjS0WIL8o/WlQvZFz\n5dCNOYRRPv2rlZBbAiEApT0AQ1LtI8zPXHlEXRwLuCoZGhl6R+TMGj1PHsu500M=\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_ca_that_is_not_a_certificate_is_reported() {
+        use crate::translate::tests::fixtures::{objects, tls_secret};
+        let key = crate::ingress::IngressKey::new("default", "hello");
+        let with = |ca: &str| {
+            let mut o = objects();
+            let mut s = tls_secret(SYSTEM_NAMESPACE, ROUTING_CA_SECRET, "", None);
+            s.data = Some(BTreeMap::from([(
+                CA_KEY.to_string(),
+                k8s_openapi::ByteString(ca.into()),
+            )]));
+            o.add_secret(s);
+            trusted_ca(&o, &key, "f").map_err(|e| e.to_string())
+        };
+        assert!(with(TEST_CA).is_ok());
+        let broken = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let e = with(broken).unwrap_err();
+        assert!(e.contains("does not parse"), "{e}");
+        let e = with("hello").unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
+
     #[test]
     fn splits_speak_tls_to_the_activator_and_their_namespaces_queue_proxies() {
-        use crate::translate::tests::fixtures::{CERT, kingress, objects, tls_secret};
+        use crate::translate::tests::fixtures::{kingress, objects, tls_secret};
         use crate::translate::{TranslateOptions, translate_ingress_with};
         use envoy_types::pb::envoy::config::cluster::v3::Cluster;
         use prost::Message;
@@ -202,7 +240,7 @@ rules:
         let mut ca = tls_secret(SYSTEM_NAMESPACE, ROUTING_CA_SECRET, "", None);
         ca.data = Some(BTreeMap::from([(
             CA_KEY.to_string(),
-            k8s_openapi::ByteString(CERT.into()),
+            k8s_openapi::ByteString(TEST_CA.into()),
         )]));
         o.add_secret(ca);
         let t = translate_ingress_with(&kingress(spec), &o, &on).expect("translates");
@@ -225,7 +263,10 @@ rules:
             .transport_socket
             .clone()
             .expect("TLS");
-        assert_eq!(socket, transport_socket(CERT.as_bytes(), "default", false));
+        assert_eq!(
+            socket,
+            transport_socket(TEST_CA.as_bytes(), "default", false)
+        );
         let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type else {
             panic!("typed config")
         };
