@@ -429,3 +429,53 @@ async fn container_concurrency_one_never_gets_two_requests_at_once() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_gc_collects_the_oldest_revision_beyond_the_maximum() {
+    // Time limits off, at most one non-active Revision: the third template collects the first.
+    let config_gc = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-gc, namespace: knative-serving}
+data:
+  retain-since-create-time: disabled
+  retain-since-last-active-time: disabled
+  min-non-active-revisions: "0"
+  max-non-active-revisions: "1"
+"#;
+    let gw = Gateway::start_up(
+        "gc",
+        &[
+            ("config-gc.yaml", config_gc.to_string()),
+            ("gc.yaml", service("gc", "one", "", "")),
+        ],
+    )
+    .await;
+    wait_service(&gw, "gc", "gc-00001").await;
+    gw.write("gc.yaml", &service("gc", "two", "", ""));
+    wait_service(&gw, "gc", "gc-00002").await;
+    wait_revision(gw.external_http, &host("gc"), &[], "gc-00002").await;
+    let names = |s: &sluice::up::ServingView| -> Vec<String> {
+        s.revisions
+            .iter()
+            .map(|r| r.revision.name.clone())
+            .collect()
+    };
+    // One non-active Revision is within the maximum: kept.
+    let s = serving(&gw).await.expect("status");
+    assert_eq!(names(&s), ["gc-00001", "gc-00002"]);
+    gw.write("gc.yaml", &service("gc", "three", "", ""));
+    wait_service(&gw, "gc", "gc-00003").await;
+    wait_revision(gw.external_http, &host("gc"), &[], "gc-00003").await;
+    wait_for("gc-00001 collected", SETTLE, || async {
+        let s = serving(&gw).await?;
+        ensure!(names(&s) == ["gc-00002", "gc-00003"], "{:?}", names(&s));
+        anyhow::Ok(())
+    })
+    .await;
+    // The collected Revision is gone for good: a restart does not bring it back.
+    let gw = gw.restart_up("gc").await;
+    wait_service(&gw, "gc", "gc-00003").await;
+    let s = serving(&gw).await.expect("status");
+    assert_eq!(names(&s), ["gc-00002", "gc-00003"]);
+    gw.stop().await;
+}

@@ -26,6 +26,7 @@ pub mod config;
 pub mod configuration;
 pub mod defaults;
 pub mod domains;
+pub mod gc;
 pub mod kingress;
 pub mod names;
 pub mod pod;

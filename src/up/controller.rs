@@ -255,6 +255,11 @@ impl Controller {
             }
         }
         self.endpoints(&mut out);
+        // Knative's labeler: which Revisions the served KIngresses name, and since when.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.update_routing(now);
         out.state_changed = std::mem::take(&mut self.state_changed);
         out
     }
@@ -411,6 +416,7 @@ fn object_key(kind: Kind, key: &Key) -> ObjectKey {
     }
 }
 
+mod gc;
 mod inputs;
 mod objects;
 mod running;

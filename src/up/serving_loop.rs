@@ -105,7 +105,9 @@ impl Loop {
                     continue;
                 }
                 _ = ticks.tick() => {
-                    if !self.tick().await {
+                    let collected = lock(&self.controller)
+                        .collect_garbage(jiff::Timestamp::now().as_second());
+                    if !self.tick().await && !collected {
                         continue;
                     }
                 }

@@ -43,6 +43,9 @@ pub struct ServingConfig {
     pub features: Features,
     /// `config-defaults`.
     pub defaults: Defaults,
+    /// `config-gc`.
+    #[serde(default)]
+    pub gc: super::gc::GcConfig,
 }
 
 /// `config-domain`: domain suffixes, each with an optional label selector.
@@ -181,6 +184,7 @@ impl ServingConfig {
                 }
             }
             "config-defaults" => self.apply_defaults(data)?,
+            super::gc::CONFIG_GC => self.gc = super::gc::GcConfig::parse(data)?,
             _ => {}
         }
         Ok(())

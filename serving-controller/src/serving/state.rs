@@ -46,6 +46,35 @@ pub struct ConfigurationState {
     /// Revisions by name.
     #[serde(default)]
     pub revisions: BTreeMap<String, RevisionRecord>,
+    /// Per Revision: what garbage collection needs (creation and routing state over time).
+    #[serde(default)]
+    pub routing: BTreeMap<String, RoutingRecord>,
+}
+
+/// A Revision's routing state, as Knative's labeler keeps it
+/// (`serving.knative.dev/routingState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RoutingState {
+    /// No Route has sent it traffic yet.
+    Pending,
+    /// A Route sends it traffic.
+    Active,
+    /// A Route sent it traffic and no longer does: it may be collected.
+    Reserve,
+}
+
+/// When a Revision was first seen and how its routing state moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingRecord {
+    /// First seen (Unix seconds): its creation, or the upgrade that started keeping this.
+    pub created: i64,
+    /// Its routing state.
+    pub state: RoutingState,
+    /// When that state last changed (Unix seconds).
+    #[serde(default)]
+    pub modified: Option<i64>,
 }
 
 /// One created Revision.
@@ -108,9 +137,8 @@ impl ServingState {
         configuration: &Key,
         revision: &str,
     ) -> Option<RevisionRecord> {
-        self.configurations
-            .get_mut(&state_key(configuration))?
-            .revisions
-            .remove(revision)
+        let c = self.configurations.get_mut(&state_key(configuration))?;
+        c.routing.remove(revision);
+        c.revisions.remove(revision)
     }
 }
