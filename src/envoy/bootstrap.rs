@@ -8,6 +8,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use serde_yaml::{Mapping, Value};
+
 /// The bootstrap template, embedded at build time.
 const TEMPLATE: &str = include_str!("../../envoy/bootstrap.yaml");
 
@@ -136,17 +138,32 @@ pub fn render(params: &BootstrapParams) -> String {
         ("admin_port", params.admin.port().to_string()),
         ("api_type", params.mode.api_type().to_owned()),
     ];
-    let mut yaml = fill(TEMPLATE, &values);
+    let yaml = fill(TEMPLATE, &values);
+    if params.xds_endpoints.is_empty() && params.stats.is_none() && params.xds_tls.is_none() {
+        return yaml;
+    }
+    // The template is valid YAML whatever the values (they are escaped): edit it as a document.
+    let Ok(mut doc) = serde_yaml::from_str::<Value>(&yaml) else {
+        return yaml;
+    };
     if !params.xds_endpoints.is_empty() {
-        yaml = with_xds_endpoints(&yaml, &params.xds_endpoints);
+        set_xds_endpoints(&mut doc, &params.xds_endpoints);
     }
     if let Some(stats) = params.stats {
-        yaml = with_stats_listener(&yaml, stats, params.admin);
+        add_stats_listener(&mut doc, stats, params.admin);
     }
-    match &params.xds_tls {
-        None => yaml,
-        Some(tls) => with_xds_tls(&yaml, tls),
+    if let Some(tls) = &params.xds_tls {
+        set_xds_tls(&mut doc, tls);
     }
+    let Ok(body) = serde_yaml::to_string(&doc) else {
+        return yaml;
+    };
+    let with = if params.xds_tls.is_some() {
+        ", with mutual TLS to the xDS server"
+    } else {
+        ""
+    };
+    format!("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`{with}).\n{body}")
 }
 
 /// The stats listener's name, and the static cluster of the admin interface behind it.
@@ -155,13 +172,17 @@ const STATS_ADMIN_CLUSTER: &str = "sluice_stats_admin";
 /// The only paths the stats listener forwards to the admin interface.
 pub const STATS_PATHS: [&str; 2] = ["/stats/prometheus", "/ready"];
 
-/// The bootstrap with a static listener on `stats` that forwards [`STATS_PATHS`] (GET only) to
-/// the admin interface and answers 404 to anything else.
-fn with_stats_listener(yaml: &str, stats: SocketAddr, admin: SocketAddr) -> String {
-    use serde_yaml::Value;
-    let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
-        return yaml.to_string();
-    };
+/// The `sluice_xds` cluster (the template's first).
+fn xds_cluster(doc: &mut Value) -> Option<&mut Mapping> {
+    doc.get_mut("static_resources")?
+        .get_mut("clusters")?
+        .get_mut(0)?
+        .as_mapping_mut()
+}
+
+/// Adds a static listener on `stats` that forwards [`STATS_PATHS`] (GET only) to the admin
+/// interface and answers 404 to anything else.
+fn add_stats_listener(doc: &mut Value, stats: SocketAddr, admin: SocketAddr) {
     let admin_ip = match admin.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
@@ -216,33 +237,23 @@ load_assignment:
         serde_yaml::from_str::<Value>(&listener),
         serde_yaml::from_str::<Value>(&cluster),
     ) else {
-        return yaml.to_string();
+        return;
     };
     let Some(statics) = doc
         .get_mut("static_resources")
         .and_then(Value::as_mapping_mut)
     else {
-        return yaml.to_string();
+        return;
     };
     statics.insert("listeners".into(), Value::Sequence(vec![listener]));
     if let Some(Value::Sequence(clusters)) = statics.get_mut("clusters") {
         clusters.push(cluster);
     }
-    let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
-    let body = body
-        .strip_prefix("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n")
-        .unwrap_or(&body)
-        .to_string();
-    format!("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n{body}")
 }
 
-/// The bootstrap with the `sluice_xds` cluster's endpoints replaced by `endpoints`, resolved by
-/// DNS (`STRICT_DNS`, every address of every name) when any is a name.
-fn with_xds_endpoints(yaml: &str, endpoints: &[(String, u16)]) -> String {
-    use serde_yaml::{Mapping, Value};
-    let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
-        return yaml.to_string();
-    };
+/// Replaces the `sluice_xds` cluster's endpoints by `endpoints`, resolved by DNS
+/// (`STRICT_DNS`, every address of every name) when any is a name.
+fn set_xds_endpoints(doc: &mut Value, endpoints: &[(String, u16)]) {
     let by_name = endpoints
         .iter()
         .any(|(h, _)| h.parse::<std::net::IpAddr>().is_err());
@@ -261,36 +272,26 @@ fn with_xds_endpoints(yaml: &str, endpoints: &[(String, u16)]) -> String {
             Value::Mapping(lb)
         })
         .collect();
-    if let Some(cluster) = doc
-        .get_mut("static_resources")
-        .and_then(|s| s.get_mut("clusters"))
-        .and_then(|c| c.get_mut(0))
+    let Some(cluster) = xds_cluster(doc) else {
+        return;
+    };
+    if by_name {
+        cluster.insert("type".into(), "STRICT_DNS".into());
+    }
+    if let Some(eps) = cluster
+        .get_mut("load_assignment")
+        .and_then(|l| l.get_mut("endpoints"))
+        .and_then(|e| e.get_mut(0))
         .and_then(Value::as_mapping_mut)
     {
-        if by_name {
-            cluster.insert("type".into(), "STRICT_DNS".into());
-        }
-        if let Some(eps) = cluster
-            .get_mut("load_assignment")
-            .and_then(|l| l.get_mut("endpoints"))
-            .and_then(|e| e.get_mut(0))
-            .and_then(Value::as_mapping_mut)
-        {
-            eps.insert("lb_endpoints".into(), Value::Sequence(lb_endpoints));
-        }
+        eps.insert("lb_endpoints".into(), Value::Sequence(lb_endpoints));
     }
-    let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
-    format!("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n{body}")
 }
 
-/// The bootstrap with a TLS transport socket on the `sluice_xds` cluster: Envoy presents its
-/// client certificate and checks the server's against the CA (and its SAN against the server
-/// name, when given). HTTP/2 is negotiated by ALPN, as gRPC over TLS requires.
-fn with_xds_tls(yaml: &str, tls: &XdsClientTls) -> String {
-    use serde_yaml::{Mapping, Value};
-    let Ok(mut doc) = serde_yaml::from_str::<Value>(yaml) else {
-        return yaml.to_string();
-    };
+/// Puts a TLS transport socket on the `sluice_xds` cluster: Envoy presents its client
+/// certificate and checks the server's against the CA (and its SAN against the server name,
+/// when given). HTTP/2 is negotiated by ALPN, as gRPC over TLS requires.
+fn set_xds_tls(doc: &mut Value, tls: &XdsClientTls) {
     let file = |path: &str| {
         let mut m = Mapping::new();
         m.insert("filename".into(), path.into());
@@ -331,22 +332,9 @@ fn with_xds_tls(yaml: &str, tls: &XdsClientTls) -> String {
     let mut socket = Mapping::new();
     socket.insert("name".into(), "envoy.transport_sockets.tls".into());
     socket.insert("typed_config".into(), Value::Mapping(ctx));
-    if let Some(cluster) = doc
-        .get_mut("static_resources")
-        .and_then(|s| s.get_mut("clusters"))
-        .and_then(|c| c.get_mut(0))
-        .and_then(Value::as_mapping_mut)
-    {
+    if let Some(cluster) = xds_cluster(doc) {
         cluster.insert("transport_socket".into(), Value::Mapping(socket));
     }
-    let body = serde_yaml::to_string(&doc).unwrap_or_else(|_| yaml.to_string());
-    let body = body
-        .strip_prefix("# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`).\n")
-        .unwrap_or(&body)
-        .to_string();
-    format!(
-        "# Sluice Envoy bootstrap (rendered by `sluice envoy bootstrap`, with mutual TLS to the xDS server).\n{body}"
-    )
 }
 
 /// Replaces every `{{name}}` in `template` by its value; unknown placeholders are left as is.
