@@ -295,42 +295,23 @@ mod authz {
     /// An HTTP authorization service: 200 for `/check/ok…`, 403 otherwise.
     pub async fn http() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let s = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let s = s.clone();
-                            async move {
-                                let path = req.uri().path().to_string();
-                                s.lock().unwrap().push(path.clone());
-                                let code = if path.starts_with("/check/ok") {
-                                    200
-                                } else {
-                                    403
-                                };
-                                Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .status(code)
-                                        .body(http_body_util::Empty::<bytes::Bytes>::new())
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+        let addr = support::http::serve_http1(move |req| {
+            let path = req.uri().path().to_string();
+            s.lock().unwrap().push(path.clone());
+            let code = if path.starts_with("/check/ok") {
+                200
+            } else {
+                403
+            };
+            async move {
+                hyper::Response::builder()
+                    .status(code)
+                    .body(http_body_util::Full::default())
+                    .unwrap()
             }
-        });
+        })
+        .await;
         (addr, seen)
     }
 }

@@ -86,48 +86,30 @@ pub async fn grpc() -> (SocketAddr, Seen) {
 /// An HTTP (`http/protobuf`) receiver on a free loopback port.
 pub async fn http() -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let s = s.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let ok = req.uri().path() == "/v1/traces";
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            if ok && let Ok(r) = ExportTraceServiceRequest::decode(body) {
-                                record(&s, &r);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(if ok { 200 } else { 404 })
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(
-                                        ExportTraceServiceResponse::default().encode_to_vec(),
-                                    )))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = super::http::serve_http1(move |req: hyper::Request<hyper::body::Incoming>| {
+        let s = s.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let ok = req.uri().path() == "/v1/traces";
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if ok && let Ok(r) = ExportTraceServiceRequest::decode(body) {
+                record(&s, &r);
+            }
+            hyper::Response::builder()
+                .status(if ok { 200 } else { 404 })
+                .header("content-type", "application/x-protobuf")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )))
+                .unwrap()
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
