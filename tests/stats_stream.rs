@@ -34,27 +34,33 @@ async fn next_report(
     .unwrap_or_else(|_| panic!("no {what} within {SOON:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_activator_streams_pokes_and_load_to_the_autoscaler() {
-    // The autoscaler's side.
-    let (ingest, mut reports) = StatsIngest::new(64);
-    let stats_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stats_addr = stats_listener.local_addr().unwrap();
+/// The autoscaler's side on `listener`: what it ingests arrives on the receiver.
+fn start_ingest(listener: TcpListener) -> (StatsIngest, mpsc::Receiver<Report>) {
+    let (ingest, reports) = StatsIngest::new(64);
     let server_ingest = ingest.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(server_ingest.into_service())
-            .serve_with_incoming(TcpListenerStream::new(stats_listener))
+            .serve_with_incoming(TcpListenerStream::new(listener))
             .await
     });
+    (ingest, reports)
+}
 
-    // The activator's side: a revision with no instance yet.
+/// The activator's side: `revision` (no instance yet) served on a loopback port, its reporter
+/// streaming to `stats` as `source` (reconnecting every 200 ms at most). Sending `true` stops
+/// the reporter.
+async fn start_activator(
+    stats: std::net::SocketAddr,
+    source: &str,
+    revision: &RevisionKey,
+) -> (Activator, std::net::SocketAddr, watch::Sender<bool>) {
     let (activator, pokes) = Activator::new(ActivatorConfig::default());
-    let key = RevisionKey::new("default", "hello-00001");
-    activator.set_revision(key.clone(), RevisionConfig::default());
+    activator.set_revision(revision.clone(), RevisionConfig::default());
     let reporter = Reporter::new(ReporterConfig {
         interval: Duration::from_millis(200),
-        ..ReporterConfig::new(format!("http://{stats_addr}"), "activator-e2e")
+        backoff_max: Duration::from_millis(200),
+        ..ReporterConfig::new(format!("http://{stats}"), source)
     })
     .expect("valid endpoint");
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -62,9 +68,20 @@ async fn the_activator_streams_pokes_and_load_to_the_autoscaler() {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let activator_addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     let serving = activator.clone();
     tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    (activator, addr, stop_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activator_streams_pokes_and_load_to_the_autoscaler() {
+    let stats_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stats_addr = stats_listener.local_addr().unwrap();
+    let (ingest, mut reports) = start_ingest(stats_listener);
+    let key = RevisionKey::new("default", "hello-00001");
+    let (activator, activator_addr, stop_tx) =
+        start_activator(stats_addr, "activator-e2e", &key).await;
 
     // A request at zero is held, and pokes the autoscaler through the stream.
     let request = tokio::spawn(async move {
@@ -107,23 +124,9 @@ async fn the_activator_streams_pokes_and_load_to_the_autoscaler() {
 async fn a_poke_made_while_the_autoscaler_is_away_arrives_when_it_is_back() {
     // The activator starts first; its autoscaler is not listening yet.
     let stats_addr = support::ports::free_addr();
-    let (activator, pokes) = Activator::new(ActivatorConfig::default());
     let key = RevisionKey::new("default", "late-00001");
-    activator.set_revision(key.clone(), RevisionConfig::default());
-    let reporter = Reporter::new(ReporterConfig {
-        interval: Duration::from_millis(200),
-        backoff_max: Duration::from_millis(200),
-        ..ReporterConfig::new(format!("http://{stats_addr}"), "activator-late")
-    })
-    .expect("valid endpoint");
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    tokio::spawn(reporter.run(activator.clone(), pokes, async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let activator_addr = listener.local_addr().unwrap();
-    let serving = activator.clone();
-    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    let (activator, activator_addr, stop_tx) =
+        start_activator(stats_addr, "activator-late", &key).await;
     let _request = tokio::spawn(async move {
         support::get(
             activator_addr,
@@ -139,14 +142,7 @@ async fn a_poke_made_while_the_autoscaler_is_away_arrives_when_it_is_back() {
     // The request waits at zero (its poke is made now, with no link).
     wait_in_flight(&activator, &key).await;
     // The autoscaler comes up: the poke arrives.
-    let (ingest, mut reports) = StatsIngest::new(64);
-    let stats_listener = TcpListener::bind(stats_addr).await.unwrap();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(ingest.into_service())
-            .serve_with_incoming(TcpListenerStream::new(stats_listener))
-            .await
-    });
+    let (_ingest, mut reports) = start_ingest(TcpListener::bind(stats_addr).await.unwrap());
     let poke = next_report(&mut reports, "poke", |r| r.poke).await;
     assert_eq!(poke.revision, key);
     stop_tx.send_replace(true);
