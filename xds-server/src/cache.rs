@@ -17,8 +17,14 @@ use tokio::sync::watch;
 use crate::consistency::{self, Inconsistency};
 use crate::resource::{Resource, SNAPSHOT_TYPES};
 
-/// Resources of one type, by name, shared cheaply between the cache and streams.
-pub type Resources = Arc<BTreeMap<String, Arc<Resource>>>;
+mod changes;
+
+pub use changes::{ChangeLog, LOG_MAX_NAMES};
+
+/// Resources of one type, by name, shared cheaply between the cache and streams: a
+/// persistent map, so a change copies O(log N) while streams still hold the previous
+/// snapshot, and a clone is O(1).
+pub type Resources = imbl::OrdMap<String, Arc<Resource>>;
 
 /// All resources of one type in a group, at one version.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +33,8 @@ pub struct TypeSnapshot {
     pub version: u64,
     /// The resources.
     pub resources: Resources,
+    /// Which names changed at which generation, lately.
+    pub changes: ChangeLog,
 }
 
 /// A consistent view of a group: every type, at one generation.
@@ -322,7 +330,8 @@ impl SnapshotCache {
             let old_t = old.of_type(&type_url);
             let new_rs = by_type.remove(&type_url).unwrap_or_default();
             let mut changed = old.generation == 0 && !old.types.contains_key(&type_url);
-            let mut out = BTreeMap::new();
+            let mut out = Resources::new();
+            let mut names = Vec::new();
             for (name, mut r) in new_rs {
                 match old_t.resources.get(&name) {
                     Some(prev) if prev.version() == r.version() => {
@@ -332,6 +341,7 @@ impl SnapshotCache {
                         r.generation = generation;
                         changed = true;
                         applied.changed += 1;
+                        names.push(name.clone());
                         out.insert(name, Arc::new(r));
                     }
                 }
@@ -343,6 +353,7 @@ impl SnapshotCache {
                 .map(|(_, r)| r.clone())
                 .collect();
             let removed = gone.len();
+            names.extend(gone.iter().map(|r| r.name().to_string()));
             removed_resources.extend(gone);
             if removed > 0 {
                 changed = true;
@@ -350,9 +361,12 @@ impl SnapshotCache {
             }
             let t = if changed {
                 applied.changed_types.insert(type_url.clone());
+                let mut changes = old_t.changes;
+                changes.record(generation, names);
                 TypeSnapshot {
                     version: generation,
-                    resources: Arc::new(out),
+                    resources: out,
+                    changes,
                 }
             } else {
                 old_t
@@ -410,14 +424,14 @@ impl SnapshotCache {
             applied.changed += 1;
             applied.changed_types.insert(r.type_url().to_string());
             changed_keys.push((r.type_url().to_string(), r.name().to_string()));
-            Arc::make_mut(&mut t.resources).insert(r.name().to_string(), Arc::new(r));
+            t.resources.insert(r.name().to_string(), Arc::new(r));
         }
         let mut removed_resources = Vec::new();
         for (type_url, name) in update.removals {
             if let Some(t) = types.get_mut(&type_url)
                 && t.resources.contains_key(&name)
             {
-                if let Some(r) = Arc::make_mut(&mut t.resources).remove(&name) {
+                if let Some(r) = t.resources.remove(&name) {
                     removed_resources.push(r);
                 }
                 applied.removed += 1;
@@ -431,9 +445,15 @@ impl SnapshotCache {
                 ..Default::default()
             });
         }
+        let mut names: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (t, n) in changed_keys.iter().chain(&removed_keys) {
+            names.entry(t.as_str()).or_default().push(n.clone());
+        }
         for t in &applied.changed_types {
             if let Some(ts) = types.get_mut(t) {
                 ts.version = generation;
+                ts.changes
+                    .record(generation, names.remove(t.as_str()).unwrap_or_default());
             }
         }
         let candidate = Snapshot { generation, types };

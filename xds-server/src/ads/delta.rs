@@ -332,8 +332,17 @@ impl Stream {
             let Some(ts) = snap.types.get(type_url) else {
                 continue;
             };
-            let full = st.dirty || st.synced != Some(ts.version);
-            if !full && st.fresh.is_empty() {
+            // What to look at: the names changed since this type was last diffed (the cache's
+            // change log) plus new subscriptions; everything when the stream is new, the log
+            // does not reach back far enough, or something forced it.
+            let changed = match st.synced {
+                _ if st.dirty => None,
+                Some(v) if v == ts.version => Some(None),
+                Some(v) => ts.changes.since(v).map(Some),
+                None => None,
+            };
+            let full = changed.is_none();
+            if !full && st.fresh.is_empty() && changed.as_ref().is_some_and(Option::is_none) {
                 continue;
             }
             let mut upserts = Vec::new();
@@ -341,12 +350,15 @@ impl Stream {
             let differs = |known: &HashMap<String, u64>, r: &Resource| {
                 known.get(r.name()).is_none_or(|v| *v != r.version_id())
             };
-            if !full {
-                // Only new subscriptions: look at those names alone.
-                for n in &st.fresh {
+            if let Some(changed) = changed {
+                // Only these names can differ from what the client holds.
+                let mut look: BTreeSet<&str> = st.fresh.iter().map(String::as_str).collect();
+                look.extend(changed.into_iter().flatten());
+                for n in look {
+                    let wanted = st.wildcard || st.subscribed.contains(n);
                     match ts.resources.get(n) {
-                        Some(r) if differs(&st.known, r) => upserts.push(r),
-                        None if st.known.contains_key(n) => removals.push(n.clone()),
+                        Some(r) if wanted && differs(&st.known, r) => upserts.push(r),
+                        None if wanted && st.known.contains_key(n) => removals.push(n.to_string()),
                         _ => {}
                     }
                 }

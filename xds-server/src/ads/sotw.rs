@@ -254,7 +254,10 @@ impl Stream {
         };
         let ts = snap.of_type(type_url);
         let mut chosen: BTreeMap<String, Arc<Resource>> = if st.wildcard {
-            (*ts.resources).clone()
+            ts.resources
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect()
         } else {
             st.names
                 .iter()
