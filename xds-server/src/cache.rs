@@ -18,6 +18,9 @@ use crate::consistency::{self, Inconsistency};
 use crate::resource::{Resource, SNAPSHOT_TYPES};
 
 mod changes;
+mod referrers;
+
+pub(crate) use referrers::Referrers;
 
 pub use changes::{ChangeLog, LOG_MAX_NAMES};
 
@@ -44,6 +47,9 @@ pub struct Snapshot {
     pub generation: u64,
     /// Resources per type URL.
     pub types: BTreeMap<String, TypeSnapshot>,
+    /// How many references the snapshot's resources make to each (type, name), by hash: a
+    /// removal nothing refers to is known consistent without a scan of every reference.
+    pub(crate) referrers: Referrers,
 }
 
 impl Snapshot {
@@ -373,7 +379,12 @@ impl SnapshotCache {
             };
             types.insert(type_url, t);
         }
-        let candidate = Snapshot { generation, types };
+        let referrers = Referrers::of(types.values().flat_map(|t| t.resources.values()));
+        let candidate = Snapshot {
+            generation,
+            types,
+            referrers,
+        };
         let problems = consistency::check(&candidate);
         self.commit(
             entry,
@@ -396,6 +407,7 @@ impl SnapshotCache {
             ..Default::default()
         };
         let mut types = old.types.clone();
+        let mut referrers = old.referrers.clone();
         if old.generation == 0 {
             for t in SNAPSHOT_TYPES {
                 types.entry(t.to_string()).or_default();
@@ -424,7 +436,11 @@ impl SnapshotCache {
             applied.changed += 1;
             applied.changed_types.insert(r.type_url().to_string());
             changed_keys.push((r.type_url().to_string(), r.name().to_string()));
-            t.resources.insert(r.name().to_string(), Arc::new(r));
+            let r = Arc::new(r);
+            referrers.add(&r);
+            if let Some(old) = t.resources.insert(r.name().to_string(), r) {
+                referrers.remove(&old);
+            }
         }
         let mut removed_resources = Vec::new();
         for (type_url, name) in update.removals {
@@ -432,6 +448,7 @@ impl SnapshotCache {
                 && t.resources.contains_key(&name)
             {
                 if let Some(r) = t.resources.remove(&name) {
+                    referrers.remove(&r);
                     removed_resources.push(r);
                 }
                 applied.removed += 1;
@@ -456,7 +473,11 @@ impl SnapshotCache {
                     .record(generation, names.remove(t.as_str()).unwrap_or_default());
             }
         }
-        let candidate = Snapshot { generation, types };
+        let candidate = Snapshot {
+            generation,
+            types,
+            referrers,
+        };
         let problems = consistency::check_change(&candidate, &changed_keys, &removed_keys);
         self.commit(
             entry,

@@ -74,7 +74,7 @@ pub fn check(snapshot: &Snapshot) -> Vec<Inconsistency> {
 /// made by the resources that changed, and references to the resources that
 /// were removed. Equivalent to [`check`] on a snapshot that was consistent
 /// before the change, at a cost proportional to the change (plus one scan of
-/// the reference lists when something was removed).
+/// the reference lists when something removed is still referred to: an error).
 pub fn check_change(
     snapshot: &Snapshot,
     changed: &[(String, String)],
@@ -95,9 +95,11 @@ pub fn check_change(
             }
         }
     }
+    // Only a removed resource something still refers to (by the snapshot's reference counts,
+    // which may err towards yes) needs the scan that finds who.
     let gone: std::collections::HashSet<(&str, &str)> = removed
         .iter()
-        .filter(|(t, n)| snapshot.get(t, n).is_none())
+        .filter(|(t, n)| snapshot.get(t, n).is_none() && snapshot.referrers.any(t, n))
         .map(|(t, n)| (t.as_str(), n.as_str()))
         .collect();
     if !gone.is_empty() {

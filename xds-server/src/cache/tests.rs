@@ -149,6 +149,58 @@ fn removing_a_referenced_cluster_is_refused() {
     assert_eq!(applied.removed, 2);
 }
 
+/// The counts of references follow every change: a cluster stays protected while any route
+/// names it, through updates that add and drop referrers, and a refused update leaves the
+/// counts as they were.
+#[test]
+fn a_cluster_is_removable_once_the_last_route_stops_naming_it() {
+    let cache = SnapshotCache::new();
+    cache
+        .set_snapshot(
+            "g",
+            [cluster("a", false), cluster("b", false), route("r1", "a")],
+        )
+        .unwrap();
+    cache
+        .update("g", Update::new().upsert(route("r2", "a")))
+        .unwrap();
+    let refused = |cache: &SnapshotCache| {
+        let err = cache
+            .update("g", Update::new().remove(CLUSTER, "a"))
+            .unwrap_err();
+        assert!(err.to_string().contains("missing cluster \"a\""), "{err}");
+    };
+    refused(&cache);
+    // r1 moves to b: r2 still names a.
+    cache
+        .update("g", Update::new().upsert(route("r1", "b")))
+        .unwrap();
+    refused(&cache);
+    // A refused update (r2 → a missing cluster) changes no count.
+    assert!(
+        cache
+            .update("g", Update::new().upsert(route("r2", "zz")))
+            .is_err()
+    );
+    refused(&cache);
+    cache
+        .update("g", Update::new().remove(ROUTE, "r2"))
+        .unwrap();
+    let applied = cache
+        .update("g", Update::new().remove(CLUSTER, "a"))
+        .unwrap();
+    assert_eq!(applied.removed, 1);
+    // b is named by r1 again after a whole-snapshot replace.
+    cache
+        .set_snapshot("g", [cluster("b", false), route("r1", "b")])
+        .unwrap();
+    assert!(
+        cache
+            .update("g", Update::new().remove(CLUSTER, "b"))
+            .is_err()
+    );
+}
+
 #[test]
 fn duplicates_are_refused() {
     let cache = SnapshotCache::new();
