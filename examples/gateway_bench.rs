@@ -8,19 +8,28 @@
 //! - one split edit (a file rewritten) → Envoy serving the new generation of
 //!   that KIngress (its probe answers the new hash), p50/p99;
 //! - bytes pushed over xDS per edit, and the gateway's RSS;
-//! - in-process, the translation cost of one edit: Sluice's incremental path
-//!   versus a full rebuild of every KIngress into one snapshot (net-kourier's
-//!   approach), as a ratio.
+//! - where cold start goes: the CPU time the gateway and its Envoy each used
+//!   until every KIngress was Ready (Envoy's own `update_duration` histograms
+//!   stay empty under Delta ADS, so its CPU time is its share);
+//! - where an edit's time goes: Envoy's push → ACK of the route change (from
+//!   Sluice's `sluice_xds_push_to_ack_seconds`), the rest being the file
+//!   watcher, translation, publish and the probe;
+//! - in-process, the translation cost of one edit (p50 and p99 of 200 edits):
+//!   Sluice's incremental path versus a full rebuild of every KIngress into one
+//!   snapshot (net-kourier's approach), as a ratio.
 //!
 //! ```text
 //! cargo build --release --bin sluice --example gateway_bench
 //! target/release/examples/gateway_bench [--sizes 1000,10000] [--edits 50]
 //! ```
+//!
+//! `GATEWAY_BENCH_LOG=FILE` keeps the gateway's log (info, xDS debug) in FILE.
 
 #[path = "support/bench.rs"]
 mod bench;
 use bench::{
-    backing_yaml, expected_hash, free_addr, get, host, ingress_yaml, metric, rss_mb, write_atomic,
+    backing_yaml, children, cpu_seconds, expected_hash, free_addr, get, host, ingress_yaml, metric,
+    rss_mb, write_atomic,
 };
 
 use std::path::{Path, PathBuf};
@@ -35,8 +44,11 @@ use sluice::gateway::state::GatewayState;
 use sluice_serving::{GatewayConfig, Objects, assemble, translate_ingress};
 use sluice_xds::SnapshotCache;
 
-/// In-process: one edit, incremental vs full rebuild.
-fn translation_cost(dir: &Path, n: usize) -> anyhow::Result<(Duration, Duration)> {
+/// In-process edits translated and published, for the p50 / p99 of one.
+const IN_PROCESS_EDITS: usize = 200;
+
+/// In-process: one edit, incremental (p50, p99 of [`IN_PROCESS_EDITS`]) vs full rebuild.
+fn translation_cost(dir: &Path, n: usize) -> anyhow::Result<(Duration, Duration, Duration)> {
     let mut state = GatewayState::new(GatewayConfig::default());
     let mut objects = Objects::new();
     let mut ingresses = Vec::new();
@@ -63,17 +75,28 @@ fn translation_cost(dir: &Path, n: usize) -> anyhow::Result<(Duration, Duration)
     let cache = SnapshotCache::new();
     let (update, _) = state.apply(changes);
     cache.update("g", update)?;
-    let edit = ingress_yaml(n / 2, 10);
-    let edit_obj = decode(Path::new("e.yaml"), &edit).objects;
-    let t = Instant::now();
-    let (update, _) = state.apply(
-        edit_obj
-            .iter()
-            .map(|(k, o)| (k.clone(), Some(o.clone())))
-            .collect(),
-    );
-    cache.update("g", update)?;
-    let incremental = t.elapsed();
+    // A stream's view of the previous snapshot is held across each edit, as a connected
+    // Envoy's stream would hold it, so the cache cannot update its maps in place.
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut edit_obj = Vec::new();
+    for e in 0..IN_PROCESS_EDITS {
+        let i = (e * 7919) % n;
+        let edit = ingress_yaml(i, if e % 2 == 0 { 10 } else { 90 });
+        edit_obj = decode(Path::new("e.yaml"), &edit).objects;
+        let held = cache.snapshot("g");
+        let t = Instant::now();
+        let (update, _) = state.apply(
+            edit_obj
+                .iter()
+                .map(|(k, o)| (k.clone(), Some(o.clone())))
+                .collect(),
+        );
+        cache.update("g", update)?;
+        hist.record(t.elapsed().as_nanos() as u64)?;
+        drop(held);
+    }
+    let p50 = Duration::from_nanos(hist.value_at_quantile(0.5));
+    let p99 = Duration::from_nanos(hist.value_at_quantile(0.99));
 
     // Full rebuild: translate every KIngress, assemble, replace the snapshot.
     let full_cache = SnapshotCache::new();
@@ -96,7 +119,7 @@ fn translation_cost(dir: &Path, n: usize) -> anyhow::Result<(Duration, Duration)
         .collect();
     full_cache.set_snapshot("g", assemble(&all, &GatewayConfig::default()))?;
     let full = t.elapsed();
-    Ok((incremental, full))
+    Ok((p50, p99, full))
 }
 
 async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
@@ -123,6 +146,11 @@ async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
         free_addr()?,
         free_addr()?,
     );
+    // GATEWAY_BENCH_LOG=FILE: the gateway's log (info, xDS debug) goes there.
+    let log = match std::env::var_os("GATEWAY_BENCH_LOG") {
+        Some(p) => Some(std::fs::File::create(p)?),
+        None => None,
+    };
     let started = Instant::now();
     let mut child = tokio::process::Command::new(sluice_bin)
         .arg("gateway")
@@ -148,9 +176,19 @@ async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
             "--envoy-admin",
             &admin.to_string(),
         ])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            if log.is_some() {
+                "info,sluice_xds=debug"
+            } else {
+                "warn"
+            },
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match &log {
+            Some(f) => Stdio::from(f.try_clone()?),
+            None => Stdio::null(),
+        })
         .kill_on_drop(true)
         .spawn()
         .context("start sluice gateway")?;
@@ -160,22 +198,21 @@ async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
             bail!("not all {n} KIngresses Ready after 600 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(body) = get(debug, "/status").await else {
+        // The metric, not `/status`: a 100k-entry document every 200 ms would be most of the
+        // gateway's work.
+        let Ok(body) = get(debug, "/metrics").await else {
             continue;
         };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-            continue;
-        };
-        let ready = v["ingresses"]
-            .as_array()
-            .map(|a| a.iter().filter(|i| i["ready"] == "True").count())
-            .unwrap_or(0);
-        if ready == n {
+        let ready = metric(&body, "sluice_gateway_kingresses{state=\"ready\"}");
+        if ready as usize == n {
             break;
         }
     }
     let cold = started.elapsed();
     let rss = rss_mb(pid);
+    // Who did the work: the gateway's CPU time and its Envoy's (the gateway's only child).
+    let gateway_cpu = cpu_seconds(pid);
+    let envoy_cpu: f64 = children(pid).into_iter().map(cpu_seconds).sum();
     let before = get(debug, "/metrics").await?;
     let prober = Prober::new();
     let mut hist = Histogram::<u64>::new(3)?;
@@ -200,19 +237,25 @@ async fn run(n: usize, edits: usize, sluice_bin: &Path) -> anyhow::Result<()> {
     let bytes = (metric(&after, "sluice_xds_push_bytes_total")
         - metric(&before, "sluice_xds_push_bytes_total"))
         / edits as f64;
+    let ack = "sluice_xds_push_to_ack_seconds_sum{type=\"routes\"}";
+    let ack_ms = (metric(&after, ack) - metric(&before, ack)) * 1000.0 / edits as f64;
     let _ = child.start_kill();
     let _ = child.wait().await;
-    let (inc, full) = translation_cost(&dir, n)?;
+    let (inc, inc99, full) = translation_cost(&dir, n)?;
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "| {n} | {:.2} s | {:.1} / {:.1} / {:.1} | {:.0} | {:.0} MB | {:.2} ms | {:.1} ms | {:.0}× |",
+        "| {n} | {:.2} s (CPU: gateway {:.1} s, Envoy {:.1} s) | {:.1} / {:.1} / {:.1} ({:.1} push → ACK) | {:.0} | {:.0} MB | {:.3} / {:.3} ms | {:.1} ms | {:.0}× |",
         cold.as_secs_f64(),
+        gateway_cpu,
+        envoy_cpu,
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0,
+        ack_ms,
         bytes,
         rss,
         inc.as_secs_f64() * 1000.0,
+        inc99.as_secs_f64() * 1000.0,
         full.as_secs_f64() * 1000.0,
         full.as_secs_f64() / inc.as_secs_f64().max(1e-9),
     );
@@ -250,7 +293,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| KIngresses | cold start → all Ready | edit → Envoy serves it p50 / p99 / max (ms) | xDS bytes per edit | gateway RSS | translate+publish one edit (incremental) | same edit, full rebuild (Kourier approach) | ratio |"
+        "| KIngresses | cold start → all Ready (CPU used by each process) | edit → Envoy serves it p50 / p99 / max (mean push → ACK), ms | xDS bytes per edit | gateway RSS | translate+publish one edit p50 / p99 (in-process) | same edit, full rebuild (Kourier approach) | ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// How long to wait for more events before reporting a batch.
+/// How long to wait for more events before reporting a batch while a file of it is still open
+/// for writing (see [`SETTLED`] for a batch whose files are all complete).
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// One change.
@@ -121,21 +122,15 @@ pub struct DirWatch {
 /// Watches `root` recursively; batches of changes arrive on
 /// [`DirWatch::changes`]. Start it before [`scan`] so no change is missed.
 pub fn watch(root: &Path, ignore: Vec<PathBuf>) -> Result<DirWatch, FilesError> {
-    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<PathBuf>();
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<(PathBuf, Step)>();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            // Reading a file is an inotify event too (open/close, and atime as
-            // a metadata change): only content and structure changes count, or
-            // our own reads would feed the watcher forever.
-            Ok(ev)
-                if matches!(
-                    ev.kind,
-                    notify::EventKind::Access(_)
-                        | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
-                ) => {}
             Ok(ev) => {
+                let Some(step) = step_of(&ev.kind) else {
+                    return;
+                };
                 for p in ev.paths {
-                    let _ = raw_tx.send(p);
+                    let _ = raw_tx.send((p, step));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
@@ -154,12 +149,22 @@ pub fn watch(root: &Path, ignore: Vec<PathBuf>) -> Result<DirWatch, FilesError> 
     let root = root.to_path_buf();
     tokio::spawn(async move {
         while let Some(first) = raw_rx.recv().await {
-            let mut paths = BTreeSet::from([first]);
-            // Debounce: collect what arrives shortly after.
-            while let Ok(Some(p)) = tokio::time::timeout(DEBOUNCE, raw_rx.recv()).await {
-                paths.insert(p);
+            let mut batch = Batch::default();
+            batch.add(first);
+            // Debounce: collect what arrives shortly after. Once every file touched was
+            // closed after writing, or renamed into place, a short quiet spell is enough.
+            loop {
+                let quiet = if batch.writing.is_empty() {
+                    SETTLED
+                } else {
+                    DEBOUNCE
+                };
+                match tokio::time::timeout(quiet, raw_rx.recv()).await {
+                    Ok(Some(event)) => batch.add(event),
+                    Ok(None) | Err(_) => break,
+                }
             }
-            let batch = resolve(&root, &ignore, paths);
+            let batch = resolve(&root, &ignore, batch.paths);
             if !batch.is_empty() && tx.send(batch).await.is_err() {
                 return;
             }
@@ -169,6 +174,56 @@ pub fn watch(root: &Path, ignore: Vec<PathBuf>) -> Result<DirWatch, FilesError> 
         _watcher: watcher,
         changes: rx,
     })
+}
+
+/// How long to wait for more events once every file of a batch is complete.
+pub const SETTLED: Duration = Duration::from_millis(1);
+
+/// What an event says of its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Being written: its content may still be partial.
+    Writing,
+    /// Complete: closed after writing, renamed into place, or removed.
+    Done,
+}
+
+/// The step an event stands for; `None` for events that change nothing. Reading a file is an
+/// inotify event too (open/close, and atime as a metadata change): only content and structure
+/// changes count, or our own reads would feed the watcher forever.
+fn step_of(kind: &notify::EventKind) -> Option<Step> {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Step::Done),
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => None,
+        EventKind::Modify(ModifyKind::Name(
+            RenameMode::To | RenameMode::From | RenameMode::Both,
+        ))
+        | EventKind::Remove(_) => Some(Step::Done),
+        _ => Some(Step::Writing),
+    }
+}
+
+/// Paths touched in one batch, and those still being written.
+#[derive(Default)]
+struct Batch {
+    paths: BTreeSet<PathBuf>,
+    writing: BTreeSet<PathBuf>,
+}
+
+impl Batch {
+    fn add(&mut self, (path, step): (PathBuf, Step)) {
+        match step {
+            Step::Writing => {
+                self.writing.insert(path.clone());
+            }
+            Step::Done => {
+                self.writing.remove(&path);
+            }
+        }
+        self.paths.insert(path);
+    }
 }
 
 /// Turns touched paths into changes by looking at the file system now.
@@ -223,6 +278,58 @@ mod tests {
         assert!(!is_config_file(Path::new("b.yaml~")));
         assert!(!is_config_file(Path::new(".b.yaml")));
         assert!(!is_config_file(Path::new("b.txt")));
+    }
+
+    #[test]
+    fn a_batch_waits_while_a_file_is_being_written() {
+        use notify::EventKind;
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+        };
+        let mut b = Batch::default();
+        let (a, tmp) = (PathBuf::from("a.yaml"), PathBuf::from("a.yaml.tmp"));
+        let mut see = |p: &PathBuf, kind: EventKind| {
+            if let Some(step) = step_of(&kind) {
+                b.add((p.clone(), step));
+            }
+            !b.writing.is_empty()
+        };
+        // Written in place: open until closed.
+        assert!(see(&a, EventKind::Create(CreateKind::File)));
+        assert!(see(
+            &a,
+            EventKind::Modify(ModifyKind::Data(DataChange::Any))
+        ));
+        // Reads and attribute changes say nothing.
+        assert!(see(
+            &a,
+            EventKind::Access(AccessKind::Close(AccessMode::Read))
+        ));
+        assert!(!see(
+            &a,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+        ));
+        // Written aside and renamed into place: complete once renamed.
+        assert!(see(&tmp, EventKind::Create(CreateKind::File)));
+        assert!(see(
+            &tmp,
+            EventKind::Modify(ModifyKind::Data(DataChange::Any))
+        ));
+        assert!(see(&a, EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(!see(
+            &tmp,
+            EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        ));
+        // A new folder may still be filling up.
+        assert!(see(
+            &PathBuf::from("new"),
+            EventKind::Create(CreateKind::Folder)
+        ));
+        assert!(!see(
+            &PathBuf::from("new"),
+            EventKind::Remove(RemoveKind::Folder)
+        ));
+        assert_eq!(b.paths.len(), 3);
     }
 
     #[test]

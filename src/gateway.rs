@@ -274,11 +274,18 @@ pub(crate) async fn serve(
     let xds_listener = bind(args.xds, "--xds").await?;
     let debug_listener = bind(args.debug, "--debug").await?;
 
+    let readiness = Readiness::default();
+    registry.register(
+        "gateway_kingresses",
+        "KIngresses by readiness: ready (ACKed and probed through Envoy), waiting (served at a \
+         hash not proven yet), failed (translation failed or a host lost to another KIngress)",
+        readiness.gauge.clone(),
+    );
     let shared = Arc::new(Mutex::new(Shared {
         configured: false,
         state: GatewayState::with_env(config.clone(), kourier_env()),
         problems: Vec::new(),
-        readiness: Readiness::default(),
+        readiness,
         rejected: BTreeMap::new(),
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -643,13 +650,23 @@ async fn core_loop(
                             );
                         }
                     } else if !changes.is_empty() {
+                        let named: Vec<IngressKey> = changes
+                            .iter()
+                            .filter(|(k, _)| k.kind == documents::Kind::Ingress)
+                            .map(|(k, _)| IngressKey::new(&k.namespace, &k.name))
+                            .collect();
                         let (update, keys) = s.state.apply(changes);
                         publish(cache, &mut s.state, update, &keys);
+                        // A KIngress deleted (and maybe re-created later) must be proven again.
+                        let Shared { state, readiness, .. } = &mut *s;
+                        for k in named.iter().filter(|k| !state.ingresses().contains_key(*k)) {
+                            readiness.proven.remove(k);
+                            readiness.waiting.remove(k);
+                        }
                     }
-                    // A KIngress deleted (and maybe re-created later) must be proven again.
                     let Shared { state, readiness, .. } = &mut *s;
-                    readiness.proven.retain(|k, _| state.ingresses().contains_key(k));
-                    readiness.waiting.retain(|k, _| state.ingresses().contains_key(k));
+                    readiness.unproven.extend(state.take_to_prove());
+                    s.count_kingresses();
                 }
                 s.problems = source.problems(&s);
                 drop(s);
@@ -728,7 +745,7 @@ fn ingress_problems(
     file_of: impl Fn(&documents::ObjectKey) -> Option<PathBuf>,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
-    for (key, st) in state.ingresses() {
+    for (key, st) in state.failing() {
         let (Some(message), Some(reason)) = (&st.error, &st.reason) else {
             continue;
         };

@@ -653,6 +653,7 @@ async fn live_edits_apply_and_bad_input_keeps_the_last_good_config() {
             && p.message.contains("must total to 100")),
         "{problems:#?}"
     );
+    kingresses_metric(gw.debug, [0, 0, 1]).await;
 
     // Fixing both clears the problems and serves the fix.
     gw.write("live.yaml", &yaml(&live(100, 0)));
@@ -665,6 +666,7 @@ async fn live_edits_apply_and_bad_input_keeps_the_last_good_config() {
         anyhow::Ok(())
     })
     .await;
+    kingresses_metric(gw.debug, [1, 0, 0]).await;
 
     // Deleting the KIngress file removes the host.
     gw.remove("live.yaml");
@@ -676,7 +678,26 @@ async fn live_edits_apply_and_bad_input_keeps_the_last_good_config() {
         anyhow::Ok(())
     })
     .await;
+    kingresses_metric(gw.debug, [0, 0, 0]).await;
     env.stop().await;
+}
+
+/// Waits until `sluice_gateway_kingresses` on the debug server reads `want` (ready, waiting,
+/// failed).
+async fn kingresses_metric(debug: SocketAddr, want: [u64; 3]) {
+    wait_for("sluice_gateway_kingresses", SETTLE, || async {
+        let r = support::get(debug, "localhost", "/metrics", &[]).await?;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let read = |state: &str| {
+            let name = format!("sluice_gateway_kingresses{{state=\"{state}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u64>().ok())
+        };
+        let got = [read("ready"), read("waiting"), read("failed")];
+        anyhow::ensure!(got == want.map(Some), "{got:?}, want {want:?}");
+        anyhow::Ok(())
+    })
+    .await;
 }
 
 /// What the continuous prober saw.

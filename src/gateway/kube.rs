@@ -306,7 +306,7 @@ fn problems_of(
         field: None,
         message: format!("{} (the previous version keeps serving)", r.message),
     }));
-    for (k, st) in state.ingresses() {
+    for (k, st) in state.failing() {
         let (Some(message), Some(reason)) = (&st.error, &st.reason) else {
             continue;
         };

@@ -7,12 +7,14 @@
 //! the xDS port — `grpcurl`, a debug tool, a stranger — can neither hold a KIngress back nor
 //! change the reason shown for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use sluice_serving::ingress::{CATCH_ALL_HOST, CATCH_ALL_PROBE_HOST, HttpOption, IngressKey};
 use sluice_xds::Nodes;
 use sluice_xds::resource::ROUTE;
@@ -28,19 +30,43 @@ pub(crate) struct Readiness {
     pub(crate) proven: BTreeMap<IngressKey, String>,
     /// KIngress → why it is not proven yet.
     pub(crate) waiting: BTreeMap<IngressKey, String>,
+    /// KIngresses served at a hash that may not be proven yet: the only ones a round looks
+    /// at (at 100k KIngresses a look at every one would hold the lock for milliseconds).
+    pub(crate) unproven: BTreeSet<IngressKey>,
+    /// `sluice_gateway_kingresses{state}`: KIngresses ready, waiting and failed.
+    pub(crate) gauge: Family<Vec<(String, String)>, Gauge>,
     /// With `--gateway-pods`: each gateway pod and the last probe problem through it (`None`:
     /// every probe of the last round answered).
     pub(crate) pods: BTreeMap<std::net::IpAddr, Option<String>>,
 }
 
-/// One KIngress to prove: key, hash, ((listener, PROXY header needed), host) probe targets,
-/// and the route configurations (name, version) every node must have ACKed.
-type ProbeTask = (
-    IngressKey,
-    String,
-    Vec<((SocketAddr, bool), String)>,
-    Vec<(String, String)>,
-);
+impl Shared {
+    /// Sets `sluice_gateway_kingresses` from the current state, at a cost proportional to the
+    /// KIngresses failing or not proven yet (not to all of them).
+    pub(crate) fn count_kingresses(&self) {
+        let failed = self.state.failing().count();
+        let waiting = self
+            .readiness
+            .unproven
+            .iter()
+            .filter(|k| !self.state.is_failing(k))
+            .count();
+        let ready = self
+            .state
+            .ingresses()
+            .len()
+            .saturating_sub(failed + waiting);
+        for (state, n) in [("ready", ready), ("waiting", waiting), ("failed", failed)] {
+            self.readiness
+                .gauge
+                .get_or_create(&vec![("state".to_string(), state.to_string())])
+                .set(n as i64);
+        }
+    }
+}
+
+/// One KIngress to prove: key, hash, and ((listener, PROXY header needed), host) probe targets.
+type ProbeTask = (IngressKey, String, Vec<((SocketAddr, bool), String)>);
 
 /// Where to probe a listener given by its flag: on `listen-ip-addresses`' first address when
 /// set (a wildcard one on loopback).
@@ -65,16 +91,27 @@ pub(crate) async fn readiness_loop(
     let prober = Prober::new();
     let mut acks = nodes.ack_changes();
     loop {
-        // Work out what to probe without holding the lock across awaits.
+        // Work out what to probe without holding the lock across awaits. One look at the
+        // nodes per round, without copying their ACK maps; only a KIngress whose route
+        // configurations every Envoy ACKed gets a probe task built.
         let todo: Vec<ProbeTask> = {
-            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            let config = s.state.config();
+            let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let Shared {
+                state, readiness, ..
+            } = &mut *guard;
+            // Proven, deleted or not served (a later change brings it back): nothing to do.
+            readiness.unproven.retain(|k| {
+                state.ingresses().get(k).is_some_and(|st| {
+                    st.served_hash.is_some() && readiness.proven.get(k) != st.served_hash.as_ref()
+                })
+            });
+            let config = state.config();
             let kourier = &config.kourier;
             let proxy = kourier.proxy_protocol;
             // Probed through every gateway pod (`--gateway-pods`), else through the local
             // listeners.
             let pods: Vec<(SocketAddr, SocketAddr)> = match &gateway_pods {
-                Some(svc) => super::ha::gateway_pods(&s.state, svc)
+                Some(svc) => super::ha::gateway_pods(state, svc)
                     .into_iter()
                     .map(|ip| {
                         (
@@ -88,13 +125,77 @@ pub(crate) async fn readiness_loop(
                     probe_addr(config.external_http, kourier),
                 )],
             };
-            s.state
-                .ingresses()
-                .iter()
-                .filter_map(|(k, st)| {
-                    let hash = st.served_hash.clone()?;
-                    if s.readiness.proven.get(k) == Some(&hash) {
-                        return None;
+            let Readiness {
+                unproven, waiting, ..
+            } = readiness;
+            nodes.inspect(|all| {
+                let states: Vec<_> = all.into_iter().filter(|n| n.id() == node_id).collect();
+                let connected = !states.is_empty() || gateway_pods.is_some();
+                // Say why when Envoy rejected something: the NACK is the reason.
+                let nack = states.iter().find_map(|st| {
+                    st.types.iter().find_map(|(t, ts)| {
+                        ts.last_nack.as_ref().map(|k| {
+                            format!(
+                                "Envoy {} rejected {} version {}: {}",
+                                st.node.id,
+                                sluice_xds::resource::short_name(t),
+                                k.version,
+                                k.error
+                            )
+                        })
+                    })
+                });
+                let mut todo = Vec::new();
+                for k in unproven.iter() {
+                    let Some((st, hash)) = state
+                        .ingresses()
+                        .get(k)
+                        .and_then(|st| Some((st, st.served_hash.as_ref()?)))
+                    else {
+                        continue;
+                    };
+                    let why = if !connected {
+                        Some(format!(
+                            "waiting for an Envoy with node id {node_id:?} to connect"
+                        ))
+                    } else {
+                        // A route configuration of this KIngress that Envoy rejected (and
+                        // that is kept apart while the rest applies) is its own reason.
+                        let rejected = states.iter().find_map(|st| {
+                            let t = st.types.get(ROUTE)?;
+                            state.route_versions(k).find_map(|(name, _)| {
+                                t.rejected.get(name).map(|e| {
+                                    format!(
+                                        "Envoy {} rejected route configuration {name}: {e}",
+                                        st.node.id
+                                    )
+                                })
+                            })
+                        });
+                        let all = !states.is_empty()
+                            && states.iter().all(|st| {
+                                state.route_versions(k).all(|(name, v)| {
+                                    st.types
+                                        .get(ROUTE)
+                                        .and_then(|t| t.acked.get(name))
+                                        .is_some_and(|(av, _)| av == v)
+                                })
+                            });
+                        match rejected {
+                            Some(why) => Some(why),
+                            // Through every gateway pod, the probes prove it: the Envoys may
+                            // be connected to other replicas, whose ACKs this one does not see.
+                            None if all || gateway_pods.is_some() => None,
+                            None => Some(nack.clone().unwrap_or_else(|| {
+                                "waiting for Envoy to ACK its route configuration".into()
+                            })),
+                        }
+                    };
+                    if let Some(why) = why {
+                        if waiting.get(k) != Some(&why) {
+                            waiting.insert(k.clone(), why);
+                        }
+                        continue;
                     }
                     let redirected = st.ingress.spec.http_option == Some(HttpOption::Redirected);
                     let targets = st
@@ -117,91 +218,15 @@ pub(crate) async fn readiness_loop(
                             t
                         })
                         .collect();
-                    let versions = s.state.route_versions(k).into_iter().collect();
-                    Some((k.clone(), hash, targets, versions))
-                })
-                .collect()
+                    todo.push((k.clone(), hash.clone(), targets));
+                }
+                todo
+            })
         };
-        // One look at the nodes per round, without copying their ACK maps.
-        type Verdict = Result<(), Option<String>>;
-        let (connected, acked): (bool, Vec<Verdict>) = nodes.inspect(|all| {
-            let states: Vec<_> = all.into_iter().filter(|n| n.id() == node_id).collect();
-            // Say why when Envoy rejected something: the NACK is the reason.
-            let nack = states.iter().find_map(|st| {
-                st.types.iter().find_map(|(t, ts)| {
-                    ts.last_nack.as_ref().map(|k| {
-                        format!(
-                            "Envoy {} rejected {} version {}: {}",
-                            st.node.id,
-                            sluice_xds::resource::short_name(t),
-                            k.version,
-                            k.error
-                        )
-                    })
-                })
-            });
-            let acked = todo
-                .iter()
-                .map(|(_, _, _, versions)| {
-                    // A route configuration of this KIngress that Envoy rejected (and that is
-                    // kept apart while the rest applies) is its own reason.
-                    let rejected = states.iter().find_map(|st| {
-                        let t = st.types.get(ROUTE)?;
-                        versions.iter().find_map(|(name, _): &(String, String)| {
-                            t.rejected.get(name).map(|e| {
-                                format!(
-                                    "Envoy {} rejected route configuration {name}: {e}",
-                                    st.node.id
-                                )
-                            })
-                        })
-                    });
-                    if let Some(why) = rejected {
-                        return Err(Some(why));
-                    }
-                    let all = !states.is_empty()
-                        && states.iter().all(|st| {
-                            versions.iter().all(|(name, v): &(String, String)| {
-                                st.types
-                                    .get(ROUTE)
-                                    .and_then(|t| t.acked.get(name))
-                                    .is_some_and(|(av, _)| av == v)
-                            })
-                        });
-                    // Through every gateway pod, the probes prove it: the Envoys may be
-                    // connected to other replicas, whose ACKs this one does not see.
-                    if all || gateway_pods.is_some() {
-                        Ok(())
-                    } else {
-                        Err(nack.clone())
-                    }
-                })
-                .collect();
-            (!states.is_empty() || gateway_pods.is_some(), acked)
-        });
-        let mut verdicts: Vec<(IngressKey, String, Result<(), String>)> = Vec::new();
-        let mut to_probe = Vec::new();
-        for ((key, hash, targets, _), acked) in todo.into_iter().zip(acked) {
-            if !connected {
-                verdicts.push((
-                    key,
-                    hash,
-                    Err(format!(
-                        "waiting for an Envoy with node id {node_id:?} to connect"
-                    )),
-                ));
-            } else if let Err(why) = acked {
-                let why = why
-                    .unwrap_or_else(|| "waiting for Envoy to ACK its route configuration".into());
-                verdicts.push((key, hash, Err(why)));
-            } else {
-                to_probe.push((key, hash, targets));
-            }
-        }
         // Probes run concurrently (bounded): thousands of KIngresses become
         // ready together at start-up.
         let pod_problems: Arc<Mutex<BTreeMap<std::net::IpAddr, String>>> = Arc::default();
-        let probed: Vec<_> = futures::stream::iter(to_probe)
+        let probed: Vec<_> = futures::stream::iter(todo)
             .map(|(key, hash, targets)| {
                 let prober = prober.clone();
                 let pod_problems = pod_problems.clone();
@@ -227,7 +252,7 @@ pub(crate) async fn readiness_loop(
             .buffer_unordered(64)
             .collect()
             .await;
-        verdicts.extend(probed);
+        let verdicts: Vec<(IngressKey, String, Result<(), String>)> = probed;
         if let Some(svc) = &gateway_pods {
             let problems =
                 std::mem::take(&mut *pod_problems.lock().unwrap_or_else(|e| e.into_inner()));
@@ -256,6 +281,7 @@ pub(crate) async fn readiness_loop(
         }
         let pending = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.count_kingresses();
             !s.readiness.waiting.is_empty()
         };
         // Re-check on the next ACK, or soon when a probe is pending (backoff-free

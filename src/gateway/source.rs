@@ -17,6 +17,8 @@ pub struct FileSource {
     /// shared with `files` (at 10k KIngresses there are tens of thousands of each).
     objects: HashMap<Arc<ObjectKey>, (Arc<Path>, u128)>,
     warned_kinds: BTreeSet<String>,
+    /// The files with problems (so listing them does not walk every file).
+    with_problems: BTreeSet<Arc<Path>>,
 }
 
 #[derive(Debug, Default)]
@@ -55,8 +57,9 @@ impl FileSource {
 
     /// Every problem of every file, sorted by file.
     pub fn problems(&self) -> Vec<Problem> {
-        self.files
-            .values()
+        self.with_problems
+            .iter()
+            .filter_map(|f| self.files.get(f))
             .flat_map(|f| f.problems.clone())
             .collect()
     }
@@ -131,6 +134,11 @@ impl FileSource {
                 changes.push(((*k).clone(), None));
             }
         }
+        if problems.is_empty() {
+            self.with_problems.remove(&file);
+        } else {
+            self.with_problems.insert(file.clone());
+        }
         self.files.insert(file, FileEntry { keys, problems });
         changes
     }
@@ -145,14 +153,17 @@ impl FileSource {
 
     /// A file, or a folder and everything under it, is gone.
     pub fn removed(&mut self, path: &Path) -> Vec<Change> {
+        // Paths order by component, so everything under `path` follows it.
         let gone: Vec<Arc<Path>> = self
             .files
-            .keys()
-            .filter(|f| f.starts_with(path))
+            .range::<Path, _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
+            .map(|(f, _)| f)
+            .take_while(|f| f.starts_with(path))
             .cloned()
             .collect();
         let mut changes = Vec::new();
         for f in gone {
+            self.with_problems.remove(&f);
             if let Some(entry) = self.files.remove(&f) {
                 for k in entry.keys {
                     self.objects.remove(&*k);

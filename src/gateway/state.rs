@@ -87,6 +87,11 @@ pub struct GatewayState {
     /// KIngresses rejected for a host another one holds; recomputed only when
     /// some KIngress's hosts change.
     conflicts: BTreeMap<IngressKey, DomainConflict>,
+    /// KIngresses whose last translation failed (or lost a host): what `/status` and the
+    /// sources' problem lists look at, instead of every KIngress on every change.
+    failing: BTreeSet<IngressKey>,
+    /// KIngresses whose served hash changed since [`Self::take_to_prove`] was last called.
+    to_prove: BTreeSet<IngressKey>,
 }
 
 /// A served resource.
@@ -220,6 +225,8 @@ impl GatewayState {
             settings: settings::Settings::new(env),
             refs: Refs::default(),
             conflicts: BTreeMap::new(),
+            failing: BTreeSet::new(),
+            to_prove: BTreeSet::new(),
         }
     }
 
@@ -377,7 +384,24 @@ impl GatewayState {
         let mut update = Update::new();
         let mut changed = BTreeSet::new();
         for key in touched {
-            if self.retranslate(&key, conflicts.get(&key), &mut update) {
+            let hash_before = self.ingresses.get(&key).and_then(|s| s.served_hash.clone());
+            let served = self.retranslate(&key, conflicts.get(&key), &mut update);
+            let hash = self
+                .ingresses
+                .get(&key)
+                .and_then(|s| s.served_hash.as_ref());
+            if hash.is_some() && hash != hash_before.as_ref() {
+                self.to_prove.insert(key.clone());
+            }
+            match self.ingresses.get(&key) {
+                Some(st) if st.error.is_some() => {
+                    self.failing.insert(key.clone());
+                }
+                _ => {
+                    self.failing.remove(&key);
+                }
+            }
+            if served {
                 changed.insert(key);
             }
         }
@@ -415,20 +439,39 @@ impl GatewayState {
         update.upserts = upserts;
     }
 
-    /// The route configurations served for a KIngress: (name, content version).
-    pub fn route_versions(&self, key: &IngressKey) -> Vec<(String, String)> {
-        let Some(t) = self.served.get(key) else {
-            return Vec::new();
-        };
-        t.resources
+    /// The KIngresses whose translation failed or that lost a host to another, with their
+    /// state (`error` and `reason` set).
+    pub fn failing(&self) -> impl Iterator<Item = (&IngressKey, &IngressState)> {
+        self.failing
             .iter()
+            .filter_map(|k| self.ingresses.get_key_value(k))
+    }
+
+    /// Whether a KIngress's translation failed or it lost a host.
+    pub fn is_failing(&self, key: &IngressKey) -> bool {
+        self.failing.contains(key)
+    }
+
+    /// The KIngresses served at a new hash since the last call: what readiness must prove.
+    pub fn take_to_prove(&mut self) -> BTreeSet<IngressKey> {
+        std::mem::take(&mut self.to_prove)
+    }
+
+    /// The route configurations served for a KIngress: (name, content version).
+    pub fn route_versions<'a>(
+        &'a self,
+        key: &IngressKey,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.served
+            .get(key)
+            .into_iter()
+            .flat_map(|t| &t.resources)
             .filter(|r| r.type_url() == sluice_xds::resource::ROUTE)
             .filter_map(|rc| {
                 self.held
                     .get(&res_key(rc.type_url(), rc.name()))
-                    .map(|h| (rc.name().to_string(), h.current.version().to_string()))
+                    .map(|h| (rc.name(), h.current.version()))
             })
-            .collect()
     }
 
     /// Records that the update holding `keys` was published at `generation`.
