@@ -92,6 +92,11 @@ pub struct GatewayState {
     failing: BTreeSet<IngressKey>,
     /// KIngresses whose served hash changed since [`Self::take_to_prove`] was last called.
     to_prove: BTreeSet<IngressKey>,
+    /// KIngresses served with TLS chains (what the listeners are built from).
+    with_tls: BTreeSet<IngressKey>,
+    /// Whether the gateway's own resources may have changed since they were last built: a
+    /// TLS chain, a Secret or the configuration changed (most edits touch none of these).
+    own_dirty: bool,
 }
 
 /// A served resource.
@@ -227,6 +232,8 @@ impl GatewayState {
             conflicts: BTreeMap::new(),
             failing: BTreeSet::new(),
             to_prove: BTreeSet::new(),
+            with_tls: BTreeSet::new(),
+            own_dirty: true,
         }
     }
 
@@ -334,6 +341,8 @@ impl GatewayState {
                     touched.extend(self.naming_service(&key.namespace, &key.name));
                 }
                 (Kind::Secret, o) => {
+                    // Default certificates are Secrets.
+                    self.own_dirty = true;
                     match o {
                         Some(Object::Secret(s)) => {
                             self.objects.secrets.insert(k.clone(), s);
@@ -353,6 +362,7 @@ impl GatewayState {
                 }
                 (Kind::ConfigMap, o) => {
                     if self.config_map_changed(&key, o) {
+                        self.own_dirty = true;
                         // New options shape every KIngress's translation.
                         touched.extend(self.ingresses.keys().cloned());
                     }
@@ -546,6 +556,16 @@ impl GatewayState {
         let old = self.served.remove(key);
         // Only the old keys matter: no need to encode the old translation again.
         let next = next.map(Served::new);
+        let had_tls = old.as_ref().is_some_and(|o| !o.tls.is_empty());
+        let has_tls = next.as_ref().is_some_and(|n| !n.tls.is_empty());
+        if had_tls || has_tls {
+            self.own_dirty = true;
+        }
+        if has_tls {
+            self.with_tls.insert(key.clone());
+        } else {
+            self.with_tls.remove(key);
+        }
         let old_keys: Vec<ResKey> = old
             .iter()
             .flat_map(|o| &o.resources)
@@ -609,7 +629,14 @@ impl GatewayState {
     /// Brings the gateway's own resources up to date (listeners follow the KIngresses' TLS
     /// chains; default certificates follow their Secrets).
     fn refresh_own(&mut self, update: &mut Update) {
-        let chains = self.served.values().flat_map(|t| t.tls.iter());
+        if !std::mem::take(&mut self.own_dirty) {
+            return;
+        }
+        let chains = self
+            .with_tls
+            .iter()
+            .filter_map(|k| self.served.get(k))
+            .flat_map(|t| t.tls.iter());
         let own = gateway_resources(&self.config, chains, &self.objects);
         self.settings.problems = own.problems;
         let next: BTreeMap<ResKey, Resource> = own
