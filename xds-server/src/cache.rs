@@ -47,9 +47,6 @@ pub struct Snapshot {
     pub generation: u64,
     /// Resources per type URL.
     pub types: BTreeMap<String, TypeSnapshot>,
-    /// How many references the snapshot's resources make to each (type, name), by hash: a
-    /// removal nothing refers to is known consistent without a scan of every reference.
-    pub(crate) referrers: Referrers,
 }
 
 impl Snapshot {
@@ -149,6 +146,9 @@ struct Group {
     watchers: HashMap<String, watch::Sender<u64>>,
     /// Resources removed lately, newest last (see [`SnapshotCache::recently_removed`]).
     removed: VecDeque<(Instant, Arc<Resource>)>,
+    /// How many references the snapshot's resources make to each (type, name), by hash: a
+    /// removal nothing refers to is known consistent without a scan of every reference.
+    referrers: Referrers,
 }
 
 /// How long a removed resource is remembered for clients that reconnect holding it.
@@ -162,6 +162,7 @@ impl Group {
             snapshot: Snapshot::default(),
             watchers: HashMap::new(),
             removed: VecDeque::new(),
+            referrers: Referrers::default(),
         }
     }
 
@@ -380,35 +381,34 @@ impl SnapshotCache {
             types.insert(type_url, t);
         }
         let referrers = Referrers::of(types.values().flat_map(|t| t.resources.values()));
-        let candidate = Snapshot {
-            generation,
-            types,
-            referrers,
-        };
+        let candidate = Snapshot { generation, types };
         let problems = consistency::check(&candidate);
-        self.commit(
+        let applied = self.commit(
             entry,
             group,
             candidate,
             applied,
             problems,
             removed_resources,
-        )
+        )?;
+        entry.referrers = referrers;
+        Ok(applied)
     }
 
     /// Applies an incremental update to a group.
     pub fn update(&self, group: &str, update: Update) -> Result<Applied, CacheError> {
         let mut g = self.groups.write().unwrap_or_else(|e| e.into_inner());
         let entry = g.entry(group.to_string()).or_insert_with(Group::new);
-        let old = &entry.snapshot;
-        let generation = old.generation + 1;
+        let old_generation = entry.snapshot.generation;
+        let generation = old_generation + 1;
         let mut applied = Applied {
             generation,
             ..Default::default()
         };
-        let mut types = old.types.clone();
-        let mut referrers = old.referrers.clone();
-        if old.generation == 0 {
+        let mut types = entry.snapshot.types.clone();
+        // Resources whose references start or stop counting.
+        let (mut added, mut dropped) = (Vec::new(), Vec::new());
+        if old_generation == 0 {
             for t in SNAPSHOT_TYPES {
                 types.entry(t.to_string()).or_default();
                 applied.changed_types.insert(t.to_string());
@@ -437,9 +437,9 @@ impl SnapshotCache {
             applied.changed_types.insert(r.type_url().to_string());
             changed_keys.push((r.type_url().to_string(), r.name().to_string()));
             let r = Arc::new(r);
-            referrers.add(&r);
+            added.push(r.clone());
             if let Some(old) = t.resources.insert(r.name().to_string(), r) {
-                referrers.remove(&old);
+                dropped.push(old);
             }
         }
         let mut removed_resources = Vec::new();
@@ -448,7 +448,7 @@ impl SnapshotCache {
                 && t.resources.contains_key(&name)
             {
                 if let Some(r) = t.resources.remove(&name) {
-                    referrers.remove(&r);
+                    dropped.push(r.clone());
                     removed_resources.push(r);
                 }
                 applied.removed += 1;
@@ -458,7 +458,7 @@ impl SnapshotCache {
         }
         if applied.changed_types.is_empty() {
             return Ok(Applied {
-                generation: old.generation,
+                generation: old_generation,
                 ..Default::default()
             });
         }
@@ -473,12 +473,16 @@ impl SnapshotCache {
                     .record(generation, names.remove(t.as_str()).unwrap_or_default());
             }
         }
-        let candidate = Snapshot {
-            generation,
-            types,
-            referrers,
-        };
-        let problems = consistency::check_change(&candidate, &changed_keys, &removed_keys);
+        let candidate = Snapshot { generation, types };
+        let counts = &mut entry.referrers;
+        added.iter().for_each(|r| counts.add(r));
+        dropped.iter().for_each(|r| counts.remove(r));
+        let problems = consistency::check_change(&candidate, &changed_keys, &removed_keys, counts);
+        if !problems.is_empty() {
+            // Refused: the counts go back to the served snapshot's.
+            added.iter().for_each(|r| counts.remove(r));
+            dropped.iter().for_each(|r| counts.add(r));
+        }
         self.commit(
             entry,
             group,

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::cache::Snapshot;
+use crate::cache::{Referrers, Snapshot};
 use crate::resource::{Ref, short_name};
 
 /// One dangling reference.
@@ -75,10 +75,11 @@ pub fn check(snapshot: &Snapshot) -> Vec<Inconsistency> {
 /// were removed. Equivalent to [`check`] on a snapshot that was consistent
 /// before the change, at a cost proportional to the change (plus one scan of
 /// the reference lists when something removed is still referred to: an error).
-pub fn check_change(
+pub(crate) fn check_change(
     snapshot: &Snapshot,
     changed: &[(String, String)],
     removed: &[(String, String)],
+    referrers: &Referrers,
 ) -> Vec<Inconsistency> {
     let mut problems = Vec::new();
     for (type_url, name) in changed {
@@ -99,7 +100,7 @@ pub fn check_change(
     // which may err towards yes) needs the scan that finds who.
     let gone: std::collections::HashSet<(&str, &str)> = removed
         .iter()
-        .filter(|(t, n)| snapshot.get(t, n).is_none() && snapshot.referrers.any(t, n))
+        .filter(|(t, n)| snapshot.get(t, n).is_none() && referrers.any(t, n))
         .map(|(t, n)| (t.as_str(), n.as_str()))
         .collect();
     if !gone.is_empty() {

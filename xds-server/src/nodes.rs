@@ -115,16 +115,40 @@ impl NodeState {
     /// A copy without the per-resource maps (ACKed names, subscriptions, names of the last
     /// push): what the history of closed streams keeps.
     fn summary(&self) -> NodeState {
-        let mut s = self.clone();
-        for t in s.types.values_mut() {
-            t.acked = BTreeMap::new();
-            t.rejected = BTreeMap::new();
-            t.subscribed = BTreeSet::new();
-            if let Some(sent) = &mut t.sent {
-                sent.names = Vec::new();
-            }
+        // Field by field: a clone of the maps (tens of thousands of names per type at scale)
+        // only to drop them would cost every disconnect a copy of the whole state.
+        let types = self
+            .types
+            .iter()
+            .map(|(type_url, t)| {
+                let summary = TypeState {
+                    sent: t.sent.as_ref().map(|sent| Sent {
+                        version: sent.version.clone(),
+                        nonce: sent.nonce.clone(),
+                        names: Vec::new(),
+                        at: sent.at,
+                    }),
+                    acked_version: t.acked_version.clone(),
+                    acked_at: t.acked_at,
+                    last_nack: t.last_nack.clone(),
+                    acked: BTreeMap::new(),
+                    rejected: BTreeMap::new(),
+                    subscribed: BTreeSet::new(),
+                    wildcard: t.wildcard,
+                };
+                (type_url.clone(), summary)
+            })
+            .collect();
+        NodeState {
+            node: self.node.clone(),
+            stream: self.stream,
+            group: self.group.clone(),
+            mode: self.mode,
+            connected: self.connected,
+            connected_since: self.connected_since,
+            disconnected: self.disconnected.clone(),
+            types,
         }
-        s
     }
 }
 
