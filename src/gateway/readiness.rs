@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use prometheus_client::metrics::family::Family;
@@ -94,6 +94,7 @@ pub(crate) async fn readiness_loop(
         // Work out what to probe without holding the lock across awaits. One look at the
         // nodes per round, without copying their ACK maps; only a KIngress whose route
         // configurations every Envoy ACKed gets a probe task built.
+        let looking = Instant::now();
         let todo: Vec<ProbeTask> = {
             let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
             let Shared {
@@ -223,6 +224,8 @@ pub(crate) async fn readiness_loop(
                 todo
             })
         };
+        // The look holds the node registry, which every ACK needs too.
+        let looked = looking.elapsed();
         // Probes run concurrently (bounded): thousands of KIngresses become
         // ready together at start-up.
         let pod_problems: Arc<Mutex<BTreeMap<std::net::IpAddr, String>>> = Arc::default();
@@ -291,10 +294,25 @@ pub(crate) async fn readiness_loop(
         } else {
             Duration::from_secs(1)
         };
+        let idle = Instant::now();
         tokio::select! {
             _ = acks.changed() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        // A look over tens of thousands of KIngresses waiting for their ACKs (a cold start)
+        // takes milliseconds, and Envoy ACKs many times a second then: leave the xDS streams
+        // at least SPACING times as long as the look took, so readiness cannot starve them.
+        // A look over the few KIngresses an edit touches is microseconds: no delay.
+        let rest = (looked * SPACING).saturating_sub(idle.elapsed());
+        if !rest.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 }
+
+/// How much longer than a readiness look the next one waits at least (see the loop).
+const SPACING: u32 = 4;

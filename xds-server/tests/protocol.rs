@@ -794,6 +794,45 @@ async fn delta_a_client_several_changes_behind_gets_the_net_difference() {
         .await;
 }
 
+/// A change larger than the responses a client may leave unanswered (64 of 1000 resources)
+/// waits for answers instead of dropping the tracking of the oldest: every cluster's ACK is
+/// recorded, so nothing that waits on clusters (routes) is held back for good.
+#[tokio::test]
+async fn delta_a_change_beyond_the_unanswered_bound_waits_for_answers() {
+    const N: usize = 66_000;
+    let cache = SnapshotCache::new();
+    cache
+        .set_snapshot(GROUP, (0..N).map(|i| static_cluster(&format!("c{i}"), 100)))
+        .unwrap();
+    let h = Harness::start(&cache).await;
+    let mut envoy = h.delta("envoy-1").await;
+    envoy.subscribe(CLUSTER, &[]).await;
+    let mut first = Vec::new();
+    for _ in 0..64 {
+        first.push(envoy.recv().await);
+    }
+    envoy
+        .expect_quiet("64 responses unanswered: the rest waits")
+        .await;
+    let mut names = 0;
+    for r in &first {
+        names += r.resources.len();
+        envoy.ack(r).await;
+    }
+    while names < N {
+        let r = envoy.recv().await;
+        names += r.resources.len();
+        envoy.ack(&r).await;
+    }
+    assert_eq!(names, N, "each cluster sent once");
+    h.until("every cluster's ACK is recorded", |n| {
+        n.acked_generation("envoy-1", CLUSTER, "c0").is_some()
+            && n.acked_generation("envoy-1", CLUSTER, &format!("c{}", N - 1))
+                .is_some()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn delta_large_change_goes_out_in_bounded_responses() {
     // 2500 clusters at once (a cold start) arrive as responses of at most 1000, each with its

@@ -302,6 +302,21 @@ impl Stream {
                     _ => MAX_RESOURCES_PER_RESPONSE,
                 };
                 loop {
+                    // Flow control: while MAX_PENDING responses of this type are unanswered,
+                    // the rest waits for answers (each frees a slot, and the next look diffs
+                    // the type again). Sending on would drop the oldest unanswered responses'
+                    // tracking, and the ACKs of the clusters in them with it: routes naming
+                    // those clusters would be held back for good (seen at 100k clusters).
+                    if self
+                        .types
+                        .get(&d.type_url)
+                        .is_some_and(|st| st.pending.len() >= limits::MAX_PENDING)
+                    {
+                        if let Some(st) = self.types.get_mut(&d.type_url) {
+                            st.synced = None;
+                        }
+                        break;
+                    }
                     let (chunk, more) = rest.split_at(rest.len().min(per_response));
                     rest = more;
                     let removed = if rest.is_empty() {
