@@ -8,7 +8,7 @@
 //! round touches several types, additions go first in make-before-break order
 //! and removals last in the reverse order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -51,6 +51,10 @@ struct TypeState {
     /// Names subscribed since the last diff: only these need a look when the
     /// cache did not move (Envoy subscribes scopes' routes one by one).
     fresh: BTreeSet<String>,
+    /// Names of a large change left for later by flow control (see `sync`), oldest first:
+    /// looked at as answers free room, so a cold start's 200k clusters cost one look each
+    /// rather than a diff of the whole type per answer.
+    backlog: VecDeque<String>,
     /// Whether this type was answered at least once on the stream: the
     /// first answer is sent even when empty, so Envoy's initial fetch of a
     /// type with no resources completes at once instead of timing out.
@@ -303,8 +307,8 @@ impl Stream {
                 };
                 loop {
                     // Flow control: while MAX_PENDING responses of this type are unanswered,
-                    // the rest waits for answers (each frees a slot, and the next look diffs
-                    // the type again). Sending on would drop the oldest unanswered responses'
+                    // the rest waits in the backlog for answers (each frees room for one more
+                    // response). Sending on would drop the oldest unanswered responses'
                     // tracking, and the ACKs of the clusters in them with it: routes naming
                     // those clusters would be held back for good (seen at 100k clusters).
                     if self
@@ -313,7 +317,9 @@ impl Stream {
                         .is_some_and(|st| st.pending.len() >= limits::MAX_PENDING)
                     {
                         if let Some(st) = self.types.get_mut(&d.type_url) {
-                            st.synced = None;
+                            st.backlog.extend(rest.iter().map(|r| r.name().to_string()));
+                            // Removals ride with the last response: look at them again too.
+                            st.fresh.extend(std::mem::take(&mut d.removals));
                         }
                         break;
                     }
@@ -357,7 +363,15 @@ impl Stream {
                 None => None,
             };
             let full = changed.is_none();
-            if !full && st.fresh.is_empty() && changed.as_ref().is_some_and(Option::is_none) {
+            // As much of the backlog as the free room for responses can carry.
+            let room =
+                limits::MAX_PENDING.saturating_sub(st.pending.len()) * MAX_RESOURCES_PER_RESPONSE;
+            let from_backlog = if full { 0 } else { room.min(st.backlog.len()) };
+            if !full
+                && st.fresh.is_empty()
+                && from_backlog == 0
+                && changed.as_ref().is_some_and(Option::is_none)
+            {
                 continue;
             }
             let mut upserts = Vec::new();
@@ -369,6 +383,7 @@ impl Stream {
                 // Only these names can differ from what the client holds.
                 let mut look: BTreeSet<&str> = st.fresh.iter().map(String::as_str).collect();
                 look.extend(changed.into_iter().flatten());
+                look.extend(st.backlog.iter().take(from_backlog).map(String::as_str));
                 for n in look {
                     let wanted = st.wildcard || st.subscribed.contains(n);
                     match ts.resources.get(n) {
@@ -398,9 +413,20 @@ impl Stream {
             removals.sort();
             let first_answer = !st.answered;
             upserts.retain(|r| !st.quarantine.blocks(r));
-            let before = upserts.len();
-            upserts.retain(|r| self.c.held.ready(r, snap, &subscribed));
-            deferred.push((type_url.clone(), ts.version, upserts.len() < before));
+            let mut held_back = Vec::new();
+            upserts.retain(|r| {
+                let ready = self.c.held.ready(r, snap, &subscribed);
+                if !ready {
+                    held_back.push(r.name().to_string());
+                }
+                ready
+            });
+            deferred.push((
+                type_url.clone(),
+                ts.version,
+                held_back,
+                if full { usize::MAX } else { from_backlog },
+            ));
             if !upserts.is_empty() || !removals.is_empty() || first_answer {
                 out.push(Diff {
                     type_url: type_url.clone(),
@@ -410,13 +436,18 @@ impl Stream {
                 });
             }
         }
-        // A type with held-back resources is diffed again after the next ACK.
+        // Held-back resources are looked at again after the next ACK.
         let mut held = BTreeSet::new();
-        for (type_url, version, held_back) in deferred {
+        for (type_url, version, held_back, from_backlog) in deferred {
+            let any_held = !held_back.is_empty();
             if let Some(st) = self.types.get_mut(&type_url) {
-                st.synced = (!held_back).then_some(version);
+                st.synced = Some(version);
                 st.dirty = false;
                 st.fresh.clear();
+                st.fresh.extend(held_back);
+                // A full look covered the whole backlog.
+                let drained = from_backlog.min(st.backlog.len());
+                st.backlog.drain(..drained);
                 if let Some(ts) = snap.types.get(&type_url) {
                     st.quarantine.forget_stale(ts);
                 }
@@ -428,7 +459,7 @@ impl Stream {
                     st.quarantine.isolating = false;
                 }
             }
-            if held_back {
+            if any_held {
                 held.insert(type_url);
             }
         }
