@@ -315,4 +315,4 @@ pub(crate) async fn readiness_loop(
 }
 
 /// How much longer than a readiness look the next one waits at least (see the loop).
-const SPACING: u32 = 4;
+const SPACING: u32 = 10;

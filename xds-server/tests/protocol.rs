@@ -909,6 +909,52 @@ fn switch_to_new(cache: &SnapshotCache) {
         .unwrap();
 }
 
+/// A route held back for a cluster the client has not ACKed, then deleted, holds nothing
+/// back any more: a later cluster removal goes out although that ACK never came.
+#[tokio::test]
+async fn delta_a_deleted_route_no_longer_holds_removals_back() {
+    let cache = make_before_break_cache();
+    let h = Harness::start(&cache).await;
+    let mut envoy = h.delta("envoy-1").await;
+    envoy.subscribe(CLUSTER, &[]).await;
+    let cds = envoy.recv().await;
+    envoy.ack(&cds).await;
+    envoy.subscribe(ROUTE, &["rc"]).await;
+    let rds = envoy.recv().await;
+    envoy.ack(&rds).await;
+    cache
+        .update(
+            GROUP,
+            Update::new()
+                .upsert(static_cluster("new", 100))
+                .upsert(route("rc", "new")),
+        )
+        .unwrap();
+    // `new` is sent and never ACKed: the route waits for it.
+    let first = envoy.recv().await;
+    assert_eq!(
+        (first.type_url.as_str(), delta_names(&first)),
+        (CLUSTER, strings(&["new"]))
+    );
+    envoy.expect_quiet("the route waits for its cluster").await;
+    cache
+        .update(GROUP, Update::new().remove(ROUTE, "rc"))
+        .unwrap();
+    let rm = envoy.recv().await;
+    assert_eq!(
+        (rm.type_url.as_str(), rm.removed_resources.clone()),
+        (ROUTE, strings(&["rc"]))
+    );
+    cache
+        .update(GROUP, Update::new().remove(CLUSTER, "old"))
+        .unwrap();
+    let gone = envoy.recv().await;
+    assert_eq!(
+        (gone.type_url.as_str(), gone.removed_resources.clone()),
+        (CLUSTER, strings(&["old"]))
+    );
+}
+
 #[tokio::test]
 async fn sotw_make_before_break() {
     let cache = make_before_break_cache();

@@ -55,6 +55,11 @@ struct TypeState {
     /// looked at as answers free room, so a cold start's 200k clusters cost one look each
     /// rather than a diff of the whole type per answer.
     backlog: VecDeque<String>,
+    /// Resources held back until what they name is usable on the client (routes whose
+    /// clusters are warming), and the client's ACK generation when they were last looked at:
+    /// they are looked at again only once more clusters or endpoints were ACKed.
+    waiting: BTreeSet<String>,
+    waiting_seen: u64,
     /// Whether this type was answered at least once on the stream: the
     /// first answer is sent even when empty, so Envoy's initial fetch of a
     /// type with no resources completes at once instead of timing out.
@@ -235,6 +240,7 @@ impl Stream {
             } else {
                 st.subscribed.remove(n);
                 st.fresh.remove(n);
+                st.waiting.remove(n);
                 st.known.remove(n);
             }
         }
@@ -349,6 +355,7 @@ impl Stream {
         let mut out = Vec::new();
         let subscribed: Vec<&str> = self.types.keys().map(String::as_str).collect();
         let mut deferred = Vec::new();
+        let acks = self.c.held.generation();
         for (type_url, st) in self.types.iter() {
             let Some(ts) = snap.types.get(type_url) else {
                 continue;
@@ -367,15 +374,19 @@ impl Stream {
             let room =
                 limits::MAX_PENDING.saturating_sub(st.pending.len()) * MAX_RESOURCES_PER_RESPONSE;
             let from_backlog = if full { 0 } else { room.min(st.backlog.len()) };
+            let look_waiting = !full && !st.waiting.is_empty() && st.waiting_seen != acks;
             if !full
                 && st.fresh.is_empty()
                 && from_backlog == 0
+                && !look_waiting
                 && changed.as_ref().is_some_and(Option::is_none)
             {
                 continue;
             }
             let mut upserts = Vec::new();
             let mut removals = Vec::new();
+            // Waiting names looked at this round: they wait on only if held back again.
+            let mut settled = Vec::new();
             let differs = |known: &HashMap<String, u64>, r: &Resource| {
                 known.get(r.name()).is_none_or(|v| *v != r.version_id())
             };
@@ -384,7 +395,13 @@ impl Stream {
                 let mut look: BTreeSet<&str> = st.fresh.iter().map(String::as_str).collect();
                 look.extend(changed.into_iter().flatten());
                 look.extend(st.backlog.iter().take(from_backlog).map(String::as_str));
+                if look_waiting {
+                    look.extend(st.waiting.iter().map(String::as_str));
+                }
                 for n in look {
+                    if !look_waiting && st.waiting.contains(n) {
+                        settled.push(n.to_string());
+                    }
                     let wanted = st.wildcard || st.subscribed.contains(n);
                     match ts.resources.get(n) {
                         Some(r) if wanted && differs(&st.known, r) => upserts.push(r),
@@ -426,6 +443,8 @@ impl Stream {
                 ts.version,
                 held_back,
                 if full { usize::MAX } else { from_backlog },
+                full || look_waiting,
+                settled,
             ));
             if !upserts.is_empty() || !removals.is_empty() || first_answer {
                 out.push(Diff {
@@ -436,15 +455,21 @@ impl Stream {
                 });
             }
         }
-        // Held-back resources are looked at again after the next ACK.
+        // Held-back resources are looked at again once the client ACKed more.
         let mut held = BTreeSet::new();
-        for (type_url, version, held_back, from_backlog) in deferred {
-            let any_held = !held_back.is_empty();
+        for (type_url, version, held_back, from_backlog, looked_waiting, settled) in deferred {
             if let Some(st) = self.types.get_mut(&type_url) {
                 st.synced = Some(version);
                 st.dirty = false;
                 st.fresh.clear();
-                st.fresh.extend(held_back);
+                if looked_waiting {
+                    st.waiting.clear();
+                    st.waiting_seen = acks;
+                }
+                for n in &settled {
+                    st.waiting.remove(n);
+                }
+                st.waiting.extend(held_back);
                 // A full look covered the whole backlog.
                 let drained = from_backlog.min(st.backlog.len());
                 st.backlog.drain(..drained);
@@ -459,8 +484,11 @@ impl Stream {
                     st.quarantine.isolating = false;
                 }
             }
-            if any_held {
-                held.insert(type_url);
+        }
+        // Every type still holding something back, looked at this round or not.
+        for (type_url, st) in &self.types {
+            if !st.waiting.is_empty() {
+                held.insert(type_url.clone());
             }
         }
         (out, held)

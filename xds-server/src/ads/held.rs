@@ -21,6 +21,8 @@ pub(crate) struct Held {
     types: HashMap<&'static str, HashSet<String>>,
     /// Types whose newest response was NACKed: nothing waits on them.
     rejected: HashMap<String, bool>,
+    /// Bumped whenever what [`Self::ready`] answers may have changed.
+    generation: u64,
 }
 
 impl Held {
@@ -29,8 +31,16 @@ impl Held {
         if let Some(t) = self.names(type_url) {
             t.clear();
             t.extend(resources.iter().map(|(n, _, _)| n.clone()));
+            self.generation += 1;
         }
-        self.rejected.insert(type_url.to_string(), false);
+        self.accepted(type_url);
+    }
+
+    /// The newest response of `type_url` was accepted.
+    fn accepted(&mut self, type_url: &str) {
+        if self.rejected.insert(type_url.to_string(), false) == Some(true) {
+            self.generation += 1;
+        }
     }
 
     /// The ACKed names of `type_url`, when it is a type routes wait on.
@@ -51,8 +61,9 @@ impl Held {
                 t.remove(n);
             }
             t.extend(resources.iter().map(|(n, _, _)| n.clone()));
+            self.generation += 1;
         }
-        self.rejected.insert(type_url.to_string(), false);
+        self.accepted(type_url);
     }
 
     /// A reconnecting Delta client's `initial_resource_versions`: what it
@@ -60,11 +71,13 @@ impl Held {
     pub fn seed(&mut self, type_url: &str, versions: &HashMap<String, String>) {
         if let Some(t) = self.names(type_url) {
             t.extend(versions.keys().cloned());
+            self.generation += 1;
         }
     }
 
     /// A NACK of `type_url`.
     pub fn rejected(&mut self, type_url: &str) {
+        self.generation += 1;
         self.rejected.insert(type_url.to_string(), true);
     }
 
@@ -75,6 +88,11 @@ impl Held {
             .iter()
             .filter(|(_, r)| **r)
             .map(|(t, _)| t.as_str())
+    }
+
+    /// Changes whenever an answer or a reconnect may have made held-back resources ready.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn has(&self, type_url: &str, name: &str) -> bool {
