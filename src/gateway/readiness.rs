@@ -94,9 +94,11 @@ pub(crate) async fn readiness_loop(
         // Work out what to probe without holding the lock across awaits. One look at the
         // nodes per round, without copying their ACK maps; only a KIngress whose route
         // configurations every Envoy ACKed gets a probe task built.
-        let looking = Instant::now();
+        let looking;
         let todo: Vec<ProbeTask> = {
             let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+            // Time the look itself, not the wait for the lock.
+            looking = Instant::now();
             let Shared {
                 state, readiness, ..
             } = &mut *guard;
@@ -315,4 +317,4 @@ pub(crate) async fn readiness_loop(
 }
 
 /// How much longer than a readiness look the next one waits at least (see the loop).
-const SPACING: u32 = 10;
+const SPACING: u32 = 4;
