@@ -909,12 +909,9 @@ fn switch_to_new(cache: &SnapshotCache) {
         .unwrap();
 }
 
-/// A route held back for a cluster the client has not ACKed, then deleted, holds nothing
-/// back any more: a later cluster removal goes out although that ACK never came.
-#[tokio::test]
-async fn delta_a_deleted_route_no_longer_holds_removals_back() {
-    let cache = make_before_break_cache();
-    let h = Harness::start(&cache).await;
+/// A Delta client that ACKed every cluster and route configuration `rc` of `cache`.
+async fn delta_holding_rc(cache: &SnapshotCache) -> (Harness, Delta) {
+    let h = Harness::start(cache).await;
     let mut envoy = h.delta("envoy-1").await;
     envoy.subscribe(CLUSTER, &[]).await;
     let cds = envoy.recv().await;
@@ -922,6 +919,15 @@ async fn delta_a_deleted_route_no_longer_holds_removals_back() {
     envoy.subscribe(ROUTE, &["rc"]).await;
     let rds = envoy.recv().await;
     envoy.ack(&rds).await;
+    (h, envoy)
+}
+
+/// A route held back for a cluster the client has not ACKed, then deleted, holds nothing
+/// back any more: a later cluster removal goes out although that ACK never came.
+#[tokio::test]
+async fn delta_a_deleted_route_no_longer_holds_removals_back() {
+    let cache = make_before_break_cache();
+    let (_server, mut envoy) = delta_holding_rc(&cache).await;
     cache
         .update(
             GROUP,
@@ -1025,14 +1031,7 @@ async fn sotw_make_before_break() {
 #[tokio::test]
 async fn delta_make_before_break() {
     let cache = make_before_break_cache();
-    let h = Harness::start(&cache).await;
-    let mut envoy = h.delta("envoy-1").await;
-    envoy.subscribe(CLUSTER, &[]).await;
-    let cds = envoy.recv().await;
-    envoy.ack(&cds).await;
-    envoy.subscribe(ROUTE, &["rc"]).await;
-    let rds = envoy.recv().await;
-    envoy.ack(&rds).await;
+    let (_server, mut envoy) = delta_holding_rc(&cache).await;
 
     switch_to_new(&cache);
     let first = envoy.recv().await;
