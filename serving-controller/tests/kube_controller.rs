@@ -18,6 +18,8 @@ mod fake_api;
 mod fake_store;
 #[path = "support/controller.rs"]
 mod harness;
+#[path = "kube_controller/placeholders.rs"]
+mod placeholders;
 
 use std::time::Duration;
 

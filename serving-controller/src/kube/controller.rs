@@ -14,8 +14,8 @@
 //!   labelled as upstream), Revision → [`KubeRuntime`] (Deployment + Service) with readiness
 //!   from its EndpointSlices, Route → KIngress (class
 //!   `sluice.ingress.networking.knative.dev`, owned by the Route) with `IngressReady` read back
-//!   from the status `sluice gateway --kube` writes; every status written by server-side apply
-//!   on the `status` subresource;
+//!   from the status `sluice gateway --kube` writes, and the Route's placeholder Services
+//!   ([`placeholder`]); every status written by server-side apply on the `status` subresource;
 //! - [`apply`]: the writes, and why replicas are left to the `scale` subresource once a
 //!   Revision's Deployment exists;
 //! - [`status`]: condition times, statuses of rejected objects; [`view`]: `/status`;
@@ -46,6 +46,7 @@ pub mod core;
 pub mod decode;
 mod error;
 pub mod permissions;
+pub mod placeholder;
 pub mod rebuild;
 pub mod reconcile;
 pub mod status;

@@ -70,6 +70,24 @@ pub fn is_cluster_local(route: &Route) -> bool {
         .is_some_and(|v| v == VISIBILITY_CLUSTER_LOCAL)
 }
 
+/// The first label of a Route's target group's hosts: the Route's name, or for a tag
+/// `config-network`'s `tag-template` (`{tag}-{route}` by default). It is also the name of the
+/// group's placeholder Service on a cluster.
+pub fn host_name(route: &Route, tag: &str, cfg: &ServingConfig) -> String {
+    if tag.is_empty() {
+        return route.name().to_string();
+    }
+    let empty = BTreeMap::new();
+    cfg.network.tag_template.render(&TemplateValues {
+        name: route.name(),
+        namespace: route.namespace(),
+        domain: "",
+        tag,
+        labels: route.metadata.labels.as_ref().unwrap_or(&empty),
+        annotations: route.metadata.annotations.as_ref().unwrap_or(&empty),
+    })
+}
+
 /// The hosts of a Route's target group (`tag` = `""` for the Route itself).
 pub fn target_hosts(
     route: &Route,
@@ -87,11 +105,7 @@ pub fn target_hosts(
         labels,
         annotations,
     };
-    let host_name = if tag.is_empty() {
-        route.name().to_string()
-    } else {
-        cfg.network.tag_template.render(&values(route.name(), ""))
-    };
+    let host_name = host_name(route, tag, cfg);
     check_host(&cluster_local_domain(&host_name, route.namespace()))?;
     let external = match cfg.domain.lookup(labels) {
         Some(domain) if !is_cluster_local(route) => {

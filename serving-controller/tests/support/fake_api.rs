@@ -271,6 +271,14 @@ async fn handle_write(
             let stored = s.put(&object_path, object);
             respond(StatusCode::CREATED, &stored)
         }
+        (Method::DELETE, Some(name), false) => match s.objects.remove(&target.object_path(name)) {
+            Some(object) => respond(StatusCode::OK, &object),
+            None => status(
+                404,
+                "NotFound",
+                &format!("{} {name:?} not found", target.plural),
+            ),
+        },
         (method, _, _) => status(
             405,
             "MethodNotAllowed",

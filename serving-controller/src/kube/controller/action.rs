@@ -28,6 +28,16 @@ pub enum Action {
     },
     /// Server-side apply of a Route's KIngress.
     ApplyIngress(Box<Ingress>),
+    /// Server-side apply of a Route's placeholder Services ([`super::placeholder`]), and
+    /// deletion of those it no longer has (a removed tag's).
+    ApplyPlaceholders {
+        /// The Route.
+        route: Key,
+        /// Every placeholder Service the Route has now.
+        services: Vec<k8s_openapi::api::core::v1::Service>,
+        /// Names of placeholder Services applied before that the Route no longer has.
+        stale: Vec<String>,
+    },
     /// Server-side apply of an object's `status`.
     PatchStatus {
         /// The object's kind (one of the four serving kinds).
@@ -51,6 +61,13 @@ pub enum Feedback {
     },
     /// The Revision's Deployment and Service are applied.
     RevisionRunning(Key),
+    /// A Route's placeholder Services are applied (and the stale ones deleted).
+    PlaceholdersApplied {
+        /// The Route.
+        route: Key,
+        /// What was applied.
+        services: Vec<k8s_openapi::api::core::v1::Service>,
+    },
     /// Running the Revision failed. `retry`: try again later; otherwise the Revision is
     /// failed with `message` (it names the field).
     RevisionNotRunning {
@@ -72,6 +89,7 @@ impl Action {
             Action::CreateRevision { .. } => "create_revision",
             Action::RunRevision { .. } => "run_revision",
             Action::ApplyIngress(_) => "apply_ingress",
+            Action::ApplyPlaceholders { .. } => "apply_placeholders",
             Action::PatchStatus { .. } => "patch_status",
         }
     }
@@ -94,6 +112,9 @@ impl Action {
                 i.metadata.namespace.as_deref().unwrap_or_default(),
                 i.metadata.name.as_deref().unwrap_or_default()
             ),
+            Action::ApplyPlaceholders { route, .. } => {
+                format!("apply the placeholder Services of Route {route}")
+            }
             Action::PatchStatus { kind, key, .. } => format!("patch the status of {kind:?} {key}"),
         }
     }

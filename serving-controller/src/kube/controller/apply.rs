@@ -16,9 +16,10 @@
 //! autoscaler's next tick sets it again.
 
 use ::kube::Client;
-use ::kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use ::kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use ::kube::core::ApiResource;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service as CoreService;
 use serde::Serialize;
 
 use super::ControllerError;
@@ -160,6 +161,24 @@ impl Executor {
                     });
                 observed(result, ObjectKind::Route, key)
             }
+            Action::ApplyPlaceholders {
+                route,
+                services,
+                stale,
+            } => match self.apply_placeholders(&route, &services, &stale).await {
+                Ok(()) => (
+                    Some(Feedback::PlaceholdersApplied { route, services }),
+                    None,
+                ),
+                Err(error) => (
+                    None,
+                    Some(Failure {
+                        kind: ObjectKind::Route,
+                        key: route,
+                        error,
+                    }),
+                ),
+            },
             Action::PatchStatus { kind, key, status } => {
                 let result = match kind {
                     ObjectKind::Service => self
@@ -231,6 +250,31 @@ impl Executor {
             .map_or(initial, |r| u32::try_from(r).unwrap_or(0));
         self.runtime.apply_revision(revision, replicas).await?;
         tracing::info!(revision = %key, replicas, "Revision running");
+        Ok(())
+    }
+
+    async fn apply_placeholders(
+        &self,
+        route: &Key,
+        services: &[CoreService],
+        stale: &[String],
+    ) -> Result<(), ControllerError> {
+        let api: Api<CoreService> = Api::namespaced(self.client.clone(), &route.namespace);
+        for service in services {
+            let name = service.metadata.name.as_deref().unwrap_or_default();
+            api.patch(name, &apply_params(), &Patch::Apply(service))
+                .await
+                .map_err(api_error("applying", "placeholder Service of Route", route))?;
+        }
+        for name in stale {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(::kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    return Err(api_error("deleting", "placeholder Service of Route", route)(e));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -60,6 +60,8 @@ pub struct Core {
     pub(super) catalog: ServingObjects,
     pub(super) config_outcomes: BTreeMap<Key, ConfigurationOutcome>,
     pub(super) route_outcomes: BTreeMap<Key, RouteOutcome>,
+    /// Placeholder Services applied per Route (by this process).
+    pub(super) placeholders: BTreeMap<Key, Vec<k8s_openapi::api::core::v1::Service>>,
     pub(super) readiness: ReadinessReport,
     pub(super) runs: BTreeMap<Key, Run>,
     /// Objects failing validation or decoding: `Kind ns/name` → message.
@@ -140,6 +142,9 @@ impl Core {
             Feedback::RevisionRunning(key) => {
                 self.runs.insert(key.clone(), Run::Running);
                 self.dirty_revisions.insert(key);
+            }
+            Feedback::PlaceholdersApplied { route, services } => {
+                self.placeholders.insert(route, services);
             }
             Feedback::RevisionNotRunning {
                 revision,

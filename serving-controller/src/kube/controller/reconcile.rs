@@ -244,6 +244,9 @@ fn latest_only(actions: Vec<Action>) -> Vec<Action> {
                     ),
                 ),
                 Action::PatchStatus { kind, key, .. } => ("status", *kind, key.clone()),
+                Action::ApplyPlaceholders { route, .. } => {
+                    ("placeholders", ObjectKind::Route, route.clone())
+                }
                 Action::CreateRevision { .. } | Action::RunRevision { .. } => return true,
             };
             seen.insert(id)

@@ -4,15 +4,18 @@ use super::{admit_or_reject, meta_shows};
 use crate::ingress::Ingress;
 use crate::kube::controller::action::Action;
 use crate::kube::controller::core::Core;
+use crate::kube::controller::placeholder::{internal_gateway, placeholder_services};
 use crate::kube::controller::status::status_patch;
 use crate::kube::controller::watch::ObjectKind;
-use crate::serving::{Key, admit_route, reconcile_route};
+use crate::serving::{Key, Route, admit_route, reconcile_route};
 
 impl Core {
     pub(super) fn route_pass(&mut self, key: &Key, now: &str, out: &mut Vec<Action>) {
         let problem = format!("Route {key}");
         let Some(observed) = self.routes.get(key) else {
             self.problems.remove(&problem);
+            // Its placeholder Services go with it (owner reference).
+            self.placeholders.remove(key);
             if self.route_outcomes.remove(key).is_some() {
                 self.dirty_services.insert(key.clone());
             }
@@ -51,6 +54,7 @@ impl Core {
         } else if let Some(error) = &outcome.error {
             tracing::info!(route = %key, %error, "traffic not resolved; KIngress left as it is");
         }
+        self.placeholder_pass(key, &route, out);
         out.extend(status_patch(
             ObjectKind::Route,
             key,
@@ -62,6 +66,33 @@ impl Core {
             self.route_outcomes.insert(key.clone(), outcome);
             self.dirty_services.insert(key.clone());
         }
+    }
+}
+
+impl Core {
+    /// Applies the Route's placeholder Services when they differ from those applied.
+    fn placeholder_pass(&self, key: &Key, route: &Route, out: &mut Vec<Action>) {
+        let gateway = internal_gateway(self.ingresses.get(key));
+        let services = placeholder_services(route, &self.cfg, &gateway);
+        let applied = self.placeholders.get(key);
+        if applied == Some(&services) {
+            return;
+        }
+        let stale = applied
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.metadata.name.clone())
+            .filter(|name| {
+                !services
+                    .iter()
+                    .any(|s| s.metadata.name.as_ref() == Some(name))
+            })
+            .collect();
+        out.push(Action::ApplyPlaceholders {
+            route: key.clone(),
+            services,
+            stale,
+        });
     }
 }
 
