@@ -12,6 +12,8 @@
 //! One test needs a real cluster and is ignored by default (see
 //! [`service_becomes_ready_on_a_cluster`]).
 
+#[path = "kube_controller/failures.rs"]
+mod failures;
 #[path = "support/fake_api.rs"]
 mod fake_api;
 #[path = "support/fake_store.rs"]

@@ -12,7 +12,8 @@
 //! - [`reconcile`]: the passes — Service → Configuration + Route (server-side apply, owned by
 //!   the Service), Configuration → Revision (created in the API, owned by the Configuration,
 //!   labelled as upstream), Revision → [`KubeRuntime`] (Deployment + Service) with readiness
-//!   from its EndpointSlices, Route → KIngress (class
+//!   from its EndpointSlices (and, while none is ready, why from its Deployment and pods:
+//!   [`health`]), Route → KIngress (class
 //!   `sluice.ingress.networking.knative.dev`, owned by the Route) with `IngressReady` read back
 //!   from the status `sluice gateway --kube` writes, and the Route's placeholder Services
 //!   ([`placeholder`]); every status written by server-side apply on the `status` subresource;
@@ -45,6 +46,7 @@ pub mod apply;
 pub mod core;
 pub mod decode;
 mod error;
+pub mod health;
 pub mod permissions;
 pub mod placeholder;
 pub mod rebuild;

@@ -36,6 +36,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "EndpointSlice" => "endpointslices",
         "ConfigMap" => "configmaps",
         "Deployment" => "deployments",
+        "Pod" => "pods",
         other => panic!("fake API: no plural for kind {other}"),
     };
     (prefix, plural)

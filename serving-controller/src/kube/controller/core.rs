@@ -12,7 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::action::Feedback;
@@ -56,6 +57,10 @@ pub struct Core {
     pub(super) slices: BTreeMap<Key, EndpointSlice>,
     /// EndpointSlice keys per Revision (their `kubernetes.io/service-name`).
     pub(super) slices_by_revision: BTreeMap<Key, BTreeSet<Key>>,
+    /// Revisions' Deployments and pods (metadata and status), and which Revision each is of.
+    pub(super) deployments: BTreeMap<Key, Deployment>,
+    pub(super) pods: BTreeMap<Key, Pod>,
+    pub(super) pods_by_revision: BTreeMap<Key, BTreeSet<Key>>,
     pub(super) state: ServingState,
     pub(super) catalog: ServingObjects,
     pub(super) config_outcomes: BTreeMap<Key, ConfigurationOutcome>,
@@ -173,7 +178,10 @@ impl Core {
                 self.dirty_revisions.insert(key)
             }
             ObjectKind::Route | ObjectKind::Ingress => self.dirty_routes.insert(key),
-            ObjectKind::EndpointSlice | ObjectKind::ConfigMap => false,
+            ObjectKind::EndpointSlice
+            | ObjectKind::ConfigMap
+            | ObjectKind::Deployment
+            | ObjectKind::Pod => false,
         };
     }
 
@@ -185,6 +193,8 @@ impl Core {
             ObjectKind::Route => self.routes.keys().cloned().collect(),
             ObjectKind::Ingress => self.ingresses.keys().cloned().collect(),
             ObjectKind::EndpointSlice => self.slices.keys().cloned().collect(),
+            ObjectKind::Deployment => self.deployments.keys().cloned().collect(),
+            ObjectKind::Pod => self.pods.keys().cloned().collect(),
             ObjectKind::ConfigMap => self
                 .config_maps
                 .keys()
@@ -250,6 +260,22 @@ impl Core {
                 self.config_maps.insert(key.name, *cm);
                 self.rebuild_config();
             }
+            Watched::Deployment(d) => {
+                if let Some(revision) = revision_label(&d.metadata) {
+                    self.dirty_revisions.insert(revision);
+                }
+                self.deployments.insert(key, *d);
+            }
+            Watched::Pod(p) => {
+                if let Some(revision) = revision_label(&p.metadata) {
+                    self.pods_by_revision
+                        .entry(revision.clone())
+                        .or_default()
+                        .insert(key.clone());
+                    self.dirty_revisions.insert(revision);
+                }
+                self.pods.insert(key, *p);
+            }
         }
     }
 
@@ -304,6 +330,26 @@ impl Core {
                 self.config_maps.remove(&key.name);
                 self.rebuild_config();
             }
+            ObjectKind::Deployment => {
+                if let Some(old) = self.deployments.remove(key)
+                    && let Some(revision) = revision_label(&old.metadata)
+                {
+                    self.dirty_revisions.insert(revision);
+                }
+            }
+            ObjectKind::Pod => {
+                if let Some(old) = self.pods.remove(key)
+                    && let Some(revision) = revision_label(&old.metadata)
+                {
+                    if let Some(keys) = self.pods_by_revision.get_mut(&revision) {
+                        keys.remove(key);
+                        if keys.is_empty() {
+                            self.pods_by_revision.remove(&revision);
+                        }
+                    }
+                    self.dirty_revisions.insert(revision);
+                }
+            }
         }
     }
 
@@ -342,6 +388,20 @@ impl Core {
         self.dirty_routes
             .extend(self.route_outcomes.keys().cloned());
     }
+}
+
+/// The Revision a Deployment or pod belongs to: its `serving.knative.dev/revision` label.
+fn revision_label(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<Key> {
+    let revision = meta
+        .labels
+        .as_ref()?
+        .get(crate::kube::runtime::REVISION_LABEL)?;
+    Some(Key::new(
+        meta.namespace.clone().unwrap_or_default(),
+        revision,
+    ))
 }
 
 /// The Revision an EndpointSlice belongs to: its Service's name (the Revision's).

@@ -86,7 +86,12 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "apps",
         resource: "deployments",
-        verbs: &["get"],
+        verbs: &["get", "list", "watch"],
+    },
+    Permission {
+        group: "",
+        resource: "pods",
+        verbs: &["list", "watch"],
     },
 ];
 

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use super::action::Action;
 use super::core::{Core, Run};
 use super::decode::{Observed, ServingObject};
+use super::health::{Unhealthy, revision_health};
 use super::rebuild::TEMPLATE_HASH_ANNOTATION;
 use super::status::{
     KnativeStatus, REASON_DEPLOYMENT_FAILED, REASON_INVALID_SPEC, rejected_patch, revision_status,
@@ -27,10 +28,12 @@ use super::status::{
 use super::watch::ObjectKind;
 use crate::FieldError;
 use crate::ingress::describe;
-use crate::kube::runtime::revision_endpoints;
+use crate::kube::runtime::{deployment_name, revision_endpoints};
+use crate::serving::conditions::{FALSE, condition};
 use crate::serving::{
     ConfigurationOutcome, Key, Readiness, Revision, admit_configuration, reconcile_configuration,
 };
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 mod route;
@@ -169,6 +172,7 @@ impl Core {
             return;
         };
         let revision = &observed.object;
+        let mut unhealthy = None;
         let readiness = if let Some(error) = &observed.error {
             self.problems.insert(problem, error.clone());
             Readiness::Failed {
@@ -183,7 +187,7 @@ impl Core {
                         initial_scale: initial_scale(revision),
                     });
                     self.runs.insert(key.clone(), Run::Requested);
-                    self.endpoint_readiness(revision)
+                    self.pod_readiness(revision, &mut unhealthy)
                 }
                 Some(Run::Failed { message }) => {
                     self.problems.insert(problem, message.clone());
@@ -192,13 +196,20 @@ impl Core {
                         message: message.clone(),
                     }
                 }
-                Some(_) => self.endpoint_readiness(revision),
+                Some(_) => self.pod_readiness(revision, &mut unhealthy),
             }
         };
+        let mut status = revision_status(revision, &readiness);
+        if let Some(u) = unhealthy {
+            status
+                .conditions
+                .push(condition(u.condition, FALSE, &u.reason, &u.message));
+            status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        }
         out.extend(status_patch(
             ObjectKind::Revision,
             key,
-            revision_status(revision, &readiness),
+            status,
             &revision.status,
             now,
         ));
@@ -207,6 +218,38 @@ impl Core {
                 self.dirty_configs.insert(config);
             }
             self.readiness.insert(key.clone(), readiness);
+        }
+    }
+
+    /// Ready with a ready endpoint; else failed when its pods say why they do not come up
+    /// ([`revision_health`], the failed condition left in `unhealthy`); else pending.
+    fn pod_readiness(&self, revision: &Revision, unhealthy: &mut Option<Unhealthy>) -> Readiness {
+        let readiness = self.endpoint_readiness(revision);
+        if readiness == Readiness::Ready {
+            return readiness;
+        }
+        let key = revision.key();
+        let deployment = Key::new(key.namespace.clone(), deployment_name(&key.name));
+        let Some(deployment) = self.deployments.get(&deployment) else {
+            return readiness;
+        };
+        let pods: Vec<&Pod> = self
+            .pods_by_revision
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+            .collect();
+        match revision_health(deployment, &pods) {
+            Some(u) => {
+                let failed = Readiness::Failed {
+                    reason: u.reason.clone(),
+                    message: u.message.clone(),
+                };
+                *unhealthy = Some(u);
+                failed
+            }
+            None => readiness,
         }
     }
 

@@ -9,6 +9,8 @@
 //! - EndpointSlices labelled `serving.knative.dev/revision` (the Kubernetes EndpointSlice
 //!   controller copies a Service's labels to its slices, and every Revision's Service carries
 //!   that label): the Revisions' readiness;
+//! - Deployments and pods labelled `serving.knative.dev/revision` (metadata and status only):
+//!   why a Revision's pods do not come up ([`super::health`]);
 //! - ConfigMaps in `knative-serving` (`config-domain`, `config-network`, `config-defaults`,
 //!   `config-features`).
 //!
@@ -21,7 +23,8 @@ use ::kube::runtime::WatchStreamExt;
 use ::kube::runtime::watcher::{self, Event};
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::ControllerError;
@@ -49,11 +52,15 @@ pub enum ObjectKind {
     EndpointSlice,
     /// `configmaps` in `knative-serving`.
     ConfigMap,
+    /// `deployments.apps` of Revisions: their progress.
+    Deployment,
+    /// `pods` of Revisions: why they do not come up.
+    Pod,
 }
 
 impl ObjectKind {
     /// Every watched kind.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Service,
         ObjectKind::Configuration,
         ObjectKind::Revision,
@@ -61,6 +68,8 @@ impl ObjectKind {
         ObjectKind::Ingress,
         ObjectKind::EndpointSlice,
         ObjectKind::ConfigMap,
+        ObjectKind::Deployment,
+        ObjectKind::Pod,
     ];
 
     /// The resource, as named in errors and RBAC.
@@ -73,6 +82,8 @@ impl ObjectKind {
             ObjectKind::Ingress => "ingresses.networking.internal.knative.dev",
             ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
             ObjectKind::ConfigMap => "configmaps",
+            ObjectKind::Deployment => "deployments.apps",
+            ObjectKind::Pod => "pods",
         }
     }
 }
@@ -95,6 +106,10 @@ pub enum Watched {
     EndpointSlice(Box<EndpointSlice>),
     /// A ConfigMap in `knative-serving`.
     ConfigMap(Box<ConfigMap>),
+    /// A Revision's Deployment (metadata and status only).
+    Deployment(Box<Deployment>),
+    /// A Revision's pod (metadata and status only).
+    Pod(Box<Pod>),
 }
 
 impl Watched {
@@ -108,6 +123,8 @@ impl Watched {
             Watched::Ingress(_) => ObjectKind::Ingress,
             Watched::EndpointSlice(_) => ObjectKind::EndpointSlice,
             Watched::ConfigMap(_) => ObjectKind::ConfigMap,
+            Watched::Deployment(_) => ObjectKind::Deployment,
+            Watched::Pod(_) => ObjectKind::Pod,
         }
     }
 
@@ -121,6 +138,8 @@ impl Watched {
             Watched::Ingress(i) => key_of(&i.metadata),
             Watched::EndpointSlice(s) => key_of(&s.metadata),
             Watched::ConfigMap(c) => key_of(&c.metadata),
+            Watched::Deployment(d) => key_of(&d.metadata),
+            Watched::Pod(p) => key_of(&p.metadata),
         }
     }
 }
@@ -206,6 +225,32 @@ impl Watches {
             |mut cm: ConfigMap| {
                 strip_meta(&mut cm.metadata);
                 Ok(Watched::ConfigMap(Box::new(cm)))
+            },
+        ));
+        let deployments = Api::<Deployment>::all(client.clone());
+        streams.push(convert(
+            ObjectKind::Deployment,
+            watcher::watcher(
+                deployments,
+                watcher::Config::default().labels(REVISION_LABEL),
+            )
+            .default_backoff(),
+            |mut d: Deployment| {
+                strip_meta(&mut d.metadata);
+                // The replica count wanted is all the spec that is needed.
+                d.spec.template = Default::default();
+                Ok(Watched::Deployment(Box::new(d)))
+            },
+        ));
+        let pods = Api::<Pod>::all(client.clone());
+        streams.push(convert(
+            ObjectKind::Pod,
+            watcher::watcher(pods, watcher::Config::default().labels(REVISION_LABEL))
+                .default_backoff(),
+            |mut p: Pod| {
+                strip_meta(&mut p.metadata);
+                p.spec = None;
+                Ok(Watched::Pod(Box::new(p)))
             },
         ));
         Self { streams }
