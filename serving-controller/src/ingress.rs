@@ -104,6 +104,17 @@ impl fmt::Display for IngressKey {
 }
 
 impl Ingress {
+    /// The Services its splits name (under Knative, the Revisions it sends traffic to).
+    pub fn split_services(&self) -> std::collections::BTreeSet<String> {
+        self.spec
+            .rules
+            .iter()
+            .flat_map(|r| r.http.iter().flat_map(|h| &h.paths))
+            .flat_map(|p| &p.splits)
+            .map(|s| s.service_name.clone())
+            .collect()
+    }
+
     /// Namespace and name.
     pub fn key(&self) -> IngressKey {
         IngressKey::new(

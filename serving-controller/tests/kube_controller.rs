@@ -18,6 +18,8 @@ mod failures;
 mod fake_api;
 #[path = "support/fake_store.rs"]
 mod fake_store;
+#[path = "kube_controller/gc.rs"]
+mod gc;
 #[path = "support/controller.rs"]
 mod harness;
 #[path = "kube_controller/placeholders.rs"]

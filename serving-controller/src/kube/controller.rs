@@ -19,6 +19,8 @@
 //!   ([`placeholder`]); every status written by server-side apply on the `status` subresource;
 //! - [`apply`]: the writes, and why replicas are left to the `scale` subresource once a
 //!   Revision's Deployment exists;
+//! - [`reconcile::gc`]: Revisions' routing states (label and annotation, as upstream's
+//!   labeler) and their collection from `config-gc`;
 //! - [`status`]: condition times, statuses of rejected objects; [`view`]: `/status`;
 //! - [`CONTROLLER_PERMISSIONS`]: the API access all of this needs besides the runtime's
 //!   ([`RUNTIME_PERMISSIONS`](crate::kube::runtime::RUNTIME_PERMISSIONS)), mirrored by the
@@ -93,6 +95,9 @@ pub struct ControllerConfig {
     pub backoff: Duration,
     /// Longest delay between retries.
     pub max_backoff: Duration,
+    /// How often Revisions' routing states and `config-gc` are looked at without an event
+    /// (Revisions age without one).
+    pub gc_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +108,7 @@ impl Default for ControllerConfig {
             runtime: RuntimeConfig::default(),
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            gc_interval: Duration::from_secs(60),
         }
     }
 }
@@ -157,6 +163,8 @@ impl KubeController {
         let mut watches = Watches::new(&self.client);
         let (requeue_tx, mut requeue_rx) = mpsc::unbounded_channel::<(ObjectKind, Key)>();
         let mut timers = JoinSet::new();
+        let mut gc = tokio::time::interval(self.config.gc_interval.max(Duration::from_secs(1)));
+        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -172,6 +180,7 @@ impl KubeController {
                     }
                 },
                 Some((kind, key)) = requeue_rx.recv() => self.core.requeue(kind, key),
+                _ = gc.tick() => self.core.tick(),
                 Some(_) = timers.join_next(), if !timers.is_empty() => continue,
             }
             self.settle(&requeue_tx, &mut timers).await;

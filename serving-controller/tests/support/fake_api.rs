@@ -184,6 +184,26 @@ impl FakeApi {
     }
 }
 
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in patch {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(key);
+            }
+        } else {
+            merge_patch(&mut target[key.as_str()], value);
+        }
+    }
+}
+
 async fn handle_write(
     store: &Arc<Mutex<Store>>,
     request: Request<Body>,
@@ -242,11 +262,27 @@ async fn handle_write(
             s.objects.insert(object_path, object.clone());
             respond(StatusCode::OK, &object)
         }
+        (Method::PATCH, Some(name), false)
+            if content_type.as_deref() == Some("application/merge-patch+json") =>
+        {
+            let object_path = target.object_path(name);
+            let Some(mut object) = s.objects.get(&object_path).cloned() else {
+                return status(
+                    404,
+                    "NotFound",
+                    &format!("{} {name:?} not found", target.plural),
+                );
+            };
+            merge_patch(&mut object, &body);
+            s.stamp_version(&mut object);
+            s.objects.insert(object_path, object.clone());
+            respond(StatusCode::OK, &object)
+        }
         (Method::PATCH, Some(name), false) => {
             assert_eq!(
                 content_type.as_deref(),
                 Some("application/apply-patch+yaml"),
-                "{path}: writes are server-side applies"
+                "{path}: writes are server-side applies (or merge patches)"
             );
             let mut object = body;
             object["metadata"]["namespace"] = json!(target.namespace.clone().unwrap_or_default());

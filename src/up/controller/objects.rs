@@ -23,14 +23,7 @@ use crate::runtime::{ReadinessProbe, RevisionSpec as ProcessSpec};
 
 /// The Revisions a KIngress's splits send traffic to.
 pub(super) fn split_revisions(ingress: &Ingress) -> BTreeSet<String> {
-    ingress
-        .spec
-        .rules
-        .iter()
-        .flat_map(|r| r.http.iter().flat_map(|h| &h.paths))
-        .flat_map(|p| &p.splits)
-        .map(|s| s.service_name.clone())
-        .collect()
+    ingress.split_services()
 }
 
 /// `autoscaling.knative.dev/min-scale` (or its legacy name), as the autoscaler reads it; 0

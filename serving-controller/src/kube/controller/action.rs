@@ -38,6 +38,18 @@ pub enum Action {
         /// Names of placeholder Services applied before that the Route no longer has.
         stale: Vec<String>,
     },
+    /// Sets a Revision's routing state (label) and when it changed (annotation), with a JSON
+    /// merge patch of those two keys.
+    LabelRevision {
+        /// The Revision.
+        revision: Key,
+        /// Its new state.
+        state: crate::serving::state::RoutingState,
+        /// Now (RFC 3339).
+        modified: String,
+    },
+    /// Deletes a Revision `config-gc` collects (its Deployment and Service go with it).
+    DeleteRevision(Key),
     /// Server-side apply of an object's `status`.
     PatchStatus {
         /// The object's kind (one of the four serving kinds).
@@ -68,6 +80,10 @@ pub enum Feedback {
         /// What was applied.
         services: Vec<k8s_openapi::api::core::v1::Service>,
     },
+    /// The object is gone (deleted by the controller, or already).
+    Gone(ObjectKind, Key),
+    /// Deleting a collected Revision failed: it may be collected again later.
+    RevisionNotDeleted(Key),
     /// Running the Revision failed. `retry`: try again later; otherwise the Revision is
     /// failed with `message` (it names the field).
     RevisionNotRunning {
@@ -90,6 +106,8 @@ impl Action {
             Action::RunRevision { .. } => "run_revision",
             Action::ApplyIngress(_) => "apply_ingress",
             Action::ApplyPlaceholders { .. } => "apply_placeholders",
+            Action::LabelRevision { .. } => "label_revision",
+            Action::DeleteRevision(_) => "delete_revision",
             Action::PatchStatus { .. } => "patch_status",
         }
     }
@@ -115,6 +133,10 @@ impl Action {
             Action::ApplyPlaceholders { route, .. } => {
                 format!("apply the placeholder Services of Route {route}")
             }
+            Action::LabelRevision {
+                revision, state, ..
+            } => format!("label Revision {revision} routing state {state:?}"),
+            Action::DeleteRevision(key) => format!("delete Revision {key} (config-gc)"),
             Action::PatchStatus { kind, key, .. } => format!("patch the status of {kind:?} {key}"),
         }
     }

@@ -25,6 +25,7 @@ use serde::Serialize;
 use super::ControllerError;
 use super::action::{Action, Feedback};
 use super::decode::{SERVING_GROUP, SERVING_VERSION, ServingObject, api_resource, decode};
+use super::reconcile::gc::{ROUTING_STATE_LABEL, ROUTING_STATE_MODIFIED_ANNOTATION, routing_label};
 use super::watch::{ObjectKind, Watched};
 use crate::kube::resource::{decode_or_stub, ingress_api_resource};
 use crate::kube::runtime::{FIELD_MANAGER, KubeRuntime, deployment_name};
@@ -179,6 +180,47 @@ impl Executor {
                     }),
                 ),
             },
+            Action::LabelRevision {
+                revision,
+                state,
+                modified,
+            } => {
+                let body = serde_json::json!({"metadata": {
+                    "labels": {ROUTING_STATE_LABEL: routing_label(state)},
+                    "annotations": {ROUTING_STATE_MODIFIED_ANNOTATION: modified},
+                }});
+                let result = self
+                    .revisions(&revision)
+                    .patch(
+                        &revision.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&body),
+                    )
+                    .await
+                    .map_err(api_error("labelling", "Revision", &revision))
+                    .map(|o| Watched::Revision(Box::new(decode(o))));
+                observed(result, ObjectKind::Revision, revision)
+            }
+            Action::DeleteRevision(key) => {
+                match self
+                    .revisions(&key)
+                    .delete(&key.name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => (Some(Feedback::Gone(ObjectKind::Revision, key)), None),
+                    Err(::kube::Error::Api(e)) if e.code == 404 => {
+                        (Some(Feedback::Gone(ObjectKind::Revision, key)), None)
+                    }
+                    Err(e) => (
+                        Some(Feedback::RevisionNotDeleted(key.clone())),
+                        Some(Failure {
+                            kind: ObjectKind::Revision,
+                            key: key.clone(),
+                            error: api_error("deleting", "Revision", &key)(e),
+                        }),
+                    ),
+                }
+            }
             Action::PatchStatus { kind, key, status } => {
                 let result = match kind {
                     ObjectKind::Service => self
@@ -251,6 +293,14 @@ impl Executor {
         self.runtime.apply_revision(revision, replicas).await?;
         tracing::info!(revision = %key, replicas, "Revision running");
         Ok(())
+    }
+
+    fn revisions(&self, key: &Key) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &key.namespace,
+            &api_resource::<Revision>(),
+        )
     }
 
     async fn apply_placeholders(

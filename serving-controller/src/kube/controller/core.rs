@@ -78,6 +78,10 @@ pub struct Core {
     pub(super) dirty_configs: BTreeSet<Key>,
     pub(super) dirty_revisions: BTreeSet<Key>,
     pub(super) dirty_routes: BTreeSet<Key>,
+    /// Routing states and `config-gc` to be looked at after this reconcile's passes.
+    pub(super) gc_due: bool,
+    /// Revisions being deleted by the collector.
+    pub(super) deleting: BTreeSet<Key>,
 }
 
 impl Core {
@@ -148,6 +152,10 @@ impl Core {
                 self.runs.insert(key.clone(), Run::Running);
                 self.dirty_revisions.insert(key);
             }
+            Feedback::Gone(kind, key) => self.deleted(kind, &key),
+            Feedback::RevisionNotDeleted(key) => {
+                self.deleting.remove(&key);
+            }
             Feedback::PlaceholdersApplied { route, services } => {
                 self.placeholders.insert(route, services);
             }
@@ -164,6 +172,11 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Time passed: routing states and `config-gc` are looked at in the next reconcile.
+    pub fn tick(&mut self) {
+        self.gc_due = true;
     }
 
     /// Marks an object to be reconciled again (after a failed write).
@@ -296,6 +309,7 @@ impl Core {
                 self.dirty_services.insert(key.clone());
             }
             ObjectKind::Revision => {
+                self.deleting.remove(key);
                 let Some(old) = self.revisions.remove(key) else {
                     return;
                 };

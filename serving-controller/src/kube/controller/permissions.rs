@@ -7,7 +7,8 @@ use crate::kube::rbac::Permission;
 /// [`RUNTIME_PERMISSIONS`](crate::kube::runtime::RUNTIME_PERMISSIONS)).
 ///
 /// Watches are `list` + `watch`; server-side applies are `patch` (plus `create` for the first
-/// apply of an object); Revisions are created (`create`); a Revision's Deployment is read once
+/// apply of an object); Revisions are created (`create`), labelled with their routing state
+/// (`patch`) and collected (`delete`); a Revision's Deployment is read once
 /// (`get`) before it is run, for its current replica count. Every object the controller (or
 /// its runtime) writes has a `blockOwnerDeletion` owner reference to a serving object; where the
 /// `OwnerReferencesPermissionEnforcement` admission plugin is on, that needs `update` on the
@@ -26,7 +27,7 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "serving.knative.dev",
         resource: "revisions",
-        verbs: &["list", "watch", "create"],
+        verbs: &["list", "watch", "create", "patch", "delete"],
     },
     Permission {
         group: "serving.knative.dev",

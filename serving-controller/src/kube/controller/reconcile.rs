@@ -36,6 +36,7 @@ use crate::serving::{
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub mod gc;
 mod route;
 mod service;
 
@@ -51,13 +52,18 @@ impl Core {
         if !self.is_synced() {
             return out;
         }
+        let mut settled = false;
         for _ in 0..MAX_PASSES {
             if self.dirty_configs.is_empty()
                 && self.dirty_revisions.is_empty()
                 && self.dirty_routes.is_empty()
                 && self.dirty_services.is_empty()
             {
-                return latest_only(out);
+                settled = true;
+                break;
+            }
+            if !self.dirty_routes.is_empty() || !self.dirty_configs.is_empty() {
+                self.gc_due = true;
             }
             for key in std::mem::take(&mut self.dirty_configs) {
                 self.configuration_pass(&key, now, &mut out);
@@ -72,7 +78,12 @@ impl Core {
                 self.service_pass(&key, now, &mut out);
             }
         }
-        tracing::warn!("reconcile did not settle; continuing on the next event");
+        if !settled {
+            tracing::warn!("reconcile did not settle; continuing on the next event");
+        }
+        if std::mem::take(&mut self.gc_due) {
+            self.collect_garbage(now, &mut out);
+        }
         latest_only(out)
     }
 
@@ -290,7 +301,12 @@ fn latest_only(actions: Vec<Action>) -> Vec<Action> {
                 Action::ApplyPlaceholders { route, .. } => {
                     ("placeholders", ObjectKind::Route, route.clone())
                 }
-                Action::CreateRevision { .. } | Action::RunRevision { .. } => return true,
+                Action::LabelRevision { revision, .. } => {
+                    ("label", ObjectKind::Revision, revision.clone())
+                }
+                Action::CreateRevision { .. }
+                | Action::RunRevision { .. }
+                | Action::DeleteRevision(_) => return true,
             };
             seen.insert(id)
         })
