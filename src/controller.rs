@@ -17,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use sluice_serving::kube::controller::{ControllerConfig, ControllerStatus, KubeController};
+use sluice_serving::kube::lease::{LeaderElector, LeaseConfig};
 use tokio::sync::watch;
 
 use crate::cli::CliError;
@@ -36,6 +37,17 @@ pub struct ControllerArgs {
     /// example.com).
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
+    /// The Lease the controller replicas elect their leader on, as NAMESPACE/NAME: only the
+    /// leader reconciles and writes; the others watch, ready to take over.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "knative-serving/sluice-controller"
+    )]
+    pub lease: String,
+    /// This replica's Lease holder identity (default: $POD_NAME, else the host name).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
 }
 
 /// Runs the controller until Ctrl-C / SIGTERM.
@@ -56,13 +68,28 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
 
+    let (lease_ns, lease_name) = crate::gateway::ha::parse_service(&args.lease)
+        .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
+    let instance =
+        crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseConfig::new(lease_ns, lease_name, &instance),
+    )
+    .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
+    let leader = elector.subscribe();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let election = tokio::spawn(elector.run(async move {
+        let _ = released.await;
+    }));
     let controller = KubeController::new(
         client,
         ControllerConfig {
             domain: args.domain.clone(),
             ..ControllerConfig::default()
         },
-    );
+    )
+    .with_leader(leader);
     let status = controller.status();
     let mut registry = crate::debug::registry();
     registry.register_collector(Box::new(StatusMetrics(status.clone())));
@@ -101,6 +128,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
         })
         .await;
     eprintln!("sluice controller: shutting down");
+    // Hand the Lease over at once (a successor need not wait a full lease duration).
+    let _ = release.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), election).await;
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), debug).await;
     result.map_err(|e| CliError::Other(e.into()))
@@ -123,6 +153,12 @@ impl Collector for StatusMetrics {
             "controller_synced",
             "1 once every watch has listed once",
             i64::from(s.synced),
+        )?;
+        gauge(
+            &mut encoder,
+            "controller_leader",
+            "1 while this replica holds the controller Lease (only the leader writes)",
+            i64::from(s.leader),
         )?;
         gauge(
             &mut encoder,

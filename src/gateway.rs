@@ -9,7 +9,7 @@
 //! `K-Network-Hash`.
 
 pub mod documents;
-mod ha;
+pub(crate) mod ha;
 pub mod kube;
 pub mod probe;
 mod readiness;

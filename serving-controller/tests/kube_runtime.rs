@@ -802,8 +802,21 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
     assert_eq!(m.deployments.len(), 3);
     assert_eq!(m.services.len(), 3);
     assert_eq!(m.config_maps.len(), 1);
-    assert_eq!(m.disruption_budgets.len(), 2);
+    // The controller's, the gateway control plane's and its Envoys'.
+    assert_eq!(m.disruption_budgets.len(), 3);
     assert_eq!(m.network_policies.len(), 2);
+    let budget = find(&m.disruption_budgets, "sluice-controller");
+    let spec = budget.spec.as_ref().expect("spec");
+    assert_eq!(
+        spec.min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let controller = find(&m.deployments, "sluice-controller");
+    assert_eq!(
+        spec.selector.as_ref().and_then(|s| s.match_labels.clone()),
+        controller.spec.selector.match_labels.clone(),
+        "the controller's budget selects its pods"
+    );
     let namespaced = m
         .deployments
         .iter()

@@ -439,6 +439,19 @@ fn the_control_plane_serves_xds_over_mutual_tls_elects_a_leader_and_probes_every
         "the kubelet must reach it"
     );
     assert_eq!(container_ports(sluice).get("debug"), Some(&9090));
+    let pod_name = sluice
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAME")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(
+        pod_name.as_deref(),
+        Some("metadata.name"),
+        "the Lease holder identity is the pod's name"
+    );
     for (probe, path) in [
         (&sluice.readiness_probe, "/ready"),
         (&sluice.liveness_probe, "/healthz"),
@@ -709,11 +722,16 @@ fn the_controller_runs_sluice_controller_kube_with_a_probed_debug_server() {
     assert_eq!(name(&deployment.metadata), "sluice-controller");
     assert_eq!(deployment.metadata.namespace.as_deref(), Some(NAMESPACE));
     let spec = &deployment.spec;
-    assert_eq!(spec.replicas, Some(1), "no leader election: one replica");
+    assert_eq!(spec.replicas, Some(2), "leader-elected: a standby replica");
+    let strategy = spec.strategy.as_ref().expect("a strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
     assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate"),
-        "never two controllers at once"
+        strategy
+            .rolling_update
+            .as_ref()
+            .and_then(|r| r.max_unavailable.clone()),
+        Some(IntOrString::Int(0)),
+        "a rollout never leaves no controller"
     );
     let pod_labels = spec
         .template
@@ -735,6 +753,19 @@ fn the_controller_runs_sluice_controller_kube_with_a_probed_debug_server() {
         "the kubelet must reach it"
     );
     assert_eq!(container_ports(sluice).get("debug"), Some(&9090));
+    let pod_name = sluice
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAME")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(
+        pod_name.as_deref(),
+        Some("metadata.name"),
+        "the Lease holder identity is the pod's name"
+    );
     for probe in [&sluice.readiness_probe, &sluice.liveness_probe] {
         let get = probe
             .as_ref()

@@ -122,6 +122,8 @@ pub struct KubeController {
     status: Arc<Mutex<ControllerStatus>>,
     /// Failures in a row per write ([`Action::describe`]), for the backoff.
     attempts: HashMap<String, u32>,
+    /// Whether this replica leads ([`KubeController::with_leader`]); `None`: always.
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for KubeController {
@@ -148,7 +150,18 @@ impl KubeController {
             config,
             status: Arc::default(),
             attempts: HashMap::new(),
+            leader: None,
         }
+    }
+
+    /// Reconciles and writes only while `leader` says this replica leads (a
+    /// [`LeaderElector`](crate::kube::lease::LeaderElector) on the controller's Lease). The
+    /// others watch too, so a new leader starts from warm caches: on taking over it reconciles
+    /// everything once, comparing against the API as it is. On losing the Lease it stops
+    /// before its next write batch (a batch under way completes: each write is idempotent).
+    pub fn with_leader(mut self, leader: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leader = Some(leader);
+        self
     }
 
     /// The status snapshot, updated after every reconcile.
@@ -166,6 +179,9 @@ impl KubeController {
         let mut gc = tokio::time::interval(self.config.gc_interval.max(Duration::from_secs(1)));
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let mut leader = self.leader.take();
+        let mut leads = leader.as_ref().is_none_or(|l| *l.borrow());
+        self.lock().leader = leads;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -181,9 +197,29 @@ impl KubeController {
                 },
                 Some((kind, key)) = requeue_rx.recv() => self.core.requeue(kind, key),
                 _ = gc.tick() => self.core.tick(),
+                Ok(()) = async {
+                    match leader.as_mut() {
+                        Some(l) => l.changed().await.map_err(|_| ()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = leader.as_ref().is_some_and(|l| *l.borrow());
+                    if now != leads {
+                        tracing::info!(leader = now, "serving controller: {}", if now { "this replica leads: reconciling" } else { "another replica leads: watching only" });
+                        if now {
+                            self.core.resync();
+                        }
+                        leads = now;
+                        self.lock().leader = leads;
+                    }
+                }
                 Some(_) = timers.join_next(), if !timers.is_empty() => continue,
             }
-            self.settle(&requeue_tx, &mut timers).await;
+            if leads {
+                self.settle(&requeue_tx, &mut timers).await;
+            } else {
+                self.publish();
+            }
         }
         tracing::info!("serving controller stopped");
         Ok(())

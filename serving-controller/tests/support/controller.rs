@@ -63,13 +63,25 @@ pub async fn start(objects: Vec<Value>) -> Running {
 /// [`start`], the fake API server failing each of `faults` (method, path, code) once. Failed
 /// writes are retried after 50 ms (doubling).
 pub async fn start_with(objects: Vec<Value>, faults: Vec<(Method, String, u16)>) -> Running {
+    start_led(objects, faults, None).await
+}
+
+/// [`start_with`], reconciling only while `leader` says so (`None`: always).
+pub async fn start_led(
+    objects: Vec<Value>,
+    faults: Vec<(Method, String, u16)>,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Running {
     let (client, api) = FakeApi::start(objects, faults);
     let config = ControllerConfig {
         concurrency: 1,
         backoff: Duration::from_millis(50),
         ..ControllerConfig::default()
     };
-    let controller = KubeController::new(client, config);
+    let mut controller = KubeController::new(client, config);
+    if let Some(leader) = leader {
+        controller = controller.with_leader(leader);
+    }
     let status = controller.status();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

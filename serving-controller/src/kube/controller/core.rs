@@ -174,6 +174,15 @@ impl Core {
         }
     }
 
+    /// Everything is reconciled again (this replica just became the leader: what another
+    /// leader wrote meanwhile is compared afresh).
+    pub fn resync(&mut self) {
+        if self.synced {
+            self.dirty_everything();
+            self.gc_due = true;
+        }
+    }
+
     /// Time passed: routing states and `config-gc` are looked at in the next reconcile.
     pub fn tick(&mut self) {
         self.gc_due = true;

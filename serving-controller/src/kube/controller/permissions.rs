@@ -97,9 +97,29 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
 ];
 
 /// What the controller does in `knative-serving` only (a Role there, not a ClusterRole):
-/// watching the `config-*` ConfigMaps.
-pub const CONTROLLER_SYSTEM_PERMISSIONS: &[Permission] = &[Permission {
-    group: "",
-    resource: "configmaps",
-    verbs: &["list", "watch"],
-}];
+/// watching the `config-*` ConfigMaps, and electing its leader on the Lease
+/// `sluice-controller` ([`LEASE_PERMISSIONS`](crate::kube::lease::LEASE_PERMISSIONS)).
+pub const CONTROLLER_SYSTEM_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update"],
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_role_carries_the_lease_permissions() {
+        for lease in crate::kube::lease::LEASE_PERMISSIONS {
+            assert!(CONTROLLER_SYSTEM_PERMISSIONS.contains(lease), "{lease:?}");
+        }
+    }
+}

@@ -31,6 +31,9 @@ pub struct ServiceView {
 pub struct ControllerStatus {
     /// Every watch has listed once.
     pub synced: bool,
+    /// This replica leads (holds the Lease; always without an election): only the leader
+    /// reconciles and writes, the others keep their caches warm.
+    pub leader: bool,
     /// Objects known per resource.
     pub objects: BTreeMap<&'static str, usize>,
     /// Knative Services with their readiness.
@@ -68,6 +71,8 @@ impl Core {
             ("routes", self.routes.len()),
             ("ingresses", self.ingresses.len()),
             ("endpointslices", self.slices.len()),
+            ("deployments", self.deployments.len()),
+            ("pods", self.pods.len()),
         ])
     }
 }
