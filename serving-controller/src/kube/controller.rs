@@ -29,8 +29,8 @@
 //!   `knative-serving` (a test compares them).
 //!
 //! Not here: autoscaling. A new Revision's Deployment starts at its initial scale
-//! (`autoscaling.knative.dev/initial-scale`, default 1, at least `min-scale`); after that its
-//! replica count is left to the `scale` subresource.
+//! (`autoscaling.knative.dev/initial-scale`, else `config-autoscaler`'s, 1 by default, at least
+//! `min-scale`; [`settings`]); after that its replica count is left to the `scale` subresource.
 //!
 //! ```no_run
 //! # use sluice_serving::kube::controller::ControllerError;
@@ -53,6 +53,7 @@ pub mod permissions;
 pub mod placeholder;
 pub mod rebuild;
 pub mod reconcile;
+pub mod settings;
 pub mod status;
 pub mod view;
 pub mod watch;
@@ -145,7 +146,7 @@ impl KubeController {
         let runtime = KubeRuntime::new(client.clone(), config.runtime.clone());
         Self {
             executor: Executor::new(client.clone(), runtime),
-            core: Core::new(config.domain.clone()),
+            core: Core::with_runtime(config.domain.clone(), config.runtime.clone()),
             client,
             config,
             status: Arc::default(),

@@ -158,6 +158,14 @@ impl KubeRuntime {
         &self.config
     }
 
+    /// The same runtime, building Deployments with `config` (what the ConfigMaps in force say).
+    pub fn with_config(&self, config: RuntimeConfig) -> Self {
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
+
     /// Makes the Revision's Deployment (at `replicas`) and Service what
     /// [`revision_deployment`] and [`revision_service`] build: a forced server-side apply of
     /// each, Deployment first.

@@ -104,3 +104,25 @@ async fn a_crashing_container_and_a_stuck_pull_fail_the_revision_with_upstreams_
     assert_eq!(conditions(&revision), ["Ready=True"]);
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn config_autoscaler_and_config_deployment_shape_new_deployments() {
+    let config_map = |name: &str, data: Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "knative-serving"}, "data": data})
+    };
+    let running = start(vec![
+        config_map("config-autoscaler", json!({"initial-scale": "3"})),
+        config_map("config-deployment", json!({"progress-deadline": "2m"})),
+        service("hello", "v1"),
+    ])
+    .await;
+    let deployment = running
+        .api
+        .get(&format!("{DEPLOYMENTS}/hello-00001-deployment"))
+        .expect("applied");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["spec"]["progressDeadlineSeconds"], 120);
+    assert!(running.status.lock().unwrap().problems.is_empty());
+    running.stop().await;
+}

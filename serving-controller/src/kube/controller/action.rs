@@ -25,6 +25,8 @@ pub enum Action {
         revision: Box<Revision>,
         /// Replicas of a new Deployment.
         initial_scale: u32,
+        /// How it becomes a Deployment (with `config-deployment`'s progress deadline).
+        runtime: crate::kube::runtime::RuntimeConfig,
     },
     /// Server-side apply of a Route's KIngress.
     ApplyIngress(Box<Ingress>),

@@ -28,7 +28,7 @@ use super::decode::{SERVING_GROUP, SERVING_VERSION, ServingObject, api_resource,
 use super::reconcile::gc::{ROUTING_STATE_LABEL, ROUTING_STATE_MODIFIED_ANNOTATION, routing_label};
 use super::watch::{ObjectKind, Watched};
 use crate::kube::resource::{decode_or_stub, ingress_api_resource};
-use crate::kube::runtime::{FIELD_MANAGER, KubeRuntime, deployment_name};
+use crate::kube::runtime::{FIELD_MANAGER, KubeRuntime, RuntimeConfig, deployment_name};
 use crate::serving::{Configuration, Key, Revision, Route, Service};
 
 /// A failed write: what to reconcile again (after a backoff), and why.
@@ -122,9 +122,10 @@ impl Executor {
             Action::RunRevision {
                 revision,
                 initial_scale,
+                runtime,
             } => {
                 let key = revision.key();
-                match self.run_revision(&revision, initial_scale).await {
+                match self.run_revision(&revision, initial_scale, runtime).await {
                     Ok(()) => (Some(Feedback::RevisionRunning(key)), None),
                     Err(error) => {
                         let retry = error.is_retryable();
@@ -278,7 +279,12 @@ impl Executor {
         .map_err(api_error("creating", "Revision", &key))
     }
 
-    async fn run_revision(&self, revision: &Revision, initial: u32) -> Result<(), ControllerError> {
+    async fn run_revision(
+        &self,
+        revision: &Revision,
+        initial: u32,
+        runtime: RuntimeConfig,
+    ) -> Result<(), ControllerError> {
         let key = revision.key();
         // Checked before any request, so that an unrunnable Revision costs no GET either.
         crate::kube::runtime::check_revision(revision)?;
@@ -290,7 +296,10 @@ impl Executor {
         let replicas = current
             .and_then(|d| d.spec.replicas)
             .map_or(initial, |r| u32::try_from(r).unwrap_or(0));
-        self.runtime.apply_revision(revision, replicas).await?;
+        self.runtime
+            .with_config(runtime)
+            .apply_revision(revision, replicas)
+            .await?;
         tracing::info!(revision = %key, replicas, "Revision running");
         Ok(())
     }

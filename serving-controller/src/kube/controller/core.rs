@@ -21,6 +21,7 @@ use super::decode::Observed;
 use super::rebuild::configuration_of;
 use super::watch::{ObjectKind, WatchEvent, Watched};
 use crate::ingress::Ingress;
+use crate::kube::runtime::RuntimeConfig;
 use crate::lookup::SERVICE_NAME_LABEL;
 use crate::serving::{
     Configuration, ConfigurationOutcome, DomainConfig, Key, ReadinessReport, Revision, Route,
@@ -45,6 +46,11 @@ pub(super) enum Run {
 pub struct Core {
     pub(super) domain_override: Option<String>,
     pub(super) cfg: ServingConfig,
+    /// `config-autoscaler` (initial scale of new Revisions).
+    pub(super) autoscaler: sluice_autoscaler::Config,
+    /// How Revisions become Deployments: the flags' over `config-deployment`.
+    pub(super) base_runtime: RuntimeConfig,
+    pub(super) runtime: RuntimeConfig,
     pub(super) config_maps: BTreeMap<String, ConfigMap>,
     pub(super) config_error: Option<String>,
     pub(super) services: BTreeMap<Key, Observed<Service>>,
@@ -87,8 +93,15 @@ pub struct Core {
 impl Core {
     /// An empty core; `domain` overrides `config-domain`.
     pub fn new(domain: Option<String>) -> Self {
+        Self::with_runtime(domain, RuntimeConfig::default())
+    }
+
+    /// [`Core::new`], Revisions becoming Deployments with `runtime` unless `config-deployment`
+    /// says otherwise.
+    pub fn with_runtime(domain: Option<String>, runtime: RuntimeConfig) -> Self {
         let mut core = Core {
             domain_override: domain,
+            base_runtime: runtime,
             ..Core::default()
         };
         core.rebuild_config();
@@ -392,6 +405,17 @@ impl Core {
         if let Some(domain) = &self.domain_override {
             cfg.domain = DomainConfig::single(domain);
         }
+        let settings = super::settings::settings(&self.config_maps, &self.base_runtime, &cfg);
+        for (name, e) in &settings.errors {
+            tracing::warn!(error = %e, "ConfigMap {name} rejected; the defaults are used instead");
+            self.config_error = Some(format!(
+                "ConfigMap knative-serving/{name}: {e}; the defaults are used instead"
+            ));
+        }
+        // New Revisions' Deployments follow; running ones keep theirs (as upstream, a
+        // Deployment is made again only when its Revision is).
+        self.autoscaler = settings.autoscaler;
+        self.runtime = settings.runtime;
         if cfg != self.cfg {
             self.cfg = cfg;
             if self.synced {

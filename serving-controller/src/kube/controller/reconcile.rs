@@ -195,7 +195,8 @@ impl Core {
                 None => {
                     out.push(Action::RunRevision {
                         revision: Box::new(revision.clone()),
-                        initial_scale: initial_scale(revision),
+                        initial_scale: initial_scale(revision, &self.autoscaler),
+                        runtime: self.runtime.clone(),
                     });
                     self.runs.insert(key.clone(), Run::Requested);
                     self.pod_readiness(revision, &mut unhealthy)
@@ -315,17 +316,17 @@ fn latest_only(actions: Vec<Action>) -> Vec<Action> {
     out
 }
 
-/// Replicas of a new Revision's Deployment: `autoscaling.knative.dev/initial-scale` (1 when
-/// unset or invalid), at least `min-scale`.
-pub fn initial_scale(revision: &Revision) -> u32 {
+/// Replicas of a new Revision's Deployment: `autoscaling.knative.dev/initial-scale`, else
+/// `config-autoscaler`'s `initial-scale` (1 by default; 0 only where
+/// `allow-zero-initial-scale` is on), at least `min-scale`. Invalid annotations count as
+/// absent (the Revision's own validation names them).
+pub fn initial_scale(revision: &Revision, config: &sluice_autoscaler::Config) -> u32 {
     let annotations = revision.metadata.annotations.clone().unwrap_or_default();
-    match sluice_autoscaler::ScalingAnnotations::parse(
-        &annotations,
-        &sluice_autoscaler::Config::default(),
-    ) {
-        Ok(a) => a.initial_scale.unwrap_or(1).max(a.min_scale.unwrap_or(0)),
-        Err(_) => 1,
-    }
+    let (own, min) = match sluice_autoscaler::ScalingAnnotations::parse(&annotations, config) {
+        Ok(a) => (a.initial_scale, a.min_scale.unwrap_or(0)),
+        Err(_) => (None, 0),
+    };
+    own.unwrap_or(config.initial_scale).max(min)
 }
 
 /// Whether `current` carries everything `desired` sets: its labels and annotations (others
