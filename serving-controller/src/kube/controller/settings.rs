@@ -82,13 +82,15 @@ mod tests {
     use super::*;
 
     fn cm(name: &str, pairs: &[(&str, &str)]) -> (String, ConfigMap) {
-        let mut c = ConfigMap::default();
-        c.data = Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let c = ConfigMap {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        };
         (name.to_string(), c)
     }
 
