@@ -78,6 +78,11 @@ pub struct GatewayArgs {
     /// /ready`) answered from the admin interface, nothing else (none by default).
     #[arg(long, value_name = "ADDR")]
     pub envoy_stats: Option<SocketAddr>,
+    /// The launched Envoy streams its stats every second to Sluice's autoscaler at HOST:PORT
+    /// (Envoy's MetricsService sink): each revision's concurrency summed over every gateway
+    /// Envoy, without a queue-proxy.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_sink: Option<String>,
     /// Debug HTTP server: /metrics, /healthz, /status.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub debug: SocketAddr,
@@ -326,6 +331,11 @@ pub(crate) async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     }));
 
+    let metrics_sink = args
+        .metrics_sink
+        .as_deref()
+        .map(|s| crate::cli::envoy::host_port("--metrics-sink", s))
+        .transpose()?;
     let envoy = if args.no_envoy {
         None
     } else {
@@ -339,6 +349,7 @@ pub(crate) async fn serve(
             mode,
             admin: args.envoy_admin,
             stats: args.envoy_stats,
+            metrics_sink,
             ..BootstrapParams::default()
         });
         let mut cfg = LaunchConfig::new(binary, yaml, &work_dir);

@@ -113,6 +113,7 @@ impl UpArgs {
             xds: self.xds,
             envoy_admin: self.envoy_admin,
             envoy_stats: None,
+            metrics_sink: None,
             debug: self.debug,
             envoy: self.envoy.clone(),
             no_envoy: self.no_envoy,

@@ -8,6 +8,9 @@
 
 mod support;
 
+#[path = "autoscale_e2e/envoy_sink.rs"]
+mod envoy_sink;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

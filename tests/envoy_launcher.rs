@@ -82,6 +82,7 @@ fn params(mode: XdsMode) -> anyhow::Result<BootstrapParams> {
         xds_tls: None,
         xds_endpoints: Vec::new(),
         stats: None,
+        metrics_sink: None,
     })
 }
 

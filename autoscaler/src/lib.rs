@@ -15,7 +15,9 @@
 //!   period, pod retention);
 //! * [`Scaler`]: the trait runtimes implement to apply a scale;
 //! * [`StatsIngest`]: the `sluice.autoscaler.v1.Stats` gRPC service the activators stream
-//!   their figures (and pokes) to.
+//!   their figures (and pokes) to;
+//! * [`envoy_sink::EnvoySink`]: Envoy's MetricsService stats sink, each revision's concurrency
+//!   on the direct path summed over every gateway Envoy.
 //!
 //! Beyond the KPA (DESIGN.md, "Autoscaling beyond the KPA"), one [`RevisionAutoscaler`] per
 //! Revision combines, in this order ([`combine`]): the reactive figure — the KPA's, or the
@@ -50,6 +52,7 @@ mod combine;
 mod config;
 mod decider;
 mod duration;
+pub mod envoy_sink;
 pub mod hpa;
 mod ingest;
 mod path;

@@ -40,6 +40,11 @@ struct BootstrapArgs {
     /// from the admin interface, nothing else (Kourier serves its stats on port 9000).
     #[arg(long, value_name = "ADDR")]
     envoy_stats: Option<SocketAddr>,
+    /// Stream Envoy's stats every second to Sluice's autoscaler at HOST:PORT (Envoy's
+    /// MetricsService sink; e.g. the `sluice-autoscaler` Service): each revision's concurrency
+    /// on the direct path is summed over every gateway Envoy.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_sink: Option<String>,
     /// Envoy's client certificate (PEM file path, read by Envoy) for mutual TLS to the xDS
     /// server (`sluice gateway --xds-tls-client-ca`). Needs --xds-tls-key and --xds-tls-ca.
     #[arg(long, value_name = "PATH", requires_all = ["xds_tls_key", "xds_tls_ca"])]
@@ -56,9 +61,9 @@ struct BootstrapArgs {
     xds_tls_server_name: Option<String>,
 }
 
-/// `HOST:PORT` (`[v6]:PORT` for an IPv6 literal).
-fn host_port(s: &str) -> Result<(String, u16), CliError> {
-    let bad = || CliError::Usage(format!("--xds {s:?}: want HOST:PORT"));
+/// `HOST:PORT` (`[v6]:PORT` for an IPv6 literal), given as `flag`.
+pub(crate) fn host_port(flag: &str, s: &str) -> Result<(String, u16), CliError> {
+    let bad = || CliError::Usage(format!("{flag} {s:?}: want HOST:PORT"));
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -77,7 +82,7 @@ pub fn run(args: EnvoyArgs) -> Result<(), CliError> {
                 .map_err(|e| CliError::Usage(format!("--xds-mode: {e}")))?;
             let mut endpoints = Vec::new();
             for x in &a.xds {
-                endpoints.push(host_port(x)?);
+                endpoints.push(host_port("--xds", x)?);
             }
             // One IP endpoint: the template as is (what `sluice gateway` launches Envoy with).
             let (xds, xds_endpoints) = match endpoints.as_slice() {
@@ -93,6 +98,11 @@ pub fn run(args: EnvoyArgs) -> Result<(), CliError> {
                 mode,
                 admin: a.envoy_admin,
                 stats: a.envoy_stats,
+                metrics_sink: a
+                    .metrics_sink
+                    .as_deref()
+                    .map(|s| host_port("--metrics-sink", s))
+                    .transpose()?,
                 xds_tls: match (a.xds_tls_cert, a.xds_tls_key, a.xds_tls_ca) {
                     (Some(cert), Some(key), Some(ca)) => Some(XdsClientTls {
                         cert,

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioExecutor;
 use sluice_autoscaler::Stat;
 use sluice_serving::serving::Key;
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
+use sluice_serving::translate::names::service_of_stat_cluster;
 
 /// How often Envoy's gauges are read.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
@@ -165,7 +166,6 @@ impl EnvoySampler {
 /// Parses Envoy's text stats (`cluster.<ns>/<revision>_80.<stat>: <value>`) into each Revision
 /// cluster's sample. Other clusters and lines are skipped.
 pub fn parse(text: &str) -> HashMap<Key, Sample> {
-    let suffix = format!("_{REVISION_SERVICE_PORT}");
     let mut out: HashMap<Key, Sample> = HashMap::new();
     for line in text.lines() {
         let Some((name, value)) = line.split_once(": ") else {
@@ -181,10 +181,7 @@ pub fn parse(text: &str) -> HashMap<Key, Sample> {
             continue;
         };
         // Envoy writes the cluster `ns/name:80` as `ns/name_80` in stat names.
-        let Some((ns, revision)) = cluster
-            .strip_suffix(suffix.as_str())
-            .and_then(|c| c.split_once('/'))
-        else {
+        let Some((ns, revision)) = service_of_stat_cluster(cluster, REVISION_SERVICE_PORT) else {
             continue;
         };
         let sample = out.entry(Key::new(ns, revision)).or_default();

@@ -55,6 +55,17 @@ pub fn cluster(namespace: &str, service: &str, port: i32) -> String {
     format!("{namespace}/{service}:{port}")
 }
 
+/// The Service (namespace, name) of the cluster [`cluster`]`(ns, svc, port)` as Envoy writes
+/// it in stat names (`ns/svc_80`: the `:` becomes `_`), or `None` for another cluster or port.
+pub fn service_of_stat_cluster(stat_cluster: &str, port: i32) -> Option<(&str, &str)> {
+    let (namespace, service) = stat_cluster
+        .strip_suffix(port.to_string().as_str())?
+        .strip_suffix('_')?
+        .split_once('/')?;
+    (!namespace.is_empty() && !service.is_empty() && !service.contains('/'))
+        .then_some((namespace, service))
+}
+
 /// The SDS secret of a Kubernetes Secret: `ns/name`.
 pub fn secret(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -63,4 +74,24 @@ pub fn secret(namespace: &str, name: &str) -> String {
 /// The HTTPS filter chain of `spec.tls[index]`: `(ns/name).TLS[0]`.
 pub fn filter_chain(ingress: &IngressKey, index: usize) -> String {
     format!("({ingress}).TLS[{index}]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revision_cluster_is_found_back_from_its_stat_name() {
+        let stat = cluster("default", "hello-00001", 80).replace(':', "_");
+        assert_eq!(
+            service_of_stat_cluster(&stat, 80),
+            Some(("default", "hello-00001"))
+        );
+        assert_eq!(
+            service_of_stat_cluster("default/hello-00001_8080", 80),
+            None
+        );
+        assert_eq!(service_of_stat_cluster("sluice_xds", 80), None);
+        assert_eq!(service_of_stat_cluster("/x_80", 80), None);
+    }
 }
