@@ -22,6 +22,8 @@ mod fake_store;
 mod gc;
 #[path = "support/controller.rs"]
 mod harness;
+#[path = "kube_controller/hpa.rs"]
+mod hpa;
 #[path = "kube_controller/leader.rs"]
 mod leader;
 #[path = "kube_controller/placeholders.rs"]

@@ -19,6 +19,7 @@
 //!   ([`placeholder`]); every status written by server-side apply on the `status` subresource;
 //! - [`apply`]: the writes, and why replicas are left to the `scale` subresource once a
 //!   Revision's Deployment exists;
+//! - [`hpa`]: an HPA-class Revision's HorizontalPodAutoscaler, applied once it runs;
 //! - [`reconcile::gc`]: Revisions' routing states (label and annotation, as upstream's
 //!   labeler) and their collection from `config-gc`;
 //! - [`status`]: condition times, statuses of rejected objects; [`view`]: `/status`;
@@ -49,6 +50,7 @@ pub mod core;
 pub mod decode;
 mod error;
 pub mod health;
+pub mod hpa;
 pub mod permissions;
 pub mod placeholder;
 pub mod rebuild;

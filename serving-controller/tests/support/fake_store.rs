@@ -37,6 +37,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "ConfigMap" => "configmaps",
         "Deployment" => "deployments",
         "Pod" => "pods",
+        "HorizontalPodAutoscaler" => "horizontalpodautoscalers",
         other => panic!("fake API: no plural for kind {other}"),
     };
     (prefix, plural)

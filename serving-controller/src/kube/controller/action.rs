@@ -28,6 +28,14 @@ pub enum Action {
         /// How it becomes a Deployment (with `config-deployment`'s progress deadline).
         runtime: crate::kube::runtime::RuntimeConfig,
     },
+    /// Server-side apply of an HPA-class Revision's HorizontalPodAutoscaler
+    /// ([`super::hpa`]).
+    ApplyHpa {
+        /// The Revision.
+        revision: Key,
+        /// Its HorizontalPodAutoscaler.
+        hpa: Box<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+    },
     /// Server-side apply of a Route's KIngress.
     ApplyIngress(Box<Ingress>),
     /// Server-side apply of a Route's placeholder Services ([`super::placeholder`]), and
@@ -82,6 +90,13 @@ pub enum Feedback {
         /// What was applied.
         services: Vec<k8s_openapi::api::core::v1::Service>,
     },
+    /// A Revision's HorizontalPodAutoscaler is applied.
+    HpaApplied {
+        /// The Revision.
+        revision: Key,
+        /// What was applied.
+        hpa: Box<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
+    },
     /// The object is gone (deleted by the controller, or already).
     Gone(ObjectKind, Key),
     /// Deleting a collected Revision failed: it may be collected again later.
@@ -108,6 +123,7 @@ impl Action {
             Action::RunRevision { .. } => "run_revision",
             Action::ApplyIngress(_) => "apply_ingress",
             Action::ApplyPlaceholders { .. } => "apply_placeholders",
+            Action::ApplyHpa { .. } => "apply_hpa",
             Action::LabelRevision { .. } => "label_revision",
             Action::DeleteRevision(_) => "delete_revision",
             Action::PatchStatus { .. } => "patch_status",
@@ -134,6 +150,9 @@ impl Action {
             ),
             Action::ApplyPlaceholders { route, .. } => {
                 format!("apply the placeholder Services of Route {route}")
+            }
+            Action::ApplyHpa { revision, .. } => {
+                format!("apply the HorizontalPodAutoscaler of Revision {revision}")
             }
             Action::LabelRevision {
                 revision, state, ..

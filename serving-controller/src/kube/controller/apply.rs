@@ -19,6 +19,7 @@ use ::kube::Client;
 use ::kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use ::kube::core::ApiResource;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service as CoreService;
 use serde::Serialize;
 
@@ -181,6 +182,28 @@ impl Executor {
                     }),
                 ),
             },
+            Action::ApplyHpa { revision, hpa } => {
+                let api: Api<HorizontalPodAutoscaler> =
+                    Api::namespaced(self.client.clone(), &revision.namespace);
+                match api
+                    .patch(&revision.name, &apply_params(), &Patch::Apply(&*hpa))
+                    .await
+                {
+                    Ok(_) => (Some(Feedback::HpaApplied { revision, hpa }), None),
+                    Err(e) => (
+                        None,
+                        Some(Failure {
+                            kind: ObjectKind::Revision,
+                            error: api_error(
+                                "applying",
+                                "HorizontalPodAutoscaler of Revision",
+                                &revision,
+                            )(e),
+                            key: revision,
+                        }),
+                    ),
+                }
+            }
             Action::LabelRevision {
                 revision,
                 state,

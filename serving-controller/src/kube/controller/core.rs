@@ -71,6 +71,8 @@ pub struct Core {
     pub(super) catalog: ServingObjects,
     pub(super) config_outcomes: BTreeMap<Key, ConfigurationOutcome>,
     pub(super) route_outcomes: BTreeMap<Key, RouteOutcome>,
+    /// HorizontalPodAutoscalers applied per HPA-class Revision (by this process).
+    pub(super) hpas: BTreeMap<Key, k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
     /// Placeholder Services applied per Route (by this process).
     pub(super) placeholders: BTreeMap<Key, Vec<k8s_openapi::api::core::v1::Service>>,
     pub(super) readiness: ReadinessReport,
@@ -166,6 +168,9 @@ impl Core {
                 self.dirty_revisions.insert(key);
             }
             Feedback::Gone(kind, key) => self.deleted(kind, &key),
+            Feedback::HpaApplied { revision, hpa } => {
+                self.hpas.insert(revision, *hpa);
+            }
             Feedback::RevisionNotDeleted(key) => {
                 self.deleting.remove(&key);
             }
@@ -332,6 +337,7 @@ impl Core {
             }
             ObjectKind::Revision => {
                 self.deleting.remove(key);
+                self.hpas.remove(key);
                 let Some(old) = self.revisions.remove(key) else {
                     return;
                 };

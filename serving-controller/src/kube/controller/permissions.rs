@@ -94,6 +94,11 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
         resource: "pods",
         verbs: &["list", "watch"],
     },
+    Permission {
+        group: "autoscaling",
+        resource: "horizontalpodautoscalers",
+        verbs: &["create", "patch"],
+    },
 ];
 
 /// What the controller does in `knative-serving` only (a Role there, not a ClusterRole):

@@ -20,6 +20,7 @@ use super::action::Action;
 use super::core::{Core, Run};
 use super::decode::{Observed, ServingObject};
 use super::health::{Unhealthy, revision_health};
+use super::hpa::revision_hpa;
 use super::rebuild::TEMPLATE_HASH_ANNOTATION;
 use super::status::{
     KnativeStatus, REASON_DEPLOYMENT_FAILED, REASON_INVALID_SPEC, rejected_patch, revision_status,
@@ -208,7 +209,18 @@ impl Core {
                         message: message.clone(),
                     }
                 }
-                Some(_) => self.pod_readiness(revision, &mut unhealthy),
+                Some(run) => {
+                    if *run == Run::Running
+                        && let Some(hpa) = revision_hpa(revision, &self.autoscaler)
+                        && self.hpas.get(key) != Some(&hpa)
+                    {
+                        out.push(Action::ApplyHpa {
+                            revision: key.clone(),
+                            hpa: Box::new(hpa),
+                        });
+                    }
+                    self.pod_readiness(revision, &mut unhealthy)
+                }
             }
         };
         let mut status = revision_status(revision, &readiness);
@@ -304,6 +316,9 @@ fn latest_only(actions: Vec<Action>) -> Vec<Action> {
                 }
                 Action::LabelRevision { revision, .. } => {
                     ("label", ObjectKind::Revision, revision.clone())
+                }
+                Action::ApplyHpa { revision, .. } => {
+                    ("hpa", ObjectKind::Revision, revision.clone())
                 }
                 Action::CreateRevision { .. }
                 | Action::RunRevision { .. }
