@@ -26,6 +26,8 @@ mod harness;
 mod hpa;
 #[path = "kube_controller/leader.rs"]
 mod leader;
+#[path = "kube_controller/multi_container.rs"]
+mod multi_container;
 #[path = "kube_controller/placeholders.rs"]
 mod placeholders;
 
@@ -498,14 +500,14 @@ async fn an_invalid_service_gets_a_condition_naming_the_field() {
 
 #[tokio::test(start_paused = true)]
 async fn a_revision_that_cannot_run_is_failed_naming_the_field_without_a_request() {
-    // Knative's validation keeps multi-container templates out of Services and Configurations;
-    // a Revision written straight to the API is not validated, and the runtime refuses it.
+    // A Revision written straight to the API is not validated; the runtime refuses a
+    // container without an image before any request.
     let revision = json!({
         "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
         "metadata": {"name": "two-00001", "namespace": "default", "uid": "rev-uid-two"},
         "spec": {"containers": [
-            {"image": "ghcr.io/knative/helloworld-go:latest"},
-            {"image": "ghcr.io/example/sidecar:latest"}
+            {"image": "ghcr.io/knative/helloworld-go:latest", "ports": [{"containerPort": 8080}]},
+            {"name": "sidecar"}
         ]}
     });
     let running = start(vec![revision]).await;
@@ -524,7 +526,7 @@ async fn a_revision_that_cannot_run_is_failed_naming_the_field_without_a_request
     assert_eq!(ready["reason"], "DeploymentFailed");
     let message = ready["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("spec.containers has 2 entries"),
+        message.contains("spec.containers[1].image is empty"),
         "{message}"
     );
     let status = running.status.lock().expect("status").clone();

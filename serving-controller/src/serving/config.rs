@@ -107,11 +107,29 @@ impl Default for NetworkConfig {
 }
 
 /// `config-features` flags Sluice honours.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Features {
     /// `tag-header-based-routing: enabled`: `Knative-Serving-Tag: <tag>` on the main host
     /// reaches the tag's target.
     pub tag_header_based_routing: bool,
+    /// `multi-container` (enabled by default, as upstream): a template may hold sidecars
+    /// besides its serving container (the one with the port). `sluice up` turns it off: it
+    /// runs processes, which have no sidecars.
+    #[serde(default = "enabled")]
+    pub multi_container: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Self {
+            tag_header_based_routing: false,
+            multi_container: true,
+        }
+    }
 }
 
 /// `config-defaults`.
@@ -181,6 +199,9 @@ impl ServingConfig {
                 if let Some(v) = data.get("tag-header-based-routing") {
                     self.features.tag_header_based_routing =
                         parse_flag(name, "tag-header-based-routing", v)?;
+                }
+                if let Some(v) = data.get("multi-container").filter(|v| !v.trim().is_empty()) {
+                    self.features.multi_container = parse_flag(name, "multi-container", v)?;
                 }
             }
             "config-defaults" => self.apply_defaults(data)?,

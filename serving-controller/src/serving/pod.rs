@@ -153,9 +153,21 @@ impl RevisionSpec {
         fields.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect()
     }
 
-    /// The serving container (the first one).
+    /// The serving container: the one with a port (with sidecars, exactly one has), else the
+    /// first.
     pub fn container(&self) -> Option<&Container> {
-        self.containers.first()
+        self.containers
+            .iter()
+            .find(|c| !c.ports.is_empty())
+            .or(self.containers.first())
+    }
+
+    /// Index of the serving container in `containers`.
+    pub fn serving_index(&self) -> usize {
+        self.containers
+            .iter()
+            .position(|c| !c.ports.is_empty())
+            .unwrap_or(0)
     }
 
     /// The port the app listens on: the serving container's first port, else 8080.

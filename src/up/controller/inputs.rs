@@ -213,6 +213,8 @@ impl super::Controller {
         if let Some(domain) = &self.domain_override {
             cfg.domain = sluice_serving::serving::DomainConfig::single(domain);
         }
+        // Revisions run as processes here: no sidecars.
+        cfg.features.multi_container = false;
         if cfg == self.cfg {
             return;
         }

@@ -9,7 +9,8 @@
 //!   `serving.knative.dev/revision`, `serving.knative.dev/revisionUID` and `app` (unless the
 //!   Revision sets it); annotations: the Revision's, without kubectl's last-applied copy;
 //! - both objects owned by the Revision (`controller: true`, `blockOwnerDeletion: true`);
-//! - the user container: `containers[0]` with its port replaced by `user-port` = the user port,
+//! - the user container: the serving container (the one with the port; `containers[0]` when
+//!   alone) with its port replaced by `user-port` = the user port,
 //!   `PORT` then `K_REVISION`, `K_CONFIGURATION`, `K_SERVICE` appended to its `env`,
 //!   `terminationMessagePolicy` defaulting to `FallbackToLogsOnError`; pod
 //!   `terminationGracePeriodSeconds` = the Revision's `timeoutSeconds`, `enableServiceLinks`
@@ -22,7 +23,9 @@
 //!   and a readiness probe without `periodSeconds` is run every
 //!   [`READINESS_PERIOD_SECONDS`] (Knative's queue-proxy probes such a container aggressively;
 //!   the kubelet's default of 10 s would slow every scale from zero);
-//! - images are used as written (Knative resolves tags to digests).
+//! - images are used as written (Knative resolves tags to digests);
+//! - sidecars (`multi-container`) keep their place in `containers` and run as written, their
+//!   environment without Knative's reserved variables.
 //!
 //! The Deployment and the Service select pods by `serving.knative.dev/revision` (Knative's
 //! Deployment selects by `revisionUID`; the name is unique within the namespace and the
@@ -113,16 +116,14 @@ pub fn check_revision(revision: &Revision) -> Result<(), RuntimeError> {
             });
         }
     }
-    let problem = match revision.spec.containers.as_slice() {
-        [] => Some("spec.containers is empty".to_string()),
-        [container] if container.image.is_empty() => {
-            Some("spec.containers[0].image is empty".to_string())
-        }
-        [_] => None,
-        more => Some(format!(
-            "spec.containers has {} entries; only one (the serving container) is supported",
-            more.len()
-        )),
+    let containers = &revision.spec.containers;
+    let problem = if containers.is_empty() {
+        Some("spec.containers is empty".to_string())
+    } else {
+        containers
+            .iter()
+            .position(|c| c.image.is_empty())
+            .map(|i| format!("spec.containers[{i}].image is empty"))
     };
     match problem {
         Some(problem) => Err(RuntimeError::UnsupportedSpec {
@@ -174,8 +175,24 @@ pub fn revision_deployment(
     replicas: u32,
 ) -> Deployment {
     let spec = &revision.spec;
+    let serving = spec.serving_index();
+    let containers = match spec.containers.len() {
+        0 | 1 => vec![user_container(revision, config)],
+        _ => spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == serving {
+                    user_container(revision, config)
+                } else {
+                    sidecar_container(c)
+                }
+            })
+            .collect(),
+    };
     let pod = PodSpec {
-        containers: vec![user_container(revision, config)],
+        containers,
         service_account_name: spec.service_account_name.clone(),
         volumes: non_empty(spec.volumes.clone()),
         image_pull_secrets: non_empty(spec.image_pull_secrets.clone()),
@@ -299,6 +316,35 @@ fn user_container(revision: &Revision, config: &RuntimeConfig) -> Container {
                 .unwrap_or_else(|| "FallbackToLogsOnError".to_string()),
         ),
         volume_mounts: non_empty(user.volume_mounts.clone()),
+        ..Container::default()
+    }
+}
+
+/// A sidecar (a container without the port, `multi-container`): as written, its environment
+/// without Knative's reserved variables, `terminationMessagePolicy` defaulted as the serving
+/// container's. Its probes are the kubelet's to run as given.
+fn sidecar_container(c: &crate::serving::Container) -> Container {
+    Container {
+        name: c.name.clone(),
+        image: Some(c.image.clone()).filter(|i| !i.is_empty()),
+        command: non_empty(c.command.clone()),
+        args: non_empty(c.args.clone()),
+        working_dir: c.working_dir.clone(),
+        env: non_empty(user_env(&c.env)),
+        env_from: non_empty(c.env_from.clone()),
+        readiness_probe: c.readiness_probe.clone(),
+        liveness_probe: c.liveness_probe.clone(),
+        startup_probe: c.startup_probe.clone(),
+        resources: c.resources.clone(),
+        security_context: c.security_context.clone(),
+        image_pull_policy: c.image_pull_policy.clone(),
+        termination_message_path: c.termination_message_path.clone(),
+        termination_message_policy: Some(
+            c.termination_message_policy
+                .clone()
+                .unwrap_or_else(|| "FallbackToLogsOnError".to_string()),
+        ),
+        volume_mounts: non_empty(c.volume_mounts.clone()),
         ..Container::default()
     }
 }

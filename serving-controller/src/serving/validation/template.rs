@@ -25,7 +25,10 @@ pub fn validate_template(
     parent: &ObjectMeta,
     cfg: &ServingConfig,
 ) -> Vec<FieldError> {
-    let mut errors = via(revision_spec(&t.spec, &cfg.defaults), "spec");
+    let mut errors = via(
+        revision_spec(&t.spec, &cfg.defaults, cfg.features.multi_container),
+        "spec",
+    );
     errors.extend(revision_name(
         t.metadata.name.as_deref().unwrap_or_default(),
         parent,
@@ -57,8 +60,8 @@ fn revision_name(name: &str, parent: &ObjectMeta) -> Option<FieldError> {
 }
 
 /// `RevisionSpec.Validate`.
-fn revision_spec(spec: &RevisionSpec, d: &Defaults) -> Vec<FieldError> {
-    let mut errors = pod_spec(spec);
+fn revision_spec(spec: &RevisionSpec, d: &Defaults, multi_container: bool) -> Vec<FieldError> {
+    let mut errors = pod_spec(spec, multi_container);
     let max = d.max_revision_timeout_seconds;
     let bounded = |v: Option<i64>, high: i64, path: &str| {
         v.filter(|t| *t != 0 && (*t < 0 || *t > high))
@@ -94,8 +97,9 @@ fn revision_spec(spec: &RevisionSpec, d: &Defaults) -> Vec<FieldError> {
     errors
 }
 
-/// `ValidatePodSpec` (single-container; feature flags at their defaults).
-fn pod_spec(spec: &RevisionSpec) -> Vec<FieldError> {
+/// `ValidatePodSpec` (other feature flags at their defaults). With several containers
+/// (`multi-container` enabled), exactly one has a port: the serving container.
+fn pod_spec(spec: &RevisionSpec, multi_container: bool) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let disallowed = spec.disallowed_fields();
     if !disallowed.is_empty() {
@@ -111,13 +115,21 @@ fn pod_spec(spec: &RevisionSpec) -> Vec<FieldError> {
     match spec.containers.as_slice() {
         [] => errors.push(missing("containers")),
         [c] => errors.extend(via(container(c), "containers[0]")),
-        many => errors.push(field_error(
+        many if !multi_container => errors.push(field_error(
             format!(
                 "multi-container is off, but found {} containers",
                 many.len()
             ),
             &[],
         )),
+        many => {
+            if ports == 0 {
+                errors.push(missing("containers.ports"));
+            }
+            for (i, c) in many.iter().enumerate() {
+                errors.extend(via(container(c), &format!("containers[{i}]")));
+            }
+        }
     }
     if let Some(sa) = spec
         .service_account_name
