@@ -38,6 +38,9 @@ pub enum Command {
     /// Run the Kubernetes serving controller (--kube, the only source): Knative Services,
     /// Configurations and Routes from the cluster become Revisions, Deployments and KIngresses.
     Controller(crate::controller::ControllerArgs),
+    /// Run the KPA on the cluster (--kube, the only source): Revisions' Deployments scaled on
+    /// the concurrency every gateway Envoy streams to it.
+    Autoscaler(crate::autoscaler::AutoscalerArgs),
     /// Envoy helpers (print the bootstrap for an Envoy you run yourself).
     Envoy(envoy::EnvoyArgs),
     /// Print a revision's logs (`sluice up`): its instances' stdout and stderr.
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Gateway(args) => crate::gateway::run(*args).await,
         Command::Up(args) => crate::up::run(*args).await,
         Command::Controller(args) => crate::controller::run(args).await,
+        Command::Autoscaler(args) => crate::autoscaler::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Status(args) => status::run(args).await,
     };

@@ -3,6 +3,8 @@
 //!
 //! `src/main.rs` only parses the command line and calls in here.
 
+pub mod autoscale;
+pub mod autoscaler;
 pub mod cli;
 pub mod controller;
 pub mod debug;

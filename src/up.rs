@@ -8,7 +8,6 @@
 //! `DIR/.sluice`, which the watcher ignores), so traffic naming an older Revision survives
 //! template edits and restarts. Revision logs are under `STATE_DIR/logs` (`sluice logs`).
 
-pub mod autoscale;
 pub mod controller;
 pub mod metrics;
 mod scaling;
@@ -26,11 +25,11 @@ use clap::Args;
 use sluice_serving::serving::ServingState;
 use tokio::sync::{mpsc, watch};
 
+use crate::autoscale::Autoscaling;
 use crate::cli::CliError;
 use crate::gateway::source::FileSource;
 use crate::gateway::{Feed, GatewayArgs, Hooks, Source};
 use crate::runtime::ProcessRuntime;
-use autoscale::Autoscaling;
 use controller::Controller;
 use metrics::{EnvoySampler, EnvoyStats};
 use serving_loop::{Loop, sample_envoy};

@@ -105,6 +105,8 @@ pub struct EnvoySink {
     messages: Arc<AtomicU64>,
     families: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+    /// Bumped by [`EnvoySink::close_streams`]: every open stream ends.
+    epoch: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for EnvoySink {
@@ -140,7 +142,14 @@ impl EnvoySink {
             messages: Arc::default(),
             families: Arc::default(),
             bytes: Arc::default(),
+            epoch: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// Ends every open stream (`UNAVAILABLE`): the Envoys reconnect, through their Service, to
+    /// the replica that decides now (a replica that lost its Lease calls this).
+    pub fn close_streams(&self) {
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     /// The tonic service to add to a server.
@@ -289,9 +298,20 @@ impl MetricsService for EnvoySink {
         request: Request<Streaming<StreamMetricsMessage>>,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
         let registration = self.register()?;
+        let mut epoch = self.epoch.subscribe();
         let mut stream = request.into_inner();
-        while let Some(message) = stream.message().await? {
-            self.ingest(registration.id, &message, Instant::now());
+        loop {
+            tokio::select! {
+                message = stream.message() => match message? {
+                    Some(message) => self.ingest(registration.id, &message, Instant::now()),
+                    None => break,
+                },
+                _ = epoch.changed() => {
+                    return Err(Status::unavailable(
+                        "this autoscaler replica no longer decides; reconnect",
+                    ));
+                }
+            }
         }
         drop(registration);
         Ok(Response::new(StreamMetricsResponse {}))

@@ -16,7 +16,7 @@
 //!   a standard instance is ready); then they leave the routing set, and stop once the
 //!   activator shows they hold no request (at most the Revision's timeout later).
 //! - Predictive Revisions' histories are written to the state directory once a minute and at
-//!   shutdown ([`super::autoscale::history`]).
+//!   shutdown ([`crate::autoscale::history`]).
 //!
 //! "Envoy routes through the activator" (which the last instance waits for before it goes) is
 //! the path the gateway was given on the previous tick: the gateway pushes an Endpoints change
@@ -34,10 +34,10 @@ use sluice_autoscaler::{HpaMetric, RevisionKey, Running, Stat, Usage};
 use sluice_serving::serving::Key;
 use tokio::time::Instant;
 
-use super::autoscale::{Decision, history};
 use super::controller::Run;
 use super::lock;
 use super::serving_loop::Loop;
+use crate::autoscale::{Decision, history};
 use crate::gateway::documents::Problem;
 use crate::runtime::{InstanceState, InstanceStatus, ReservedSpec, RuntimeError};
 

@@ -10,10 +10,10 @@ use sluice_serving::serving::{Key, Readiness};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use super::autoscale::{Autoscaling, ScalingView};
 use super::controller::{Controller, Run, RuntimeReport};
 use super::metrics::{self, EnvoySampler, EnvoyStats};
 use super::{STATE_WRITE_DELAY, lock, save_state};
+use crate::autoscale::{Autoscaling, ScalingView};
 use crate::gateway::documents::{Kind, Problem};
 use crate::gateway::source::{FileSource, Input};
 use crate::runtime::{InstanceState, InstanceStatus, ProcessRuntime};

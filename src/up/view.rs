@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sluice_serving::serving::Key;
 
-use super::autoscale::ScalingView;
 use super::controller::{Controller, IngressReport, RevisionRow, RouteRow, ServiceRow};
+use crate::autoscale::ScalingView;
 use crate::gateway::{GatewayStatus, ServingStatusFn};
 use crate::runtime::ProcessRuntime;
 

@@ -8,6 +8,7 @@
 //!   health), with request and concurrency counters.
 //! - [`certs`]: a test CA and certificates, made with `openssl`.
 //! - [`client`]: clients for those protocols that return everything a test asserts on.
+//! - [`fake_kube`]: a fake Kubernetes API server for the real binary's `--kube` modes.
 //! - [`http`]: a one-handler HTTP/1.1 server for test doubles.
 //! - [`otlp`]: OTLP trace receivers (gRPC and HTTP) recording every span.
 //! - [`ports`]: free loopback ports.
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod certs;
 pub mod client;
+pub mod fake_kube;
 pub mod gateway;
 pub mod http;
 pub mod otlp;

@@ -75,7 +75,10 @@ pub use self::core::Core;
 pub use action::{Action, Feedback};
 pub use apply::{Executor, Failure};
 pub use error::ControllerError;
-pub use permissions::{CONTROLLER_PERMISSIONS, CONTROLLER_SYSTEM_PERMISSIONS};
+pub use permissions::{
+    AUTOSCALER_PERMISSIONS, AUTOSCALER_SYSTEM_PERMISSIONS, CONTROLLER_PERMISSIONS,
+    CONTROLLER_SYSTEM_PERMISSIONS,
+};
 pub use rebuild::{TEMPLATE_HASH_ANNOTATION, revision_template_hash};
 pub use view::{ControllerStatus, ServiceView};
 pub use watch::{ObjectKind, WatchEvent, Watched, Watches};

@@ -95,8 +95,8 @@ pub(super) fn table(s: &ServingView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autoscale::{ForecastView, ScalingView, StepsView};
     use crate::up::InstanceView;
-    use crate::up::autoscale::{ForecastView, ScalingView, StepsView};
     use crate::up::controller::RevisionRow;
 
     fn instance(name: &str, ready: bool, reserved: bool) -> InstanceView {

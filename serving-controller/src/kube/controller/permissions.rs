@@ -117,6 +117,43 @@ pub const CONTROLLER_SYSTEM_PERMISSIONS: &[Permission] = &[
     },
 ];
 
+/// What `sluice autoscaler --kube` does cluster-wide (the `sluice-autoscaler` ClusterRole in
+/// `deploy/full/500-autoscaler.yaml`): watching Revisions (annotations, routing state) and
+/// their Deployments (replicas wanted and ready), and scaling those through the `scale`
+/// subresource.
+pub const AUTOSCALER_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "serving.knative.dev",
+        resource: "revisions",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments/scale",
+        verbs: &["patch"],
+    },
+];
+
+/// What `sluice autoscaler --kube` does in `knative-serving` only (a Role there): watching
+/// `config-autoscaler`, and electing its leader on the Lease `sluice-autoscaler`.
+pub const AUTOSCALER_SYSTEM_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update"],
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,16 @@
-//! The autoscaler under `sluice up`: one [`RevisionAutoscaler`] per active Revision (the KPA's
+//! The autoscaler of both run modes: one [`RevisionAutoscaler`] per active Revision (the KPA's
 //! decider and scale-to-zero rule, or the HPA class; forecasts for predictive Revisions;
 //! scheduled bounds; reserved instances), fed a [`Stat`] every second (and `/proc` usage for
-//! the HPA class), deciding how many standard and reserved instances the process runtime runs
-//! and whether Envoy sends the Revision's traffic through the activator.
+//! the HPA class), deciding how many standard and reserved instances run and whether Envoy
+//! sends the Revision's traffic through the activator.
 //!
-//! No I/O: [`Autoscaling::tick`] takes the time (monotonic and wall clock), what the runtime
-//! runs and whether the gateway already routes through the activator, and answers with a
-//! [`Decision`]; the caller (`up::Loop`) starts or stops processes and reprograms Envoy. Time
-//! is injected: the tests step it by hand.
+//! No I/O: [`Autoscaling::tick`] takes the time (monotonic and wall clock), what runs and
+//! whether the gateway already routes through the activator, and answers with a [`Decision`];
+//! the caller — `up::Loop`, which starts or stops processes and reprograms Envoy, or
+//! `sluice autoscaler --kube` ([`crate::autoscaler`]), which scales Deployments — carries it
+//! out. Time is injected: the tests step it by hand.
 //!
-//! Where the numbers come from (see `up::metrics`): while the activator is in the path it
+//! Where the numbers come from under `sluice up` (see `up::metrics`): while the activator is in the path it
 //! measures every request of the Revision (time-averaged concurrency, as upstream's activator
 //! reports it); on the direct path Envoy's per-cluster `upstream_rq_active` +
 //! `upstream_rq_pending_active` gauges are sampled from its admin interface several times a

@@ -1,0 +1,386 @@
+//! `sluice autoscaler --kube`: the KPA on a cluster (`deploy/full/500-autoscaler.yaml`).
+//!
+//! - **Figures**: every gateway Envoy streams its stats to `--stats` (Envoy's MetricsService
+//!   sink, `sluice envoy bootstrap --metrics-sink`), where
+//!   [`EnvoySink`] sums each revision's in-flight requests over all of them.
+//! - **Decisions**: [`core`], once a second, with the Revisions, their Deployments and
+//!   `config-autoscaler` from kube-runtime watches; scales go to each Deployment's `scale`
+//!   subresource ([`KubeRuntime::scale`]).
+//! - **One decider**: the replicas elect a leader on a Lease (`--lease`). Only the leader is
+//!   ready (`/ready`), so the `sluice-autoscaler` Service sends every Envoy's stream to it;
+//!   a replica that loses the Lease stops deciding and ends its streams at once, and the
+//!   Envoys reconnect to the new leader within their retry (0.5–5 s). Non-leaders therefore
+//!   neither ingest nor forward: the figures all reach the one replica that decides.
+//!
+//! Not yet: scale to zero (it needs the activator in the path, which the cluster profile does
+//! not have yet: a decision of 0 is held at 1), the activators' own `Stats` stream, reserved
+//! instances.
+
+pub mod core;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::kube::Client;
+use ::kube::api::{Api, DynamicObject};
+use ::kube::runtime::WatchStreamExt;
+use ::kube::runtime::watcher::{self, Event};
+use clap::Args;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde::Serialize;
+use sluice_autoscaler::RevisionKey;
+use sluice_autoscaler::envoy_sink::{EnvoySink, SinkView};
+use sluice_serving::kube::controller::decode::{api_resource, decode};
+use sluice_serving::kube::lease::{LeaderElector, LeaseConfig};
+use sluice_serving::kube::runtime::{KubeRuntime, REVISION_LABEL, RuntimeConfig};
+use sluice_serving::serving::config::SYSTEM_NAMESPACE;
+use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
+use sluice_serving::serving::{Key, Revision};
+use sluice_serving::translate::names::service_of_stat_cluster;
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use self::core::{Core, ScaleTo};
+use crate::cli::CliError;
+
+/// How often every Revision is decided (one metric bucket).
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// `sluice autoscaler` flags.
+#[derive(Debug, Clone, Args)]
+pub struct AutoscalerArgs {
+    /// Read Revisions, their Deployments and `config-autoscaler` from the cluster (kubeconfig,
+    /// else the in-cluster config). Required: the cluster is this command's only source
+    /// (`sluice up` runs the same autoscaler in-process).
+    #[arg(long, required = true)]
+    pub kube: bool,
+    /// gRPC server the gateway Envoys stream their stats to (Envoy's MetricsService).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub stats: SocketAddr,
+    /// Debug HTTP server: /metrics, /healthz, /ready (this replica decides), /status.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub debug: SocketAddr,
+    /// The Lease the replicas elect their leader on, as NAMESPACE/NAME: only the leader
+    /// decides, scales and receives the Envoys' streams.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "knative-serving/sluice-autoscaler"
+    )]
+    pub lease: String,
+    /// This replica's Lease holder identity (default: $POD_NAME, else the host name).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+}
+
+/// What `/status` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Status {
+    leader: bool,
+    synced: bool,
+    revisions: usize,
+    problems: std::collections::BTreeMap<String, String>,
+    sink: Option<SinkView>,
+    /// The last scale of each Revision: `ns/name` → `from → to`.
+    scales: std::collections::BTreeMap<String, String>,
+    /// The last failed scale of each Revision.
+    errors: std::collections::BTreeMap<String, String>,
+}
+
+/// The sink naming revisions as the gateway names their clusters (`ns/rev:80`).
+pub fn revision_sink() -> EnvoySink {
+    EnvoySink::new(|cluster| {
+        service_of_stat_cluster(cluster, REVISION_SERVICE_PORT)
+            .map(|(ns, name)| RevisionKey::new(ns, name))
+    })
+}
+
+/// One change from the watches.
+enum Change {
+    Revision(Box<Event<DynamicObject>>),
+    Deployment(Box<Event<Deployment>>),
+    Config(Box<Event<ConfigMap>>),
+}
+
+/// Runs the autoscaler until Ctrl-C / SIGTERM.
+pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
+    let _telemetry = crate::telemetry::init_server();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Other(e.into()))?;
+    let (client, origin) = crate::gateway::kube_client().await?;
+    let stats_listener = tokio::net::TcpListener::bind(args.stats)
+        .await
+        .map_err(|e| CliError::Usage(format!("--stats {}: cannot listen: {e}", args.stats)))?;
+    let debug_listener = tokio::net::TcpListener::bind(args.debug)
+        .await
+        .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
+    let (lease_ns, lease_name) = crate::gateway::ha::parse_service(&args.lease)
+        .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
+    let instance =
+        crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseConfig::new(lease_ns, lease_name, &instance),
+    )
+    .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
+    let leader = elector.subscribe();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let election = tokio::spawn(elector.run(async move {
+        let _ = released.await;
+    }));
+
+    let sink = revision_sink();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(sink.clone().into_service())
+            .serve_with_incoming(TcpListenerStream::new(stats_listener)),
+    );
+    let status = Arc::new(Mutex::new(Status::default()));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let debug = {
+        let status = status.clone();
+        let ready = leader.clone();
+        tokio::spawn(crate::debug::serve(
+            debug_listener,
+            Arc::new(crate::debug::registry()),
+            Arc::new(move || {
+                serde_json::to_value(&*status.lock().unwrap_or_else(|e| e.into_inner()))
+                    .unwrap_or_default()
+            }),
+            Arc::new(move || *ready.borrow()),
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    eprintln!(
+        "sluice autoscaler: reading Revisions from {origin}\n  stats (Envoy metrics sink) {}  debug http://{}",
+        args.stats, args.debug
+    );
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    decide(client, sink, leader, status, shutdown).await;
+    eprintln!("sluice autoscaler: shutting down");
+    let _ = release.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    stop_tx.send_replace(true);
+    grpc.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), debug).await;
+    Ok(())
+}
+
+/// Watches, decides every [`TICK`] while leading, scales.
+async fn decide(
+    client: Client,
+    sink: EnvoySink,
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    status: Arc<Mutex<Status>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let revisions = watcher::watcher(
+        Api::<DynamicObject>::all_with(client.clone(), &api_resource::<Revision>()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .filter_map(|e| async move { e.ok().map(|e| Change::Revision(Box::new(e))) });
+    let deployments = watcher::watcher(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default().labels(REVISION_LABEL),
+    )
+    .default_backoff()
+    .filter_map(|e| async move { e.ok().map(|e| Change::Deployment(Box::new(e))) });
+    let configs = watcher::watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), SYSTEM_NAMESPACE),
+        watcher::Config::default()
+            .fields(&format!("metadata.name={}", sluice_autoscaler::CONFIG_NAME)),
+    )
+    .default_backoff()
+    .filter_map(|e| async move { e.ok().map(|e| Change::Config(Box::new(e))) });
+    let mut changes =
+        futures::stream::select_all([revisions.boxed(), deployments.boxed(), configs.boxed()]);
+    let runtime = KubeRuntime::new(client, RuntimeConfig::default());
+    let mut core = Core::default();
+    let mut relist = Relist::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leads = *leader.borrow();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(change) = changes.next() => relist.apply(&mut core, change),
+            Ok(()) = leader.changed() => {
+                let now = *leader.borrow();
+                if leads && !now {
+                    // Another replica decides: its Envoys must stream to it.
+                    sink.close_streams();
+                }
+                leads = now;
+                tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let stats: HashMap<Key, sluice_autoscaler::Stat> = sink
+                    .take(now)
+                    .into_iter()
+                    .map(|(k, s)| (Key::new(k.namespace, k.name), s))
+                    .collect();
+                if leads && relist.synced() {
+                    let scales = core.tick(now, jiff::Timestamp::now(), &stats);
+                    scale(&runtime, &mut core, scales, &status).await;
+                }
+                let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                s.leader = leads;
+                s.synced = relist.synced();
+                s.revisions = core.tracked();
+                s.problems = core.problems.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                s.sink = Some(sink.view());
+            }
+        }
+    }
+}
+
+async fn scale(
+    runtime: &KubeRuntime,
+    core: &mut Core,
+    scales: Vec<ScaleTo>,
+    status: &Mutex<Status>,
+) {
+    for s in scales {
+        let key = s.revision.to_string();
+        match runtime
+            .scale(&s.revision.namespace, &s.revision.name, s.to)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(revision = %key, from = s.from, to = s.to, "scaled");
+                core.scaled(&s.revision, s.to);
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                st.scales
+                    .insert(key.clone(), format!("{} → {}", s.from, s.to));
+                st.errors.remove(&key);
+            }
+            Err(e) => {
+                tracing::warn!(revision = %key, error = %e, "scale failed; the next tick tries again");
+                status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .errors
+                    .insert(key, e.to_string());
+            }
+        }
+    }
+}
+
+/// Applies watch events to the core, with kube-runtime's re-list semantics: what a new list
+/// no longer holds is gone.
+#[derive(Default)]
+struct Relist {
+    revisions: Option<BTreeSet<Key>>,
+    deployments: Option<BTreeSet<Key>>,
+    known_revisions: BTreeSet<Key>,
+    known_deployments: BTreeSet<Key>,
+    /// `config-autoscaler` seen in the list under way.
+    config_listed: bool,
+    listed: [bool; 3],
+}
+
+impl Relist {
+    fn synced(&self) -> bool {
+        self.listed.iter().all(|l| *l)
+    }
+
+    fn apply(&mut self, core: &mut Core, change: Change) {
+        let now = Instant::now();
+        match change {
+            Change::Revision(event) => match *event {
+                Event::Init => self.revisions = Some(BTreeSet::new()),
+                Event::InitApply(o) | Event::Apply(o) => {
+                    let observed = decode::<Revision>(o);
+                    let key = observed.object.key();
+                    if let Some(seen) = &mut self.revisions {
+                        seen.insert(key.clone());
+                    }
+                    self.known_revisions.insert(key);
+                    if observed.error.is_none() {
+                        core.revision(now, observed.object);
+                    }
+                }
+                Event::Delete(o) => {
+                    let key = decode::<Revision>(o).object.key();
+                    self.known_revisions.remove(&key);
+                    core.revision_gone(&key);
+                }
+                Event::InitDone => {
+                    let seen = self.revisions.take().unwrap_or_default();
+                    for gone in self.known_revisions.difference(&seen) {
+                        core.revision_gone(gone);
+                    }
+                    self.known_revisions = seen;
+                    self.listed[0] = true;
+                }
+            },
+            Change::Deployment(event) => match *event {
+                Event::Init => self.deployments = Some(BTreeSet::new()),
+                Event::InitApply(d) | Event::Apply(d) => {
+                    if let Some(key) = core.deployment(&d) {
+                        if let Some(seen) = &mut self.deployments {
+                            seen.insert(key.clone());
+                        }
+                        self.known_deployments.insert(key);
+                    }
+                }
+                Event::Delete(d) => {
+                    if let Some(key) = core.deployment(&d) {
+                        core.deployment_gone(&key);
+                        self.known_deployments.remove(&key);
+                    }
+                }
+                Event::InitDone => {
+                    let seen = self.deployments.take().unwrap_or_default();
+                    for gone in self.known_deployments.difference(&seen) {
+                        core.deployment_gone(gone);
+                    }
+                    self.known_deployments = seen;
+                    self.listed[1] = true;
+                }
+            },
+            Change::Config(event) => match *event {
+                Event::Init => self.config_listed = false,
+                Event::InitApply(cm) | Event::Apply(cm)
+                    if cm.metadata.name.as_deref() == Some(sluice_autoscaler::CONFIG_NAME) =>
+                {
+                    self.config_listed = true;
+                    let data = cm.data.unwrap_or_default();
+                    match sluice_autoscaler::Config::from_map(&data) {
+                        Ok(c) => core.set_config(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "config-autoscaler rejected; the defaults are used instead");
+                            core.set_config(sluice_autoscaler::Config::default());
+                        }
+                    }
+                }
+                Event::InitApply(_) | Event::Apply(_) => {}
+                Event::Delete(cm) => {
+                    if cm.metadata.name.as_deref() == Some(sluice_autoscaler::CONFIG_NAME) {
+                        core.set_config(sluice_autoscaler::Config::default());
+                    }
+                }
+                Event::InitDone => {
+                    if !self.config_listed {
+                        core.set_config(sluice_autoscaler::Config::default());
+                    }
+                    self.listed[2] = true;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `sluice autoscaler --kube` end to end, without a cluster: the real binary against the fake
+//! API server (a Revision and its Deployment), a real gateway and Envoy streaming its stats to
+//! the autoscaler (`--metrics-sink`), and a known load through Envoy. The autoscaler takes the
+//! Lease, sees the load as Envoy's concurrency for the Revision, scales the Deployment up
+//! through its `scale` subresource, and back down to one (not zero: no activator on the
+//! cluster yet) once the load is gone.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::process::Command;
+
+use crate::support::fake_kube::{CONFIG_MAPS, DEPLOYMENTS, FakeApi, REVISIONS};
+use crate::support::gateway::{Gateway, backend_objects, simple_kingress, yaml};
+use crate::support::{BackendOptions, free_addr, get, start, wait_for};
+
+const DEPLOYMENT: &str = "default/hello-00001-deployment";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
+    let api = FakeApi::start("autoscaler-kube").await;
+    api.state.push(
+        CONFIG_MAPS,
+        "ADDED",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
+            "data": {"stable-window": "6s", "scale-to-zero-grace-period": "2s"}}),
+    );
+    // Target 2 in flight per pod (70 %: 1.4), so 6 held requests want 5 pods.
+    api.state.push(
+        REVISIONS,
+        "ADDED",
+        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+            "metadata": {"name": "hello-00001", "namespace": "default", "uid": "rev-uid",
+                "labels": {"serving.knative.dev/routingState": "active"},
+                "annotations": {"autoscaling.knative.dev/target": "2"}},
+            "spec": {"containers": [{"image": "x"}]}}),
+    );
+    api.state.push(
+        DEPLOYMENTS,
+        "ADDED",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "hello-00001-deployment", "namespace": "default",
+                "labels": {"serving.knative.dev/revision": "hello-00001"}},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"replicas": 1, "readyReplicas": 1}}),
+    );
+    let stats = free_addr();
+    let debug = free_addr();
+    let mut autoscaler = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["autoscaler", "--kube", "--instance", "autoscaler-0"])
+        .args(["--stats", &stats.to_string(), "--debug", &debug.to_string()])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice autoscaler starts");
+    wait_for(
+        "the autoscaler to hold its Lease (ready)",
+        Duration::from_secs(20),
+        || async move {
+            let status = get(debug, "localhost", "/ready", &[])
+                .await
+                .map(|r| r.status);
+            match status {
+                Ok(s) if s.as_u16() == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    let backend = start(BackendOptions::new("hello-00001")).await;
+    let files = [
+        ("backend.yaml", backend_objects("hello-00001", backend.addr)),
+        (
+            "hello.yaml",
+            yaml(&simple_kingress(
+                "hello",
+                "hello.example.com",
+                "hello-00001",
+            )),
+        ),
+    ];
+    let sink = stats.to_string();
+    let gw = Gateway::start_with("autoscaler-gw", &files, &["--metrics-sink", &sink]).await;
+    gw.wait_ready("hello").await;
+
+    // 6 requests held open through Envoy: 6 / 1.4 → 5 pods.
+    async fn held(gw: &Gateway) -> anyhow::Result<u16> {
+        let r = gw.get("hello.example.com", "/?initialTimeout=8000").await?;
+        Ok(r.status.as_u16())
+    }
+    let load = futures::future::join_all((0..6).map(|_| held(&gw)));
+    let scaled_up = wait_for(
+        "a scale of the Revision's Deployment to 5",
+        Duration::from_secs(8),
+        || {
+            let scales = api.state.scales.lock().unwrap().clone();
+            async move {
+                scales
+                    .iter()
+                    .any(|(d, r)| d == DEPLOYMENT && *r == 5)
+                    .then_some(scales)
+                    .ok_or("not yet")
+            }
+        },
+    );
+    let (statuses, scales) = tokio::join!(load, scaled_up);
+    assert!(
+        statuses.iter().all(|s| s.as_ref().is_ok_and(|s| *s == 200)),
+        "{statuses:?}"
+    );
+    assert!(
+        scales
+            .iter()
+            .all(|(d, r)| d == DEPLOYMENT && (1..=5).contains(r)),
+        "{scales:?}"
+    );
+
+    // Idle: back to one once the stable window has passed — never zero.
+    wait_for("the Deployment back to 1", Duration::from_secs(30), || {
+        let last = api.state.scales.lock().unwrap().last().cloned();
+        async move { (last.as_ref().map(|(_, r)| *r) == Some(1)).then_some(()) }
+    })
+    .await;
+    assert!(
+        api.state
+            .scales
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, r)| *r >= 1),
+        "never below one"
+    );
+    let status = get(debug, "localhost", "/status", &[])
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(status["leader"], true);
+    assert_eq!(status["revisions"], 1);
+    assert_eq!(status["sink"]["envoys"].as_array().map(Vec::len), Some(1));
+    gw.stop().await;
+    let _ = autoscaler.start_kill();
+    let _ = autoscaler.wait().await;
+}
