@@ -8,9 +8,12 @@ use std::path::Path;
 use sluice::envoy::{BootstrapParams, XdsClientTls, XdsMode, render};
 
 fn deployed() -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ingress/200-envoy-bootstrap.yaml");
-    let text = std::fs::read_to_string(&path).expect("deploy/ingress/200-envoy-bootstrap.yaml");
+    bootstrap_in("deploy/ingress/200-envoy-bootstrap.yaml")
+}
+
+fn bootstrap_in(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let text = std::fs::read_to_string(&path).expect(file);
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("one YAML document");
     assert_eq!(doc["kind"].as_str(), Some("ConfigMap"));
     doc["data"]["envoy-bootstrap.yaml"]
@@ -50,4 +53,35 @@ fn deployed_bootstrap_is_what_sluice_envoy_bootstrap_renders() {
          `sluice envoy bootstrap` command in its comment (then bless deploy/full, see \
          serving-controller/tests/kube_runtime.rs)"
     );
+}
+
+/// The full profile's bootstrap (`deploy/full/450-envoy-bootstrap.yaml`): the same, plus
+/// `--metrics-sink sluice-autoscaler.knative-serving.svc:8080`.
+#[test]
+fn full_profile_bootstrap_adds_the_autoscalers_metrics_sink() {
+    let mut params = BootstrapParams {
+        metrics_sink: Some(("sluice-autoscaler.knative-serving.svc".into(), 8080)),
+        ..BootstrapParams::default()
+    };
+    let base = expected();
+    // The same flags as the ingress profile's, plus the sink.
+    let dir = "/etc/sluice/xds-tls";
+    params.node_id = "sluice-gateway".into();
+    params.admin = "127.0.0.1:9901".parse().unwrap();
+    params.stats = Some("0.0.0.0:9000".parse().unwrap());
+    params.xds_endpoints = vec![("sluice-xds.knative-serving.svc".into(), 18000)];
+    params.xds_tls = Some(XdsClientTls {
+        cert: format!("{dir}/tls.crt"),
+        key: format!("{dir}/tls.key"),
+        ca: format!("{dir}/ca.crt"),
+        server_name: Some("sluice-xds.knative-serving.svc".into()),
+    });
+    let full = bootstrap_in("deploy/full/450-envoy-bootstrap.yaml");
+    assert_eq!(
+        full,
+        render(&params),
+        "deploy/full/450-envoy-bootstrap.yaml is stale: paste the output of the command in \
+         its comment"
+    );
+    assert_ne!(full, base);
 }

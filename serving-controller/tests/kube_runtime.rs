@@ -35,7 +35,10 @@ use kube::client::Body;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_autoscaler::{RevisionKey, ScaleError, Scaler};
-use sluice_serving::kube::controller::{CONTROLLER_PERMISSIONS, CONTROLLER_SYSTEM_PERMISSIONS};
+use sluice_serving::kube::controller::{
+    AUTOSCALER_PERMISSIONS, AUTOSCALER_SYSTEM_PERMISSIONS, CONTROLLER_PERMISSIONS,
+    CONTROLLER_SYSTEM_PERMISSIONS,
+};
 use sluice_serving::kube::rbac::Permission;
 use sluice_serving::kube::runtime::crds::custom_resource_definitions;
 use sluice_serving::kube::runtime::{
@@ -792,18 +795,26 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
     assert_eq!(m.namespaces.len(), 1);
     assert_eq!(name(&m.namespaces[0].metadata), NAMESPACE);
     assert_eq!(m.crds.len(), 5);
-    // The controller's, the gateway control plane's and Envoy's.
-    assert_eq!(m.service_accounts.len(), 3);
-    assert_eq!(m.cluster_roles.len(), 3);
-    assert_eq!(m.cluster_role_bindings.len(), 3);
-    assert_eq!(m.roles.len(), 2);
-    assert_eq!(m.role_bindings.len(), 2);
-    // The controller (300-controller.yaml), the gateway's control plane and its Envoys.
-    assert_eq!(m.deployments.len(), 3);
-    assert_eq!(m.services.len(), 3);
-    assert_eq!(m.config_maps.len(), 1);
-    // The controller's, the gateway control plane's and its Envoys'.
-    assert_eq!(m.disruption_budgets.len(), 3);
+    // The controller's, the gateway control plane's, Envoy's and the autoscaler's.
+    assert_eq!(m.service_accounts.len(), 4);
+    assert_eq!(m.cluster_roles.len(), 4);
+    assert_eq!(m.cluster_role_bindings.len(), 4);
+    assert_eq!(m.roles.len(), 3);
+    assert_eq!(m.role_bindings.len(), 3);
+    // The controller (300-controller.yaml), the gateway's control plane and its Envoys, the
+    // autoscaler (500-autoscaler.yaml).
+    assert_eq!(m.deployments.len(), 4);
+    assert_eq!(m.services.len(), 4);
+    // The Envoy bootstrap, and the full profile's replacement of it (450-envoy-bootstrap.yaml,
+    // the same name: applied later, it wins).
+    assert_eq!(m.config_maps.len(), 2);
+    assert!(
+        m.config_maps
+            .iter()
+            .all(|c| name(&c.metadata) == "sluice-envoy-bootstrap")
+    );
+    // The controller's, the gateway control plane's, its Envoys' and the autoscaler's.
+    assert_eq!(m.disruption_budgets.len(), 4);
     assert_eq!(m.network_policies.len(), 2);
     let budget = find(&m.disruption_budgets, "sluice-controller");
     let spec = budget.spec.as_ref().expect("spec");
@@ -869,6 +880,72 @@ fn permissions(list: &[Permission]) -> BTreeMap<(String, String), BTreeSet<Strin
             )
         })
         .collect()
+}
+
+/// A Role's or ClusterRole's rules as (group, resource) → verbs.
+fn role_grants(
+    rules: Option<&Vec<k8s_openapi::api::rbac::v1::PolicyRule>>,
+) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in rules.into_iter().flatten() {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                granted
+                    .entry((group.clone(), resource.clone()))
+                    .or_default()
+                    .extend(rule.verbs.iter().cloned());
+            }
+        }
+    }
+    granted
+}
+
+#[test]
+fn autoscaler_roles_grant_exactly_what_it_does() {
+    let m = load();
+    let cluster = find(&m.cluster_roles, "sluice-autoscaler");
+    assert_eq!(
+        role_grants(cluster.rules.as_ref()),
+        permissions(AUTOSCALER_PERMISSIONS),
+        "ClusterRole sluice-autoscaler must grant AUTOSCALER_PERMISSIONS, no more, no less"
+    );
+    let config = find(&m.roles, "sluice-autoscaler-config");
+    assert_eq!(
+        role_grants(config.rules.as_ref()),
+        permissions(AUTOSCALER_SYSTEM_PERMISSIONS)
+    );
+    let binding = find(&m.cluster_role_bindings, "sluice-autoscaler");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    let subjects = binding.subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].name, "sluice-autoscaler");
+    let binding = find(&m.role_bindings, "sluice-autoscaler-config");
+    assert_eq!(binding.role_ref.name, "sluice-autoscaler-config");
+    assert_eq!(
+        binding.subjects.as_deref().unwrap_or_default()[0].name,
+        "sluice-autoscaler"
+    );
+    let deployment = find(&m.deployments, "sluice-autoscaler");
+    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("sluice-autoscaler")
+    );
+    let sluice = &pod.containers[0];
+    let args = sluice.args.clone().unwrap_or_default();
+    assert_eq!(&args[..2], ["autoscaler", "--kube"]);
+    assert!(args.contains(&"--stats=0.0.0.0:8080".to_string()));
+    let ready = sluice
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .and_then(|g| g.path.clone());
+    assert_eq!(ready.as_deref(), Some("/ready"), "only the leader is ready");
+    // The Envoys stream to the autoscaler's Service, on its stats port.
+    let service = find(&m.services, "sluice-autoscaler");
+    let spec = service.spec.as_ref().expect("spec");
+    assert_eq!(spec.selector, deployment.spec.selector.match_labels.clone());
+    assert_eq!(spec.ports.as_ref().expect("ports")[0].port, 8080);
 }
 
 #[test]
