@@ -461,12 +461,12 @@ fn validation_messages_and_paths() {
             "missing field(s): spec.template.spec.containers".into(),
         ),
         (
-            "two containers",
+            "two containers, neither with a port (multi-container is on by default)",
             Box::new(|s| {
                 let c = spec(s).containers[0].clone();
                 spec(s).containers.push(c);
             }),
-            "multi-container is off, but found 2 containers: ".into(),
+            "missing field(s): spec.template.spec.containers.ports".into(),
         ),
         (
             "no image nor command",
