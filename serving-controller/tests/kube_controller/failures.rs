@@ -51,6 +51,30 @@ async fn a_crashing_container_and_a_stuck_pull_fail_the_revision_with_upstreams_
         condition(&revision, "Ready")["message"],
         "Container failed with: panic: DATABASE_URL is not set"
     );
+    // `kubectl describe revision` shows it as a Warning Event.
+    let events: Vec<_> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.path == "/apis/events.k8s.io/v1/namespaces/default/events")
+        .map(|w| w.body)
+        .collect();
+    let failed = events
+        .iter()
+        .find(|e| e["reason"] == "ExitCode1")
+        .unwrap_or_else(|| panic!("a Warning event: {events:#?}"));
+    assert_eq!(failed["type"], "Warning");
+    assert_eq!(failed["regarding"]["kind"], "Revision", "{failed:#}");
+    assert_eq!(failed["regarding"]["name"], "hello-00001");
+    assert_eq!(
+        failed["note"],
+        "Container failed with: panic: DATABASE_URL is not set"
+    );
+    let created = events
+        .iter()
+        .find(|e| e["reason"] == "Created")
+        .expect("a Created event on the Configuration");
+    assert_eq!(created["regarding"]["kind"], "Configuration");
+    assert_eq!(created["note"], "Created Revision \"hello-00001\"");
     for path in [
         format!("{SERVING}/configurations/hello"),
         format!("{SERVING}/services/hello"),

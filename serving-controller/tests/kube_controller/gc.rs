@@ -53,6 +53,12 @@ async fn revisions_no_longer_routed_are_labelled_reserve_and_collected_beyond_th
     );
     assert_eq!(deletes.len(), 1, "{writes:#?}");
     assert!(revision(1).is_none());
+    assert!(
+        writes.iter().any(|w| w.path.ends_with("/events")
+            && w.body["reason"] == "Collected"
+            && w.body["regarding"]["name"] == "hello"),
+        "a Collected event on the Configuration"
+    );
     assert_eq!(state(2), Some((json!("reserve"), true)));
     assert_eq!(state(3), Some((json!("active"), true)));
     // The labels are merge patches of those two keys only.

@@ -38,6 +38,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "Deployment" => "deployments",
         "Pod" => "pods",
         "HorizontalPodAutoscaler" => "horizontalpodautoscalers",
+        "Event" => "events",
         other => panic!("fake API: no plural for kind {other}"),
     };
     (prefix, plural)

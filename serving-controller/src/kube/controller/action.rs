@@ -60,6 +60,8 @@ pub enum Action {
     },
     /// Deletes a Revision `config-gc` collects (its Deployment and Service go with it).
     DeleteRevision(Key),
+    /// Publishes an Event (best effort: a failure is logged, not retried).
+    Event(Box<EventSpec>),
     /// Server-side apply of an object's `status`.
     PatchStatus {
         /// The object's kind (one of the four serving kinds).
@@ -69,6 +71,24 @@ pub enum Action {
         /// The whole status.
         status: serde_json::Value,
     },
+}
+
+/// An Event the controller publishes (`events.k8s.io/v1`), so `kubectl describe` shows what
+/// it did and why an object is not Ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    /// The object it is about (`serving.knative.dev/v1`).
+    pub kind: &'static str,
+    /// Its namespace and name.
+    pub key: Key,
+    /// Its UID.
+    pub uid: String,
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// CamelCase reason (`Created`, `ExitCode1`, …).
+    pub reason: String,
+    /// What happened.
+    pub note: String,
 }
 
 /// What became of an [`Action`].
@@ -126,6 +146,7 @@ impl Action {
             Action::ApplyHpa { .. } => "apply_hpa",
             Action::LabelRevision { .. } => "label_revision",
             Action::DeleteRevision(_) => "delete_revision",
+            Action::Event(_) => "event",
             Action::PatchStatus { .. } => "patch_status",
         }
     }
@@ -158,6 +179,7 @@ impl Action {
                 revision, state, ..
             } => format!("label Revision {revision} routing state {state:?}"),
             Action::DeleteRevision(key) => format!("delete Revision {key} (config-gc)"),
+            Action::Event(e) => format!("event {} on {} {}", e.reason, e.kind, e.key),
             Action::PatchStatus { kind, key, .. } => format!("patch the status of {kind:?} {key}"),
         }
     }

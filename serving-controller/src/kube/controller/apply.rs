@@ -20,11 +20,14 @@ use ::kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostPara
 use ::kube::core::ApiResource;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service as CoreService;
+use k8s_openapi::api::core::v1::{ObjectReference, Service as CoreService};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::ControllerError;
-use super::action::{Action, Feedback};
+use super::action::{Action, EventSpec, Feedback};
 use super::decode::{SERVING_GROUP, SERVING_VERSION, ServingObject, api_resource, decode};
 use super::reconcile::gc::{ROUTING_STATE_LABEL, ROUTING_STATE_MODIFIED_ANNOTATION, routing_label};
 use super::watch::{ObjectKind, Watched};
@@ -245,6 +248,12 @@ impl Executor {
                     ),
                 }
             }
+            Action::Event(spec) => {
+                if let Err(error) = self.publish(&spec).await {
+                    tracing::warn!(%error, "event not published");
+                }
+                (None, None)
+            }
             Action::PatchStatus { kind, key, status } => {
                 let result = match kind {
                     ObjectKind::Service => self
@@ -325,6 +334,36 @@ impl Executor {
             .await?;
         tracing::info!(revision = %key, replicas, "Revision running");
         Ok(())
+    }
+
+    /// Creates the Event (`create` is all the RBAC grants on events: each is a new object).
+    async fn publish(&self, spec: &EventSpec) -> Result<(), ::kube::Error> {
+        let now = Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", spec.key.name, now.as_nanosecond())),
+                namespace: Some(spec.key.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(if spec.warning { "Warning" } else { "Normal" }.to_string()),
+            action: Some("Reconcile".to_string()),
+            reason: Some(spec.reason.clone()),
+            note: Some(spec.note.chars().take(1000).collect()),
+            regarding: Some(ObjectReference {
+                api_version: Some(format!("{SERVING_GROUP}/{SERVING_VERSION}")),
+                kind: Some(spec.kind.to_string()),
+                name: Some(spec.key.name.clone()),
+                namespace: Some(spec.key.namespace.clone()),
+                uid: Some(spec.uid.clone()).filter(|u| !u.is_empty()),
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(FIELD_MANAGER.to_string()),
+            reporting_instance: Some(FIELD_MANAGER.to_string()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &spec.key.namespace);
+        api.create(&PostParams::default(), &event).await.map(|_| ())
     }
 
     fn revisions(&self, key: &Key) -> Api<DynamicObject> {

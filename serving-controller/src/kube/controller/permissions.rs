@@ -99,6 +99,11 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
         resource: "horizontalpodautoscalers",
         verbs: &["create", "patch"],
     },
+    Permission {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create"],
+    },
 ];
 
 /// What the controller does in `knative-serving` only (a Role there, not a ClusterRole):

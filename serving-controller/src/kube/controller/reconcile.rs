@@ -136,6 +136,14 @@ impl Core {
                 configuration: key.clone(),
                 revision: Box::new(revision),
             });
+            out.push(event(
+                "Configuration",
+                key,
+                &observed.object.metadata,
+                false,
+                "Created",
+                format!("Created Revision {name:?}"),
+            ));
         }
         out.extend(status_patch(
             ObjectKind::Configuration,
@@ -238,6 +246,16 @@ impl Core {
             now,
         ));
         if self.readiness.get(key) != Some(&readiness) {
+            if let Readiness::Failed { reason, message } = &readiness {
+                out.push(event(
+                    "Revision",
+                    key,
+                    &revision.metadata,
+                    true,
+                    reason,
+                    message.clone(),
+                ));
+            }
             if let Some(config) = super::rebuild::configuration_of(revision) {
                 self.dirty_configs.insert(config);
             }
@@ -322,13 +340,33 @@ fn latest_only(actions: Vec<Action>) -> Vec<Action> {
                 }
                 Action::CreateRevision { .. }
                 | Action::RunRevision { .. }
-                | Action::DeleteRevision(_) => return true,
+                | Action::DeleteRevision(_)
+                | Action::Event(_) => return true,
             };
             seen.insert(id)
         })
         .collect();
     out.reverse();
     out
+}
+
+/// An Event about a serving object.
+pub(super) fn event(
+    kind: &'static str,
+    key: &Key,
+    meta: &ObjectMeta,
+    warning: bool,
+    reason: &str,
+    note: String,
+) -> Action {
+    Action::Event(Box::new(super::action::EventSpec {
+        kind,
+        key: key.clone(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        warning,
+        reason: reason.to_string(),
+        note,
+    }))
 }
 
 /// Replicas of a new Revision's Deployment: `autoscaling.knative.dev/initial-scale`, else

@@ -109,6 +109,16 @@ impl Core {
             for name in collect(&cfg, &candidates, now_unix) {
                 let key = Key::new(config_key.namespace.clone(), name);
                 tracing::info!(configuration = %config_key, revision = %key, "collecting Revision (config-gc)");
+                if let Some(config) = self.configurations.get(config_key) {
+                    out.push(super::event(
+                        "Configuration",
+                        config_key,
+                        &config.object.metadata,
+                        false,
+                        "Collected",
+                        format!("Revision {:?} collected (config-gc)", key.name),
+                    ));
+                }
                 out.push(Action::DeleteRevision(key));
             }
         }
