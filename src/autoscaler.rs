@@ -2,7 +2,12 @@
 //!
 //! - **Figures**: every gateway Envoy streams its stats to `--stats` (Envoy's MetricsService
 //!   sink, `sluice envoy bootstrap --metrics-sink`), where
-//!   [`EnvoySink`] sums each revision's in-flight requests over all of them.
+//!   [`EnvoySink`] sums each revision's in-flight requests over all of them. The activators
+//!   stream theirs to the same port (`sluice.autoscaler.v1.Stats`); those count the same
+//!   requests (each came through an Envoy's cluster for the Revision), so only their pokes
+//!   are used: a request waiting at zero gets the Revision its first pod at once.
+//! - **Serve or proxy** ([`endpoints`]): each Revision's public EndpointSlice — its ready pods,
+//!   or the activator's while at zero or short of burst capacity.
 //! - **Decisions**: [`core`], once a second, with the Revisions, their Deployments and
 //!   `config-autoscaler` from kube-runtime watches; scales go to each Deployment's `scale`
 //!   subresource ([`KubeRuntime::scale`]).
@@ -12,11 +17,11 @@
 //!   Envoys reconnect to the new leader within their retry (0.5–5 s). Non-leaders therefore
 //!   neither ingest nor forward: the figures all reach the one replica that decides.
 //!
-//! Not yet: scale to zero (it needs the activator in the path, which the cluster profile does
-//! not have yet: a decision of 0 is held at 1), the activators' own `Stats` stream, reserved
-//! instances.
+//! Scale to zero happens only behind a ready activator (else a decision of 0 is held at 1).
+//! Not yet: reserved instances, scheduled bounds' and forecasts' persistence on the cluster.
 
 pub mod core;
+pub mod endpoints;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -24,19 +29,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::kube::Client;
-use ::kube::api::{Api, DynamicObject};
+use ::kube::api::{Api, DynamicObject, Patch, PatchParams};
 use ::kube::runtime::WatchStreamExt;
 use ::kube::runtime::watcher::{self, Event};
 use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
-use sluice_autoscaler::RevisionKey;
 use sluice_autoscaler::envoy_sink::{EnvoySink, SinkView};
+use sluice_autoscaler::{Report, RevisionKey, StatsIngest};
 use sluice_serving::kube::controller::decode::{api_resource, decode};
 use sluice_serving::kube::lease::{LeaderElector, LeaseConfig};
 use sluice_serving::kube::runtime::{KubeRuntime, REVISION_LABEL, RuntimeConfig};
+use sluice_serving::lookup::SERVICE_NAME_LABEL;
 use sluice_serving::serving::config::SYSTEM_NAMESPACE;
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
 use sluice_serving::serving::{Key, Revision};
@@ -45,6 +53,17 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use self::core::{Core, ScaleTo};
+use self::endpoints::Mode;
+
+/// The field manager of the public EndpointSlices.
+pub const FIELD_MANAGER: &str = "sluice-autoscaler";
+
+fn key_of(meta: &ObjectMeta) -> Key {
+    Key::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
 use crate::cli::CliError;
 
 /// How often every Revision is decided (one metric bucket).
@@ -75,6 +94,14 @@ pub struct AutoscalerArgs {
     /// This replica's Lease holder identity (default: $POD_NAME, else the host name).
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
+    /// The activator's Service, as NAMESPACE/NAME: its ready pods are where a Revision's public
+    /// Service points while the activator is in its path.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "knative-serving/sluice-activator"
+    )]
+    pub activator_service: String,
 }
 
 /// What `/status` shows.
@@ -87,8 +114,11 @@ struct Status {
     sink: Option<SinkView>,
     /// The last scale of each Revision: `ns/name` → `from → to`.
     scales: std::collections::BTreeMap<String, String>,
-    /// The last failed scale of each Revision.
+    /// The last failed write of each Revision.
     errors: std::collections::BTreeMap<String, String>,
+    /// Where each Revision's public Service points: `Serve` (its pods) or `Proxy` (the
+    /// activator).
+    modes: std::collections::BTreeMap<String, String>,
 }
 
 /// The sink naming revisions as the gateway names their clusters (`ns/rev:80`).
@@ -104,6 +134,8 @@ enum Change {
     Revision(Box<Event<DynamicObject>>),
     Deployment(Box<Event<Deployment>>),
     Config(Box<Event<ConfigMap>>),
+    /// A private Service's or the activator's EndpointSlices (index: which watch).
+    Slice(usize, Box<Event<EndpointSlice>>),
 }
 
 /// Runs the autoscaler until Ctrl-C / SIGTERM.
@@ -122,6 +154,9 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
     let instance =
         crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
+    let (activator_ns, activator_name) = crate::gateway::ha::parse_service(&args.activator_service)
+        .map_err(|e| CliError::Usage(format!("--activator-service: {e}")))?;
+    let activator = Key::new(activator_ns, activator_name);
     let elector = LeaderElector::new(
         client.clone(),
         LeaseConfig::new(lease_ns, lease_name, &instance),
@@ -134,9 +169,11 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     }));
 
     let sink = revision_sink();
+    let (ingest, reports) = StatsIngest::new(1024);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(sink.clone().into_service())
+            .add_service(ingest.into_service())
             .serve_with_incoming(TcpListenerStream::new(stats_listener)),
     );
     let status = Arc::new(Mutex::new(Status::default()));
@@ -167,7 +204,7 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
             _ = sigterm.recv() => {}
         }
     };
-    decide(client, sink, leader, status, shutdown).await;
+    decide(client, sink, reports, activator, leader, status, shutdown).await;
     eprintln!("sluice autoscaler: shutting down");
     let _ = release.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
@@ -181,6 +218,8 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
 async fn decide(
     client: Client,
     sink: EnvoySink,
+    mut reports: tokio::sync::mpsc::Receiver<Report>,
+    activator: Key,
     mut leader: tokio::sync::watch::Receiver<bool>,
     status: Arc<Mutex<Status>>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -204,10 +243,28 @@ async fn decide(
     )
     .default_backoff()
     .filter_map(|e| async move { e.ok().map(|e| Change::Config(Box::new(e))) });
-    let mut changes =
-        futures::stream::select_all([revisions.boxed(), deployments.boxed(), configs.boxed()]);
+    let private_slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(REVISION_LABEL),
+    )
+    .default_backoff()
+    .filter_map(|e| async move { e.ok().map(|e| Change::Slice(0, Box::new(e))) });
+    let activator_slices = watcher::watcher(
+        Api::<EndpointSlice>::namespaced(client.clone(), &activator.namespace),
+        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", activator.name)),
+    )
+    .default_backoff()
+    .filter_map(|e| async move { e.ok().map(|e| Change::Slice(1, Box::new(e))) });
+    let mut changes = futures::stream::select_all([
+        revisions.boxed(),
+        deployments.boxed(),
+        configs.boxed(),
+        private_slices.boxed(),
+        activator_slices.boxed(),
+    ]);
+    let slices_api = client.clone();
     let runtime = KubeRuntime::new(client, RuntimeConfig::default());
-    let mut core = Core::default();
+    let mut core = Core::new(activator);
     let mut relist = Relist::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -226,6 +283,17 @@ async fn decide(
                 leads = now;
                 tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });
             }
+            Some(report) = reports.recv() => {
+                // The activators' figures count the same requests as Envoy's (every request
+                // they hold came through an Envoy's cluster for the Revision): only their
+                // pokes are used.
+                if report.poke && leads && relist.synced() {
+                    let key = Key::new(report.revision.namespace, report.revision.name);
+                    if let Some(first) = core.poke(&key) {
+                        scale(&runtime, &mut core, vec![first], &status).await;
+                    }
+                }
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 let stats: HashMap<Key, sluice_autoscaler::Stat> = sink
@@ -234,8 +302,9 @@ async fn decide(
                     .map(|(k, s)| (Key::new(k.namespace, k.name), s))
                     .collect();
                 if leads && relist.synced() {
-                    let scales = core.tick(now, jiff::Timestamp::now(), &stats);
-                    scale(&runtime, &mut core, scales, &status).await;
+                    let tick = core.tick(now, jiff::Timestamp::now(), &stats);
+                    write_slices(&slices_api, &mut core, tick.slices, &status).await;
+                    scale(&runtime, &mut core, tick.scales, &status).await;
                 }
                 let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
                 s.leader = leads;
@@ -243,6 +312,40 @@ async fn decide(
                 s.revisions = core.tracked();
                 s.problems = core.problems.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
                 s.sink = Some(sink.view());
+            }
+        }
+    }
+}
+
+/// Server-side applies each public slice (field manager `sluice-autoscaler`).
+async fn write_slices(
+    client: &Client,
+    core: &mut Core,
+    slices: Vec<(Key, Mode, EndpointSlice)>,
+    status: &Mutex<Status>,
+) {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for (revision, mode, slice) in slices {
+        let key = revision.to_string();
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &revision.namespace);
+        match api.patch(&name, &params, &Patch::Apply(&slice)).await {
+            Ok(_) => {
+                tracing::info!(revision = %key, ?mode, endpoints = slice.endpoints.as_ref().map_or(0, Vec::len), "public endpoints written");
+                status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .modes
+                    .insert(key, format!("{mode:?}"));
+                core.endpoints.written(revision, mode, slice);
+            }
+            Err(e) => {
+                tracing::warn!(revision = %key, error = %e, "writing the public endpoints failed; the next tick tries again");
+                status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .errors
+                    .insert(key, e.to_string());
             }
         }
     }
@@ -290,7 +393,10 @@ struct Relist {
     known_deployments: BTreeSet<Key>,
     /// `config-autoscaler` seen in the list under way.
     config_listed: bool,
-    listed: [bool; 3],
+    /// Per slice watch: the slices of the list under way, and those known.
+    slices: [Option<BTreeSet<Key>>; 2],
+    known_slices: [BTreeSet<Key>; 2],
+    listed: [bool; 5],
 }
 
 impl Relist {
@@ -351,6 +457,31 @@ impl Relist {
                     }
                     self.known_deployments = seen;
                     self.listed[1] = true;
+                }
+            },
+            Change::Slice(i, event) => match *event {
+                Event::Init => self.slices[i] = Some(BTreeSet::new()),
+                Event::InitApply(slice) | Event::Apply(slice) => {
+                    if core.endpoints.observe(&slice) {
+                        let key = key_of(&slice.metadata);
+                        if let Some(seen) = &mut self.slices[i] {
+                            seen.insert(key.clone());
+                        }
+                        self.known_slices[i].insert(key);
+                    }
+                }
+                Event::Delete(slice) => {
+                    let key = key_of(&slice.metadata);
+                    core.endpoints.gone(&key.namespace, &key.name);
+                    self.known_slices[i].remove(&key);
+                }
+                Event::InitDone => {
+                    let seen = self.slices[i].take().unwrap_or_default();
+                    for gone in self.known_slices[i].difference(&seen) {
+                        core.endpoints.gone(&gone.namespace, &gone.name);
+                    }
+                    self.known_slices[i] = seen;
+                    self.listed[3 + i] = true;
                 }
             },
             Change::Config(event) => match *event {

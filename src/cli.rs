@@ -41,6 +41,9 @@ pub enum Command {
     /// Run the KPA on the cluster (--kube, the only source): Revisions' Deployments scaled on
     /// the concurrency every gateway Envoy streams to it.
     Autoscaler(crate::autoscaler::AutoscalerArgs),
+    /// Run the activator on the cluster (--kube, the only source): requests of Revisions at
+    /// zero or short of capacity wait here for a pod.
+    Activator(crate::activator::ActivatorArgs),
     /// Envoy helpers (print the bootstrap for an Envoy you run yourself).
     Envoy(envoy::EnvoyArgs),
     /// Print a revision's logs (`sluice up`): its instances' stdout and stderr.
@@ -59,6 +62,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => crate::up::run(*args).await,
         Command::Controller(args) => crate::controller::run(args).await,
         Command::Autoscaler(args) => crate::autoscaler::run(args).await,
+        Command::Activator(args) => crate::activator::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Status(args) => status::run(args).await,
     };

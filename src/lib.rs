@@ -3,6 +3,7 @@
 //!
 //! `src/main.rs` only parses the command line and calls in here.
 
+pub mod activator;
 pub mod autoscale;
 pub mod autoscaler;
 pub mod cli;

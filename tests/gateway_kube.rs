@@ -15,6 +15,8 @@ mod support;
 
 #[path = "gateway_kube/autoscaler.rs"]
 mod autoscaler;
+#[path = "gateway_kube/scale_to_zero.rs"]
+mod scale_to_zero;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

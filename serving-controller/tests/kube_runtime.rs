@@ -359,16 +359,32 @@ async fn apply_revision_server_side_applies_the_deployment_then_the_service() {
                 assert!(body.get("status").is_none(), "no status in an apply");
                 applied(body)
             }),
-            Call::apply(format!("{SERVICES}/hello-00001")).answer(|body| {
+            // The private Service selects the pods …
+            Call::apply(format!("{SERVICES}/hello-00001-private")).answer(|body| {
                 assert_eq!(body["apiVersion"], "v1");
                 assert_eq!(body["kind"], "Service");
-                assert_eq!(body["metadata"]["name"], "hello-00001");
+                assert_eq!(body["metadata"]["name"], "hello-00001-private");
                 assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "rev-uid-1");
                 assert_eq!(
                     body["spec"],
                     json!({
                         "type": "ClusterIP",
                         "selector": {"serving.knative.dev/revision": "hello-00001"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": 9000,
+                            "protocol": "TCP"}]
+                    })
+                );
+                applied(body)
+            }),
+            // … the public one, what KIngresses name, has no selector: the autoscaler writes
+            // its endpoints.
+            Call::apply(format!("{SERVICES}/hello-00001")).answer(|body| {
+                assert_eq!(body["metadata"]["name"], "hello-00001");
+                assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "rev-uid-1");
+                assert_eq!(
+                    body["spec"],
+                    json!({
+                        "type": "ClusterIP",
                         "ports": [{"name": "http", "port": 80, "targetPort": 9000,
                             "protocol": "TCP"}]
                     })
@@ -401,6 +417,14 @@ async fn h2c_revision_gets_an_http2_service_port() {
                 let c = &body["spec"]["template"]["spec"]["containers"][0];
                 assert_eq!(c["ports"][0]["containerPort"], 50051);
                 assert!(env_of(c).contains(&("PORT".to_string(), "50051".to_string())));
+                applied(body)
+            }),
+            Call::apply(format!("{SERVICES}/hello-00001-private")).answer(|body| {
+                assert_eq!(
+                    body["spec"]["ports"],
+                    json!([{"name": "http2", "port": 80, "targetPort": 50051,
+                        "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}])
+                );
                 applied(body)
             }),
             Call::apply(format!("{SERVICES}/hello-00001")).answer(|body| {
@@ -586,6 +610,10 @@ async fn remove_revision_deletes_both_and_tolerates_objects_already_gone() {
                     "deployments.apps \"hello-00001-deployment\" not found",
                 ),
             ),
+            delete_call(
+                format!("{SERVICES}/hello-00001-private"),
+                status(200, "", ""),
+            ),
             delete_call(format!("{SERVICES}/hello-00001"), status(200, "", "")),
         ],
     );
@@ -635,7 +663,7 @@ async fn endpoints_are_read_back_from_the_revision_endpoint_slices() {
     let slice = |name: &str, endpoints: Value| {
         json!({
             "metadata": {"name": name, "namespace": "default", "resourceVersion": "7",
-                "labels": {"kubernetes.io/service-name": "hello-00001"}},
+                "labels": {"kubernetes.io/service-name": "hello-00001-private"}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 9000, "protocol": "TCP"}],
             "endpoints": endpoints
@@ -660,7 +688,10 @@ async fn endpoints_are_read_back_from_the_revision_endpoint_slices() {
     });
     let list_call = |answer: Value| {
         Call::new(Method::GET, SLICES)
-            .query(&[("labelSelector", "kubernetes.io/service-name=hello-00001")])
+            .query(&[(
+                "labelSelector",
+                "kubernetes.io/service-name=hello-00001-private",
+            )])
             .answer(move |_| ok(&answer))
     };
     let scenario = serve(handle, vec![list_call(list), list_call(empty)]);

@@ -9,9 +9,15 @@
 //! - **Figures.** Each revision's concurrency on the direct path, from every gateway Envoy
 //!   ([`EnvoySink`](sluice_autoscaler::envoy_sink::EnvoySink)). A second without a figure
 //!   records nothing (an Envoy not streaming is not an idle revision).
-//! - **No scale to zero yet.** Scaling to zero needs the activator in the path to catch the
-//!   next request; on a cluster that path does not exist yet, so a decision of 0 is held at 1
-//!   (as an HPA never goes below one). `min-scale` above 1 and `max-scale` hold as decided.
+//! - **Serve or proxy** ([`Endpoints`]): each Revision's public EndpointSlice is its ready
+//!   pods, or the activator's while the KPA puts the activator in the path (at zero, or short
+//!   of burst capacity). The decision is told the path last written.
+//! - **Scale to zero only behind the activator.** A decision of 0 is carried out only once the
+//!   public slice points at a ready activator (make-before-break: the next request waits
+//!   there, pokes the autoscaler and is counted by Envoy) and once this process has decided
+//!   the Revision for a whole stable window (a new Revision, a restarted or newly elected
+//!   autoscaler has no history: it must not read its silence as idleness); otherwise it is
+//!   held at 1.
 //! - **Ready** is the Deployment's `readyReplicas`; **wanted** its `spec.replicas`. A scale is
 //!   asked for only when the decision differs from what the Deployment wants.
 
@@ -25,6 +31,9 @@ use sluice_serving::kube::runtime::REVISION_LABEL;
 use sluice_serving::serving::{Key, Revision};
 use tokio::time::Instant;
 
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::endpoints::{Endpoints, Mode};
 use crate::autoscale::Autoscaling;
 
 /// A Revision's Deployment as far as scaling goes.
@@ -47,11 +56,28 @@ pub struct ScaleTo {
     pub to: u32,
 }
 
-/// The autoscaler's knowledge and decisions.
+/// What one tick asks for: public slices first, then scales.
 #[derive(Debug, Default)]
+pub struct Tick {
+    /// Public EndpointSlices to write (server-side apply), with the mode each puts its Revision in.
+    pub slices: Vec<(Key, Mode, EndpointSlice)>,
+    /// Deployments to scale.
+    pub scales: Vec<ScaleTo>,
+}
+
+/// The autoscaler's knowledge and decisions.
+#[derive(Debug)]
 pub struct Core {
     scaling: Autoscaling,
     config: Config,
+    /// Private Services' and the activator's slices, and the public slices written.
+    pub endpoints: Endpoints,
+    /// Every Revision's UID (the owner of its public slice), HPA class included.
+    uids: BTreeMap<Key, String>,
+    /// Whether the KPA last put each Revision's activator in the path.
+    in_path: BTreeMap<Key, bool>,
+    /// When this process started deciding each Revision.
+    deciding_since: BTreeMap<Key, Instant>,
     /// KPA-class Revisions (annotations checked by [`Autoscaling::track`]).
     revisions: BTreeMap<Key, Revision>,
     /// Deployments by Revision.
@@ -65,6 +91,21 @@ fn u32_of(v: Option<i32>) -> u32 {
 }
 
 impl Core {
+    /// Nothing known yet; the activator's pods are the slices of Service `activator`.
+    pub fn new(activator: Key) -> Self {
+        Self {
+            scaling: Autoscaling::default(),
+            config: Config::default(),
+            endpoints: Endpoints::new(activator),
+            uids: BTreeMap::new(),
+            in_path: BTreeMap::new(),
+            deciding_since: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            problems: BTreeMap::new(),
+        }
+    }
+
     /// Takes `config-autoscaler` (already parsed; the defaults when absent or invalid).
     pub fn set_config(&mut self, config: Config) {
         self.scaling.set_config(config.clone());
@@ -74,6 +115,9 @@ impl Core {
     /// A Revision was listed, created or changed.
     pub fn revision(&mut self, now: Instant, revision: Revision) {
         let key = revision.key();
+        if let Some(uid) = &revision.metadata.uid {
+            self.uids.insert(key.clone(), uid.clone());
+        }
         let annotations = revision.metadata.annotations.clone().unwrap_or_default();
         let class = annotations
             .get("autoscaling.knative.dev/class")
@@ -107,6 +151,10 @@ impl Core {
 
     /// A Revision was deleted.
     pub fn revision_gone(&mut self, key: &Key) {
+        self.uids.remove(key);
+        self.in_path.remove(key);
+        self.deciding_since.remove(key);
+        self.endpoints.revision_gone(key);
         self.scaling.forget(key);
         self.revisions.remove(key);
         self.problems.remove(key);
@@ -144,19 +192,29 @@ impl Core {
         }
     }
 
+    /// A request waits at the activator (its poke): a Revision at zero gets its first pod at
+    /// once, without waiting for the next tick's figures (upstream's activator poke).
+    pub fn poke(&mut self, revision: &Key) -> Option<ScaleTo> {
+        if !self.revisions.contains_key(revision) {
+            return None;
+        }
+        let replicas = self.deployments.get(revision)?;
+        (replicas.wanted == 0).then(|| ScaleTo {
+            revision: revision.clone(),
+            from: 0,
+            to: 1,
+        })
+    }
+
     /// Revisions scaled here.
     pub fn tracked(&self) -> usize {
         self.revisions.len()
     }
 
-    /// One second: records `stats` and decides every Revision with a Deployment.
-    pub fn tick(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        stats: &HashMap<Key, Stat>,
-    ) -> Vec<ScaleTo> {
-        let mut out = Vec::new();
+    /// One second: records `stats`, decides every KPA Revision with a Deployment, and says
+    /// which public slices and scales are due.
+    pub fn tick(&mut self, now: Instant, wall: Timestamp, stats: &HashMap<Key, Stat>) -> Tick {
+        let mut out = Tick::default();
         let keys: Vec<Key> = self.revisions.keys().cloned().collect();
         for key in keys {
             let Some(replicas) = self.deployments.get(&key).copied() else {
@@ -171,17 +229,38 @@ impl Core {
                 reserved_running: 0,
                 reserved_ready: 0,
             };
-            let Some(decision) = self.scaling.tick(now, wall, &key, running, false) else {
+            let behind_activator =
+                self.endpoints.mode(&key) == Some(Mode::Proxy) && self.endpoints.activator_ready();
+            let Some(decision) = self
+                .scaling
+                .tick(now, wall, &key, running, behind_activator)
+            else {
                 continue;
             };
-            // No activator path on the cluster yet: never below one.
-            let to = decision.scale.max(1);
+            self.in_path.insert(key.clone(), decision.in_path);
+            // Zero only once the next request has the activator to wait at, and once this
+            // process has seen a whole stable window of the Revision's traffic (a new Revision,
+            // or a restarted or newly elected autoscaler, has no history yet).
+            let since = *self.deciding_since.entry(key.clone()).or_insert(now);
+            let seen_a_window = now.saturating_duration_since(since) >= self.config.stable_window;
+            let to = if behind_activator && seen_a_window {
+                decision.scale
+            } else {
+                decision.scale.max(1)
+            };
             if to != replicas.wanted {
-                out.push(ScaleTo {
+                out.scales.push(ScaleTo {
                     revision: key,
                     from: replicas.wanted,
                     to,
                 });
+            }
+        }
+        for revision in self.endpoints.revisions() {
+            let in_path = self.in_path.get(&revision).copied().unwrap_or(false);
+            let owner = self.uids.get(&revision).map(String::as_str);
+            if let Some((mode, slice)) = self.endpoints.due(&revision, owner, in_path) {
+                out.slices.push((revision, mode, slice));
             }
         }
         out

@@ -52,8 +52,14 @@ pub struct ApiState {
     pub refuse_patches: AtomicU64,
     /// Leases by `namespace/name`.
     pub leases: Mutex<BTreeMap<String, Value>>,
+    /// EndpointSlices applied (the autoscaler's public slices), in order.
+    pub applied_slices: Mutex<Vec<Value>>,
     /// Scales: (`namespace/deployment`, replicas), in order.
     pub scales: Mutex<Vec<(String, i64)>>,
+    /// What a scale also does, per `namespace/deployment`: this EndpointSlice (the pods of the
+    /// Revision's private Service) is pushed with its endpoints when scaled above zero, and
+    /// with none at zero — as if the pods started and stopped at once.
+    pub pods: Mutex<BTreeMap<String, Value>>,
 }
 
 fn collection(path: &str) -> Option<&'static str> {
@@ -68,6 +74,13 @@ fn collection(path: &str) -> Option<&'static str> {
     ]
     .into_iter()
     .find(|c| *c == path)
+}
+
+/// `/api(s)/…/namespaces/NS/PLURAL` → (NS, the cluster-wide path `/api(s)/…/PLURAL`).
+fn namespaced(path: &str) -> Option<(String, String)> {
+    let (prefix, rest) = path.split_once("/namespaces/")?;
+    let (ns, plural) = rest.split_once('/')?;
+    (!plural.contains('/')).then(|| (ns.to_string(), format!("{prefix}/{plural}")))
 }
 
 fn object_key(object: &Value) -> String {
@@ -124,8 +137,14 @@ async fn handle(
 ) -> Response {
     let path = uri.path();
     let query = uri.query().unwrap_or_default();
+    // A namespaced list or watch is served from the cluster-wide collection (watches get
+    // every namespace's events: the clients filter).
+    let namespace_of = namespaced(path);
+    let collection_path = namespace_of
+        .as_ref()
+        .map_or(path.to_string(), |(_, c)| c.clone());
     if method == Method::GET
-        && let Some(c) = collection(path)
+        && let Some(c) = collection(&collection_path).or_else(|| collection(path))
     {
         if query
             .split('&')
@@ -143,7 +162,16 @@ async fn handle(
             .lock()
             .unwrap()
             .get(c)
-            .map(|o| o.values().cloned().collect())
+            .map(|o| {
+                o.values()
+                    .filter(|v| {
+                        namespace_of
+                            .as_ref()
+                            .is_none_or(|(ns, _)| v["metadata"]["namespace"] == json!(ns))
+                    })
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let version = api.resource_version.load(Ordering::Relaxed).to_string();
         return axum::Json(json!({
@@ -306,15 +334,41 @@ async fn handle(
             api.scales
                 .lock()
                 .unwrap()
-                .push((key, replicas.as_i64().unwrap_or(-1)));
+                .push((key.clone(), replicas.as_i64().unwrap_or(-1)));
             deployment["spec"]["replicas"] = replicas.clone();
             deployment["status"]["replicas"] = replicas.clone();
             deployment["status"]["readyReplicas"] = replicas.clone();
             api.push(DEPLOYMENTS, "MODIFIED", deployment);
+            let pods = api.pods.lock().unwrap().get(&key).cloned();
+            if let Some(mut slice) = pods {
+                if replicas.as_i64().unwrap_or(0) == 0 {
+                    slice["endpoints"] = json!([]);
+                }
+                api.push(SLICES, "MODIFIED", slice);
+            }
             axum::Json(json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
                 "metadata": {"name": name, "namespace": ns},
                 "spec": {"replicas": replicas}, "status": {"replicas": replicas}}))
             .into_response()
+        }
+        // Server-side apply of an EndpointSlice (the autoscaler's public slices).
+        (
+            "PATCH",
+            [
+                "apis",
+                "discovery.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "endpointslices",
+                _,
+            ],
+        ) => {
+            let mut slice: Value = serde_json::from_slice(&body).expect("a JSON apply");
+            slice["metadata"]["namespace"] = json!(ns);
+            api.applied_slices.lock().unwrap().push(slice.clone());
+            api.push(SLICES, "MODIFIED", slice.clone());
+            axum::Json(slice).into_response()
         }
         ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
             let event: Value = serde_json::from_slice(&body).expect("a JSON event");

@@ -1,12 +1,14 @@
-//! The Kubernetes runtime of the full profile: a Revision runs as a Deployment behind a
-//! Kubernetes Service, both owned by the Revision, and the autoscaler's decisions reach the
-//! Deployment through its `scale` subresource.
+//! The Kubernetes runtime of the full profile: a Revision runs as a Deployment behind two
+//! Kubernetes Services (Knative's serverless-service design), all owned by the Revision, and
+//! the autoscaler's decisions reach the Deployment through its `scale` subresource.
 //!
 //! - [`objects`]: the pure builders — [`revision_deployment`] (`{revision}-deployment`, as
-//!   Knative names it) and [`revision_service`] (named after the Revision, port 80 `http` or
-//!   `http2` to the user port: exactly what the gateway's KIngress splits name,
-//!   `serviceName: {revision}`, `servicePort: 80`);
-//! - [`endpoints`]: the EndpointSlices of a Revision's Service read back into its ready
+//!   Knative names it), [`revision_private_service`] (`{revision}-private`, selecting the
+//!   pods) and [`revision_service`] (named after the Revision, port 80 `http` or `http2`, no
+//!   selector: exactly what the gateway's KIngress splits name, `serviceName: {revision}`,
+//!   `servicePort: 80`; `sluice autoscaler --kube` writes its EndpointSlices — the ready pods,
+//!   or the activator's);
+//! - [`endpoints`]: the EndpointSlices of a Revision's private Service read back into its ready
 //!   addresses ([`RevisionEndpoints`]) and the [`Readiness`](crate::serving::Readiness) they
 //!   give;
 //! - [`crds`]: the `serving.knative.dev/v1` CustomResourceDefinitions (and the KIngress one the
@@ -53,7 +55,8 @@ pub use error::{RuntimeError, Step};
 pub use objects::{
     APP_LABEL, DEFAULT_PROGRESS_DEADLINE_SECONDS, READINESS_PERIOD_SECONDS, REVISION_LABEL,
     REVISION_UID_LABEL, RuntimeConfig, USER_PORT_NAME, check_revision, deployment_name,
-    revision_deployment, revision_labels, revision_service, service_port_name,
+    private_service_name, revision_deployment, revision_labels, revision_private_service,
+    revision_service, service_port_name,
 };
 
 use super::rbac::Permission;
@@ -97,8 +100,10 @@ pub const RUNTIME_PERMISSIONS: &[Permission] = &[
 pub struct Applied {
     /// The Deployment after the apply.
     pub deployment: Deployment,
-    /// The Service after the apply.
+    /// The public Service after the apply.
     pub service: Service,
+    /// The private Service after the apply.
+    pub private_service: Service,
 }
 
 /// What [`KubeRuntime::remove_revision`] found: `true` where the object existed and is now
@@ -196,6 +201,15 @@ impl KubeRuntime {
             .map_err(|e| RuntimeError::api(Step::Apply, "Deployment", namespace, &name, e))?;
 
         let services: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let private_name = private_service_name(revision.name());
+        let private_service = services
+            .patch(
+                &private_name,
+                &params,
+                &Patch::Apply(&revision_private_service(revision)),
+            )
+            .await
+            .map_err(|e| RuntimeError::api(Step::Apply, "Service", namespace, &private_name, e))?;
         let service = services
             .patch(revision.name(), &params, &Patch::Apply(&service))
             .await
@@ -205,6 +219,7 @@ impl KubeRuntime {
         Ok(Applied {
             deployment,
             service,
+            private_service,
         })
     }
 
@@ -226,6 +241,9 @@ impl KubeRuntime {
         let deployment = gone_is_fine(deployments.delete(&name, &params).await)
             .map_err(|e| RuntimeError::api(Step::Delete, "Deployment", namespace, &name, e))?;
         let services: Api<Service> = Api::namespaced(self.client.clone(), namespace);
+        let private_name = private_service_name(revision);
+        gone_is_fine(services.delete(&private_name, &params).await)
+            .map_err(|e| RuntimeError::api(Step::Delete, "Service", namespace, &private_name, e))?;
         let service = gone_is_fine(services.delete(revision, &params).await)
             .map_err(|e| RuntimeError::api(Step::Delete, "Service", namespace, revision, e))?;
         tracing::debug!(%namespace, %revision, deployment, service, "removed Revision objects");
@@ -261,14 +279,15 @@ impl KubeRuntime {
         Ok(())
     }
 
-    /// The ready addresses behind the Revision's Service, from its EndpointSlices (one LIST,
-    /// label selector `kubernetes.io/service-name={revision}`), resolved as the gateway
+    /// The ready addresses behind the Revision's private Service, from its EndpointSlices (one
+    /// LIST, label selector `kubernetes.io/service-name={revision}-private`), resolved as the gateway
     /// resolves them ([`revision_endpoints`]).
     pub async fn endpoints(&self, revision: &Revision) -> Result<RevisionEndpoints, RuntimeError> {
         let (namespace, name) = (revision.namespace(), revision.name());
         check_key(namespace, name)?;
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
-        let params = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={name}"));
+        let private = private_service_name(name);
+        let params = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={private}"));
         let list = slices.list(&params).await.map_err(|e| {
             RuntimeError::api(
                 Step::ReadBack,

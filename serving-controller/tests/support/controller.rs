@@ -33,13 +33,13 @@ pub fn service(name: &str, target: &str) -> Value {
     })
 }
 
-/// A ready EndpointSlice of Revision `revision`'s Service (as the EndpointSlice controller
+/// A ready EndpointSlice of Revision `revision`'s private Service (as the EndpointSlice controller
 /// labels it: the Service's labels plus `kubernetes.io/service-name`).
 pub fn ready_slice(revision: &str) -> Value {
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": format!("{revision}-abcde"), "namespace": "default",
-            "labels": {"kubernetes.io/service-name": revision,
+            "labels": {"kubernetes.io/service-name": format!("{revision}-private"),
                 "serving.knative.dev/revision": revision}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],

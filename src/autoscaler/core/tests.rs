@@ -61,7 +61,7 @@ fn run(
                 requests: concurrency,
             },
         )]);
-        let scales = core.tick(now, wall, &stats);
+        let scales = core.tick(now, wall, &stats).scales;
         for s in &scales {
             core.scaled(&s.revision, s.to);
             let to = i32::try_from(s.to).expect("small");
@@ -75,7 +75,7 @@ fn run(
 #[test]
 fn envoys_concurrency_scales_the_deployment_up_and_idle_back_to_one_not_zero() {
     let start = Instant::now();
-    let mut core = Core::default();
+    let mut core = Core::new(Key::new("knative-serving", "sluice-activator"));
     core.set_config(config());
     core.revision(start, revision("hello-00001", json!({}), true));
     core.deployment(&deployment("hello-00001", 1, 1));
@@ -103,7 +103,7 @@ fn envoys_concurrency_scales_the_deployment_up_and_idle_back_to_one_not_zero() {
 #[test]
 fn hpa_class_revisions_and_revisions_without_a_deployment_are_left_alone() {
     let start = Instant::now();
-    let mut core = Core::default();
+    let mut core = Core::new(Key::new("knative-serving", "sluice-activator"));
     core.set_config(config());
     core.revision(
         start,
@@ -123,7 +123,7 @@ fn hpa_class_revisions_and_revisions_without_a_deployment_are_left_alone() {
 #[test]
 fn min_and_max_scale_hold_and_bad_annotations_are_problems() {
     let start = Instant::now();
-    let mut core = Core::default();
+    let mut core = Core::new(Key::new("knative-serving", "sluice-activator"));
     core.set_config(config());
     core.revision(
         start,

@@ -457,13 +457,20 @@ fn revision_label(
     ))
 }
 
-/// The Revision an EndpointSlice belongs to: its Service's name (the Revision's).
+/// The Revision an EndpointSlice belongs to: that of its private Service
+/// (`kubernetes.io/service-name={revision}-private`, labelled with the Revision by the
+/// EndpointSlice controller from the Service's labels). The public Service's slices (written
+/// by the autoscaler) are not the pods and do not count.
 fn revision_of_slice(slice: &EndpointSlice) -> Option<Key> {
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(Key::new(
-        slice.metadata.namespace.clone().unwrap_or_default(),
-        service,
-    ))
+    let labels = slice.metadata.labels.as_ref()?;
+    let revision = labels.get(crate::kube::runtime::REVISION_LABEL)?;
+    let service = labels.get(SERVICE_NAME_LABEL)?;
+    (*service == crate::kube::runtime::private_service_name(revision)).then(|| {
+        Key::new(
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            revision,
+        )
+    })
 }
 
 #[cfg(test)]

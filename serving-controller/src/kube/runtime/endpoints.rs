@@ -2,14 +2,14 @@
 //! Revision is ready.
 //!
 //! The addresses are resolved by the gateway's own rule ([`ready_endpoints`]) against the
-//! Service [`revision_service`] builds, so the runtime calls a Revision ready exactly when Envoy
+//! private Service [`revision_private_service`] builds (the pods), so the runtime calls a Revision ready exactly when Envoy
 //! has an endpoint to send it traffic.
 
 use std::net::IpAddr;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::objects::revision_service;
+use super::objects::{private_service_name, revision_private_service};
 use crate::lookup::Objects;
 use crate::serving::{Readiness, Revision};
 use crate::translate::endpoints::ready_endpoints;
@@ -36,12 +36,13 @@ impl RevisionEndpoints {
     }
 }
 
-/// The endpoints of `revision` from `slices` (those labelled
-/// `kubernetes.io/service-name={revision}`; others are ignored). A slice without a namespace
+/// The endpoints of `revision` from `slices` (those of its private Service, labelled
+/// `kubernetes.io/service-name={revision}-private`; others are ignored). A slice without a namespace
 /// is taken to be in the Revision's.
 pub fn revision_endpoints(revision: &Revision, slices: Vec<EndpointSlice>) -> RevisionEndpoints {
     let namespace = revision.namespace();
-    let service = revision_service(revision);
+    let service = revision_private_service(revision);
+    let private = private_service_name(revision.name());
     let Some(port) = service
         .spec
         .and_then(|s| s.ports)
@@ -69,7 +70,7 @@ pub fn revision_endpoints(revision: &Revision, slices: Vec<EndpointSlice>) -> Re
             .labels
             .as_ref()
             .and_then(|l| l.get(crate::lookup::SERVICE_NAME_LABEL))
-            .is_some_and(|s| s == revision.name());
+            .is_some_and(|s| *s == private);
         if !of_revision {
             continue;
         }
@@ -82,7 +83,7 @@ pub fn revision_endpoints(revision: &Revision, slices: Vec<EndpointSlice>) -> Re
         objects.add_endpoint_slice(slice);
     }
     RevisionEndpoints {
-        ready: ready_endpoints(&objects, namespace, revision.name(), &port),
+        ready: ready_endpoints(&objects, namespace, &private, &port),
         not_ready,
     }
 }
@@ -155,7 +156,7 @@ mod tests {
     fn ready_addresses_of_the_revision_port_only() {
         let slices = vec![
             slice(
-                "hello-00001",
+                "hello-00001-private",
                 "http",
                 &[
                     ("10.0.0.7", Some(true)),
@@ -164,6 +165,8 @@ mod tests {
                 ],
             ),
             slice("other", "http", &[("10.0.0.1", Some(true))]),
+            // The public Service's slice (the autoscaler's) is not the pods.
+            slice("hello-00001", "http", &[("10.0.0.2", Some(true))]),
         ];
         let endpoints = revision_endpoints(&revision(None), slices);
         assert_eq!(
@@ -177,7 +180,11 @@ mod tests {
 
     #[test]
     fn h2c_revisions_read_their_http2_port() {
-        let slices = vec![slice("hello-00001", "http2", &[("10.0.0.7", Some(true))])];
+        let slices = vec![slice(
+            "hello-00001-private",
+            "http2",
+            &[("10.0.0.7", Some(true))],
+        )];
         let endpoints = revision_endpoints(&revision(Some("h2c")), slices.clone());
         assert_eq!(endpoints.ready, vec![(ip("10.0.0.7"), 9000)]);
         let wrong_port = revision_endpoints(&revision(None), slices);
@@ -189,7 +196,11 @@ mod tests {
 
     #[test]
     fn nothing_ready_is_pending() {
-        let slices = vec![slice("hello-00001", "http", &[("10.0.0.8", Some(false))])];
+        let slices = vec![slice(
+            "hello-00001-private",
+            "http",
+            &[("10.0.0.8", Some(false))],
+        )];
         let endpoints = revision_endpoints(&revision(None), slices);
         assert!(endpoints.ready.is_empty());
         assert_eq!(endpoints.readiness(), Readiness::Pending);

@@ -238,16 +238,37 @@ pub fn service_port_name(revision: &Revision) -> &'static str {
     }
 }
 
-/// The Revision's Service: named after the Revision, ClusterIP, port 80 (`http`, or `http2`
-/// with appProtocol `kubernetes.io/h2c` when the app speaks h2c) to the user port, selecting
-/// the Revision's pods.
+/// The Revision's private Service (`{revision}-private`, Knative's serverless-service
+/// design): ClusterIP, port 80 (`http`, or `http2` with appProtocol `kubernetes.io/h2c` when
+/// the app speaks h2c) to the user port, selecting the Revision's pods. Kubernetes keeps its
+/// EndpointSlices: the pods, ready or not.
+pub fn revision_private_service(revision: &Revision) -> Service {
+    let mut service = revision_port_service(revision, private_service_name(revision.name()));
+    if let Some(spec) = &mut service.spec {
+        spec.selector = Some(selector(revision));
+    }
+    service
+}
+
+/// The Revision's public Service, named after the Revision (what KIngress splits name):
+/// ClusterIP, the same port, **no selector**. Its EndpointSlices are written by `sluice
+/// autoscaler --kube`: the ready pods of the private Service (serve mode), or the activator's
+/// pods while the Revision is at zero or short of burst capacity (proxy mode).
 pub fn revision_service(revision: &Revision) -> Service {
+    revision_port_service(revision, revision.name().to_string())
+}
+
+/// The private Service's name: `{revision}-private` (Knative's, hashed past 63 characters).
+pub fn private_service_name(revision: &str) -> String {
+    child_name(revision, "-private")
+}
+
+fn revision_port_service(revision: &Revision, name: String) -> Service {
     let h2c = revision.spec.is_h2c();
     Service {
-        metadata: object_meta(revision, revision.name().to_string()),
+        metadata: object_meta(revision, name),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
-            selector: Some(selector(revision)),
             ports: Some(vec![ServicePort {
                 name: Some(service_port_name(revision).to_string()),
                 port: REVISION_SERVICE_PORT,
@@ -616,8 +637,15 @@ mod tests {
 
     #[test]
     fn service_targets_the_user_port_on_80_named_by_protocol() {
-        let s = revision_service(&revision(Some(("", 9000))));
-        assert_eq!(s.metadata.name.as_deref(), Some("hello-00001"));
+        let public = revision_service(&revision(Some(("", 9000))));
+        assert_eq!(public.metadata.name.as_deref(), Some("hello-00001"));
+        assert_eq!(
+            public.spec.as_ref().and_then(|s| s.selector.clone()),
+            None,
+            "the public Service's endpoints are written by the autoscaler"
+        );
+        let s = revision_private_service(&revision(Some(("", 9000))));
+        assert_eq!(s.metadata.name.as_deref(), Some("hello-00001-private"));
         assert_eq!(
             s.metadata
                 .owner_references

@@ -1,0 +1,351 @@
+//! The public side of Knative's serverless-service design, kept by `sluice autoscaler --kube`:
+//! each Revision's public Service (what KIngress splits name) has no selector, and its
+//! EndpointSlice `{revision}-sluice` is written here —
+//!
+//! - **serve mode**: the ready pods of the Revision's private Service (`{revision}-private`,
+//!   whose slices Kubernetes keeps), on their port;
+//! - **proxy mode**: the ready pods of the activator Service (`--activator-service`, by
+//!   default `knative-serving/sluice-activator`), on theirs — while the Revision is at zero or
+//!   short of burst capacity (the KPA's decision), and only when an activator pod is ready.
+//!
+//! The gateway only follows EndpointSlices, so it needs no special case. The port keeps the
+//! public Service's port name (`http`, or `http2` for h2c), so the gateway matches it. A slice
+//! is written only when it differs from the one written last (server-side apply).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sluice_serving::kube::runtime::{REVISION_LABEL, private_service_name};
+use sluice_serving::lookup::SERVICE_NAME_LABEL;
+use sluice_serving::serving::Key;
+use sluice_serving::serving::names::child_name;
+
+/// Label naming who manages an EndpointSlice (Kubernetes').
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// Our value of it.
+pub const MANAGED_BY: &str = "sluice-autoscaler.knative.dev";
+
+/// Where a Revision's public Service sends its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// To its ready pods.
+    Serve,
+    /// To the activator.
+    Proxy,
+}
+
+/// The ready addresses and port of one Service's slices.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Backends {
+    port: Option<EndpointPort>,
+    address_type: String,
+    ready: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Slice {
+    /// The private Service's Revision, or `None` for the activator's.
+    revision: Option<Key>,
+    backends: Backends,
+}
+
+/// The EndpointSlices the autoscaler reads (private Services' and the activator's) and what it
+/// wrote.
+#[derive(Debug)]
+pub struct Endpoints {
+    activator: Key,
+    slices: BTreeMap<Key, Slice>,
+    written: BTreeMap<Key, (Mode, EndpointSlice)>,
+}
+
+fn ready_addresses(slice: &EndpointSlice) -> Vec<String> {
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect()
+}
+
+impl Endpoints {
+    /// Reading the activator's pods from the slices of Service `activator` (namespace/name).
+    pub fn new(activator: Key) -> Self {
+        Self {
+            activator,
+            slices: BTreeMap::new(),
+            written: BTreeMap::new(),
+        }
+    }
+
+    /// A slice was listed, created or changed; `true` when it is one of ours to read.
+    pub fn observe(&mut self, slice: &EndpointSlice) -> bool {
+        let meta = &slice.metadata;
+        let key = Key::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        let labels = meta.labels.clone().unwrap_or_default();
+        let service = labels.get(SERVICE_NAME_LABEL).cloned().unwrap_or_default();
+        let revision = match labels.get(REVISION_LABEL) {
+            Some(r) if service == private_service_name(r) => Some(Key::new(&key.namespace, r)),
+            _ if key.namespace == self.activator.namespace && service == self.activator.name => {
+                None
+            }
+            _ => return false,
+        };
+        let backends = Backends {
+            port: slice.ports.iter().flatten().next().cloned(),
+            address_type: slice.address_type.clone(),
+            ready: ready_addresses(slice),
+        };
+        self.slices.insert(key, Slice { revision, backends });
+        true
+    }
+
+    /// A slice was deleted.
+    pub fn gone(&mut self, namespace: &str, name: &str) {
+        self.slices.remove(&Key::new(namespace, name));
+    }
+
+    /// Forgets a deleted Revision's written slice (it went with its Revision).
+    pub fn revision_gone(&mut self, revision: &Key) {
+        self.written.remove(revision);
+    }
+
+    fn backends(&self, revision: Option<&Key>) -> Backends {
+        let mut out = Backends::default();
+        for s in self
+            .slices
+            .values()
+            .filter(|s| s.revision.as_ref() == revision)
+        {
+            if out.port.is_none() {
+                out.port.clone_from(&s.backends.port);
+                out.address_type.clone_from(&s.backends.address_type);
+            }
+            out.ready.extend(s.backends.ready.iter().cloned());
+        }
+        out.ready.sort();
+        out.ready.dedup();
+        out
+    }
+
+    /// Whether an activator pod is ready (proxy mode and scale to zero need one).
+    pub fn activator_ready(&self) -> bool {
+        !self.backends(None).ready.is_empty()
+    }
+
+    /// The mode last written for a Revision.
+    pub fn mode(&self, revision: &Key) -> Option<Mode> {
+        self.written.get(revision).map(|(m, _)| *m)
+    }
+
+    /// Records a slice written.
+    pub fn written(&mut self, revision: Key, mode: Mode, slice: EndpointSlice) {
+        self.written.insert(revision, (mode, slice));
+    }
+
+    /// Revisions whose private Service has slices.
+    pub fn revisions(&self) -> Vec<Key> {
+        let mut out: Vec<Key> = self
+            .slices
+            .values()
+            .filter_map(|s| s.revision.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The public slice a Revision should have (`owner`: the Revision's UID), and the mode it
+    /// is in; `None` when it is already written, or the private Service's port is not known yet.
+    pub fn due(
+        &self,
+        revision: &Key,
+        owner: Option<&str>,
+        in_path: bool,
+    ) -> Option<(Mode, EndpointSlice)> {
+        let own = self.backends(Some(revision));
+        let port = own.port.clone()?;
+        let activator = self.backends(None);
+        let (mode, backends) = if in_path && !activator.ready.is_empty() {
+            (Mode::Proxy, activator)
+        } else {
+            (Mode::Serve, own)
+        };
+        let port = EndpointPort {
+            port: backends.port.as_ref().and_then(|p| p.port).or(port.port),
+            ..port
+        };
+        let slice = public_slice(revision, owner, &backends, port);
+        match self.written.get(revision) {
+            Some((m, s)) if *m == mode && *s == slice => None,
+            _ => Some((mode, slice)),
+        }
+    }
+}
+
+/// The name of a Revision's public slice: `{revision}-sluice`.
+pub fn public_slice_name(revision: &str) -> String {
+    child_name(revision, "-sluice")
+}
+
+fn public_slice(
+    revision: &Key,
+    owner: Option<&str>,
+    backends: &Backends,
+    port: EndpointPort,
+) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(public_slice_name(&revision.name)),
+            namespace: Some(revision.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (SERVICE_NAME_LABEL.to_string(), revision.name.clone()),
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (REVISION_LABEL.to_string(), revision.name.clone()),
+            ])),
+            owner_references: owner.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "serving.knative.dev/v1".into(),
+                    kind: "Revision".into(),
+                    name: revision.name.clone(),
+                    uid: uid.to_string(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]
+            }),
+            ..ObjectMeta::default()
+        },
+        address_type: if backends.address_type.is_empty() {
+            "IPv4".into()
+        } else {
+            backends.address_type.clone()
+        },
+        endpoints: Some(
+            backends
+                .ready
+                .iter()
+                .map(|a| Endpoint {
+                    addresses: vec![a.clone()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                })
+                .collect(),
+        ),
+        ports: Some(vec![port]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn slice(
+        name: &str,
+        service: &str,
+        revision: Option<&str>,
+        port: i32,
+        ready: &[&str],
+    ) -> EndpointSlice {
+        let mut labels = json!({"kubernetes.io/service-name": service});
+        if let Some(r) = revision {
+            labels["serving.knative.dev/revision"] = json!(r);
+        }
+        let ns = if revision.is_some() {
+            "default"
+        } else {
+            "knative-serving"
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": ready.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+                .chain([json!({"addresses": ["10.9.9.9"], "conditions": {"ready": false}})])
+                .collect::<Vec<_>>()
+        }))
+        .expect("a slice")
+    }
+
+    fn hello() -> Key {
+        Key::new("default", "hello-00001")
+    }
+
+    #[test]
+    fn serve_mode_mirrors_the_ready_pods_and_proxy_mode_the_activator() {
+        let mut e = Endpoints::new(Key::new("knative-serving", "sluice-activator"));
+        assert!(e.observe(&slice(
+            "p1",
+            "hello-00001-private",
+            Some("hello-00001"),
+            8080,
+            &["10.0.0.7"]
+        )));
+        assert!(e.observe(&slice("a1", "sluice-activator", None, 8012, &["10.1.0.2"])));
+        // The public slice itself is not read back.
+        assert!(!e.observe(&slice(
+            "hello-00001-sluice",
+            "hello-00001",
+            Some("hello-00001"),
+            8080,
+            &[]
+        )));
+        assert_eq!(e.revisions(), [hello()]);
+
+        let (mode, s) = e.due(&hello(), Some("uid"), false).expect("due");
+        assert_eq!(mode, Mode::Serve);
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["metadata"]["name"], "hello-00001-sluice");
+        assert_eq!(
+            json["metadata"]["labels"]["kubernetes.io/service-name"],
+            "hello-00001"
+        );
+        assert_eq!(json["metadata"]["ownerReferences"][0]["uid"], "uid");
+        assert_eq!(
+            json["endpoints"],
+            json!([{"addresses": ["10.0.0.7"], "conditions": {"ready": true}}])
+        );
+        assert_eq!(
+            json["ports"],
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+        );
+        e.written(hello(), mode, s);
+        assert!(
+            e.due(&hello(), Some("uid"), false).is_none(),
+            "written already"
+        );
+
+        let (mode, s) = e.due(&hello(), Some("uid"), true).expect("due");
+        assert_eq!(mode, Mode::Proxy);
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["endpoints"][0]["addresses"], json!(["10.1.0.2"]));
+        assert_eq!(
+            json["ports"][0],
+            json!({"name": "http", "port": 8012, "protocol": "TCP"}),
+            "the Service's port name, the activator's port"
+        );
+    }
+
+    #[test]
+    fn without_a_ready_activator_the_revision_stays_served() {
+        let mut e = Endpoints::new(Key::new("knative-serving", "sluice-activator"));
+        e.observe(&slice(
+            "p1",
+            "hello-00001-private",
+            Some("hello-00001"),
+            8080,
+            &[],
+        ));
+        assert!(!e.activator_ready());
+        let (mode, s) = e.due(&hello(), None, true).expect("due");
+        assert_eq!(mode, Mode::Serve);
+        assert!(s.endpoints.unwrap_or_default().is_empty());
+    }
+}

@@ -1,0 +1,251 @@
+//! Knative's serverless-service design on a cluster, end to end without one: the real
+//! `sluice gateway --kube` (and its Envoy), `sluice autoscaler --kube` and `sluice activator
+//! --kube` against the fake API server, with a test backend standing in for the Revision's pod
+//! (the fake API "starts" it when the Deployment is scaled above zero by listing it in the
+//! Revision's private Service's EndpointSlice, and "stops" it at zero).
+//!
+//! The Revision is served directly (the autoscaler writes its public EndpointSlice: the pod),
+//! goes idle, is put behind the activator (the public slice now names the activator) and only
+//! then scaled to zero; the next request waits at the activator, whose poke brings the pod
+//! back, and is answered by the backend.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::support::fake_kube::{
+    CONFIG_MAPS, DEPLOYMENTS, FakeApi, INGRESSES, REVISIONS, SERVICES, SLICES,
+};
+use crate::support::gateway::{Gateway, service};
+use crate::support::{BackendOptions, free_addr, get, start, wait_for};
+
+const DEPLOYMENT: &str = "default/hello-00001-deployment";
+
+fn sluice(args: &[&str], api: &FakeApi) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice starts")
+}
+
+fn slice(name: &str, namespace: &str, labels: Value, port: u16) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_request() {
+    let api = FakeApi::start("scale-to-zero").await;
+    let backend = start(BackendOptions::new("hello-00001")).await;
+    let activator_addr = free_addr();
+    api.state.push(
+        CONFIG_MAPS,
+        "ADDED",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
+            "data": {"stable-window": "6s", "scale-to-zero-grace-period": "2s"}}),
+    );
+    api.state.push(
+        REVISIONS,
+        "ADDED",
+        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+            "metadata": {"name": "hello-00001", "namespace": "default", "uid": "rev-uid",
+                "labels": {"serving.knative.dev/routingState": "active"},
+                // The activator in the path only at zero (with Knative's default of 200, a
+                // one-pod Revision would stay behind it).
+                "annotations": {"autoscaling.knative.dev/target-burst-capacity": "0"}},
+            "spec": {"containers": [{"image": "x"}], "containerConcurrency": 1,
+                "timeoutSeconds": 30}}),
+    );
+    api.state.push(
+        DEPLOYMENTS,
+        "ADDED",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "hello-00001-deployment", "namespace": "default",
+                "labels": {"serving.knative.dev/revision": "hello-00001"}},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"replicas": 1, "readyReplicas": 1}}),
+    );
+    // The pod, behind the private Service (Kubernetes keeps this slice).
+    let pods = slice(
+        "hello-00001-private-abcde",
+        "default",
+        json!({"kubernetes.io/service-name": "hello-00001-private",
+            "serving.knative.dev/revision": "hello-00001"}),
+        backend.addr.port(),
+    );
+    api.state.push(SLICES, "ADDED", pods.clone());
+    api.state
+        .pods
+        .lock()
+        .unwrap()
+        .insert(DEPLOYMENT.into(), pods);
+    // The public Service (no selector) the KIngress names, and the activator's pod.
+    api.state
+        .push(SERVICES, "ADDED", service("hello-00001", "http", None, 80));
+    api.state.push(
+        SLICES,
+        "ADDED",
+        slice(
+            "sluice-activator-abcde",
+            "knative-serving",
+            json!({"kubernetes.io/service-name": "sluice-activator"}),
+            activator_addr.port(),
+        ),
+    );
+    // As the controller writes it: the split names the Revision in headers (the activator
+    // reads them).
+    let mut ingress = crate::kingress("hello", "hello-00001", 1, "2026-01-01T00:00:00Z");
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["appendHeaders"] = json!({
+        "Knative-Serving-Namespace": "default",
+        "Knative-Serving-Revision": "hello-00001"
+    });
+    api.state.push(INGRESSES, "ADDED", ingress);
+
+    let stats = free_addr();
+    let (debug_a, debug_b) = (free_addr(), free_addr());
+    let mut autoscaler = sluice(
+        &[
+            "autoscaler",
+            "--kube",
+            "--instance",
+            "autoscaler-0",
+            "--stats",
+            &stats.to_string(),
+            "--debug",
+            &debug_a.to_string(),
+        ],
+        &api,
+    );
+    let mut activator = sluice(
+        &[
+            "activator",
+            "--kube",
+            "--listen",
+            &activator_addr.to_string(),
+            "--autoscaler",
+            &format!("http://{stats}"),
+            "--debug",
+            &debug_b.to_string(),
+        ],
+        &api,
+    );
+    let listeners = [free_addr(), free_addr(), free_addr(), free_addr()];
+    let sink = stats.to_string();
+    let gw = Gateway::start_kube_with(
+        "scale-to-zero",
+        &api.kubeconfig,
+        &["--metrics-sink", &sink],
+        listeners,
+    )
+    .await;
+    let request = || async {
+        get(gw.external_http, crate::HOST, "/", &[])
+            .await
+            .map(|r| (r.status.as_u16(), r.backend().map(str::to_string)))
+    };
+
+    let port_of = |s: &Value| s["ports"][0]["port"].as_u64();
+    let pod_port = u64::from(backend.addr.port());
+    let activator_port = u64::from(activator_addr.port());
+
+    // A new Revision starts behind the activator (it proves its capacity first): the first
+    // requests go through it to the pod.
+    wait_for(
+        "the Revision served through its public Service",
+        Duration::from_secs(30),
+        || async { request().await.ok().filter(|(s, _)| *s == 200) },
+    )
+    .await;
+    let first = api.state.applied_slices.lock().unwrap()[0].clone();
+    assert_eq!(first["metadata"]["name"], "hello-00001-sluice");
+    assert_eq!(
+        first["metadata"]["labels"]["kubernetes.io/service-name"],
+        "hello-00001"
+    );
+    assert_eq!(first["metadata"]["ownerReferences"][0]["uid"], "rev-uid");
+    assert_eq!(port_of(&first), Some(activator_port), "{first:#}");
+
+    // Idle for the stable window: to zero, the public Service still naming the activator.
+    wait_for(
+        "the Deployment scaled to zero",
+        Duration::from_secs(40),
+        || async {
+            let scales = api.state.scales.lock().unwrap().clone();
+            scales
+                .iter()
+                .any(|(d, r)| d == DEPLOYMENT && *r == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let last = api
+        .state
+        .applied_slices
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("slices");
+    assert_eq!(
+        port_of(&last),
+        Some(activator_port),
+        "at zero the public Service names the activator: {last:#}"
+    );
+
+    // The next request waits at the activator, which pokes the autoscaler: the pod comes back
+    // and answers.
+    let before = api.state.scales.lock().unwrap().len();
+    let (status, answered_by) = request().await.expect("answered");
+    assert_eq!(status, 200);
+    assert_eq!(answered_by.as_deref(), Some("hello-00001"));
+    let scales = api.state.scales.lock().unwrap()[before..].to_vec();
+    assert_eq!(
+        scales.first(),
+        Some(&(DEPLOYMENT.to_string(), 1)),
+        "scaled from zero for the waiting request: {scales:?}"
+    );
+
+    // Under steady load with capacity to spare, the activator leaves the path: the public
+    // Service names the pod (serve mode), and requests keep being answered meanwhile.
+    let served = wait_for(
+        "the public slice to name the pod (serve mode)",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = get(gw.external_http, crate::HOST, "/?initialTimeout=200", &[])
+                .await
+                .map(|r| (r.status.as_u16(), ()))
+                .map_err(|e| e.to_string())?;
+            if status != 200 {
+                return Err(format!("answered {status}"));
+            }
+            let applied = api.state.applied_slices.lock().unwrap().clone();
+            applied
+                .iter()
+                .rev()
+                .find(|s| port_of(s) == Some(pod_port))
+                .cloned()
+                .ok_or_else(|| "still proxied".to_string())
+        },
+    )
+    .await;
+    assert_eq!(served["endpoints"][0]["addresses"][0], "127.0.0.1");
+
+    gw.stop().await;
+    let _ = autoscaler.start_kill();
+    let _ = activator.start_kill();
+    let _ = autoscaler.wait().await;
+    let _ = activator.wait().await;
+}
