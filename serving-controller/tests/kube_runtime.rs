@@ -36,8 +36,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_autoscaler::{RevisionKey, ScaleError, Scaler};
 use sluice_serving::kube::controller::{
-    AUTOSCALER_PERMISSIONS, AUTOSCALER_SYSTEM_PERMISSIONS, CONTROLLER_PERMISSIONS,
-    CONTROLLER_SYSTEM_PERMISSIONS,
+    ACTIVATOR_PERMISSIONS, AUTOSCALER_PERMISSIONS, AUTOSCALER_SYSTEM_PERMISSIONS,
+    CONTROLLER_PERMISSIONS, CONTROLLER_SYSTEM_PERMISSIONS,
 };
 use sluice_serving::kube::rbac::Permission;
 use sluice_serving::kube::runtime::crds::custom_resource_definitions;
@@ -826,16 +826,17 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
     assert_eq!(m.namespaces.len(), 1);
     assert_eq!(name(&m.namespaces[0].metadata), NAMESPACE);
     assert_eq!(m.crds.len(), 5);
-    // The controller's, the gateway control plane's, Envoy's and the autoscaler's.
-    assert_eq!(m.service_accounts.len(), 4);
-    assert_eq!(m.cluster_roles.len(), 4);
-    assert_eq!(m.cluster_role_bindings.len(), 4);
+    // The controller's, the gateway control plane's, Envoy's, the autoscaler's and the
+    // activator's.
+    assert_eq!(m.service_accounts.len(), 5);
+    assert_eq!(m.cluster_roles.len(), 5);
+    assert_eq!(m.cluster_role_bindings.len(), 5);
     assert_eq!(m.roles.len(), 3);
     assert_eq!(m.role_bindings.len(), 3);
     // The controller (300-controller.yaml), the gateway's control plane and its Envoys, the
-    // autoscaler (500-autoscaler.yaml).
-    assert_eq!(m.deployments.len(), 4);
-    assert_eq!(m.services.len(), 4);
+    // autoscaler (500-autoscaler.yaml), the activator (600-activator.yaml).
+    assert_eq!(m.deployments.len(), 5);
+    assert_eq!(m.services.len(), 5);
     // The Envoy bootstrap, and the full profile's replacement of it (450-envoy-bootstrap.yaml,
     // the same name: applied later, it wins).
     assert_eq!(m.config_maps.len(), 2);
@@ -844,8 +845,9 @@ fn every_full_manifest_parses_into_its_type_without_unknown_fields() {
             .iter()
             .all(|c| name(&c.metadata) == "sluice-envoy-bootstrap")
     );
-    // The controller's, the gateway control plane's, its Envoys' and the autoscaler's.
-    assert_eq!(m.disruption_budgets.len(), 4);
+    // The controller's, the gateway control plane's, its Envoys', the autoscaler's and the
+    // activator's.
+    assert_eq!(m.disruption_budgets.len(), 5);
     assert_eq!(m.network_policies.len(), 2);
     let budget = find(&m.disruption_budgets, "sluice-controller");
     let spec = budget.spec.as_ref().expect("spec");
@@ -929,6 +931,40 @@ fn role_grants(
         }
     }
     granted
+}
+
+#[test]
+fn activator_role_grants_exactly_what_it_does_and_its_service_is_what_the_autoscaler_reads() {
+    let m = load();
+    let role = find(&m.cluster_roles, "sluice-activator");
+    assert_eq!(
+        role_grants(role.rules.as_ref()),
+        permissions(ACTIVATOR_PERMISSIONS),
+        "ClusterRole sluice-activator must grant ACTIVATOR_PERMISSIONS, no more, no less"
+    );
+    let binding = find(&m.cluster_role_bindings, "sluice-activator");
+    assert_eq!(
+        binding.subjects.as_deref().unwrap_or_default()[0].name,
+        "sluice-activator"
+    );
+    let deployment = find(&m.deployments, "sluice-activator");
+    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert_eq!(&args[..2], ["activator", "--kube"]);
+    assert!(args.contains(&"--listen=0.0.0.0:8012".to_string()));
+    assert!(
+        args.contains(
+            &"--autoscaler=http://sluice-autoscaler.knative-serving.svc:8080".to_string()
+        ),
+        "reports to the autoscaler's Service, on its stats port"
+    );
+    // The autoscaler's default --activator-service.
+    let service = find(&m.services, "sluice-activator");
+    assert_eq!(service.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        service.spec.as_ref().and_then(|s| s.selector.clone()),
+        deployment.spec.selector.match_labels.clone()
+    );
 }
 
 #[test]

@@ -76,8 +76,8 @@ pub use action::{Action, Feedback};
 pub use apply::{Executor, Failure};
 pub use error::ControllerError;
 pub use permissions::{
-    AUTOSCALER_PERMISSIONS, AUTOSCALER_SYSTEM_PERMISSIONS, CONTROLLER_PERMISSIONS,
-    CONTROLLER_SYSTEM_PERMISSIONS,
+    ACTIVATOR_PERMISSIONS, AUTOSCALER_PERMISSIONS, AUTOSCALER_SYSTEM_PERMISSIONS,
+    CONTROLLER_PERMISSIONS, CONTROLLER_SYSTEM_PERMISSIONS,
 };
 pub use rebuild::{TEMPLATE_HASH_ANNOTATION, revision_template_hash};
 pub use view::{ControllerStatus, ServiceView};

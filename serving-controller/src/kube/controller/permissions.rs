@@ -124,8 +124,9 @@ pub const CONTROLLER_SYSTEM_PERMISSIONS: &[Permission] = &[
 
 /// What `sluice autoscaler --kube` does cluster-wide (the `sluice-autoscaler` ClusterRole in
 /// `deploy/full/500-autoscaler.yaml`): watching Revisions (annotations, routing state) and
-/// their Deployments (replicas wanted and ready), and scaling those through the `scale`
-/// subresource.
+/// their Deployments (replicas wanted and ready), scaling those through the `scale`
+/// subresource, and reading the private Services' and the activator's EndpointSlices to write
+/// each public Service's.
 pub const AUTOSCALER_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "serving.knative.dev",
@@ -141,6 +142,27 @@ pub const AUTOSCALER_PERMISSIONS: &[Permission] = &[
         group: "apps",
         resource: "deployments/scale",
         verbs: &["patch"],
+    },
+    Permission {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch", "create", "patch"],
+    },
+];
+
+/// What `sluice activator --kube` does (the `sluice-activator` ClusterRole in
+/// `deploy/full/600-activator.yaml`): watching Revisions (`containerConcurrency`, timeout,
+/// h2c) and the EndpointSlices of their private Services (the pods).
+pub const ACTIVATOR_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "serving.knative.dev",
+        resource: "revisions",
+        verbs: &["list", "watch"],
+    },
+    Permission {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
     },
 ];
 
