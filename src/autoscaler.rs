@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::election::Election;
 use ::kube::Client;
 use ::kube::api::{Api, DynamicObject, Patch, PatchParams};
 use ::kube::runtime::WatchStreamExt;
@@ -42,7 +43,6 @@ use serde::Serialize;
 use sluice_autoscaler::envoy_sink::{EnvoySink, SinkView};
 use sluice_autoscaler::{Report, RevisionKey, StatsIngest};
 use sluice_serving::kube::controller::decode::{api_resource, decode};
-use sluice_serving::kube::lease::{LeaderElector, LeaseConfig};
 use sluice_serving::kube::runtime::{KubeRuntime, REVISION_LABEL, RuntimeConfig};
 use sluice_serving::lookup::SERVICE_NAME_LABEL;
 use sluice_serving::serving::config::SYSTEM_NAMESPACE;
@@ -150,23 +150,11 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     let debug_listener = tokio::net::TcpListener::bind(args.debug)
         .await
         .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
-    let (lease_ns, lease_name) = crate::gateway::ha::parse_service(&args.lease)
-        .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
-    let instance =
-        crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
     let (activator_ns, activator_name) = crate::gateway::ha::parse_service(&args.activator_service)
         .map_err(|e| CliError::Usage(format!("--activator-service: {e}")))?;
     let activator = Key::new(activator_ns, activator_name);
-    let elector = LeaderElector::new(
-        client.clone(),
-        LeaseConfig::new(lease_ns, lease_name, &instance),
-    )
-    .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
-    let leader = elector.subscribe();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let election = tokio::spawn(elector.run(async move {
-        let _ = released.await;
-    }));
+    let election = Election::start(client.clone(), &args.lease, args.instance.clone())?;
+    let leader = election.leader.clone();
 
     let sink = revision_sink();
     let (ingest, reports) = StatsIngest::new(1024);
@@ -206,8 +194,7 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     };
     decide(client, sink, reports, activator, leader, status, shutdown).await;
     eprintln!("sluice autoscaler: shutting down");
-    let _ = release.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    election.release().await;
     stop_tx.send_replace(true);
     grpc.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), debug).await;

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::election::Election;
 use clap::Args;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -17,7 +18,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use sluice_serving::kube::controller::{ControllerConfig, ControllerStatus, KubeController};
-use sluice_serving::kube::lease::{LeaderElector, LeaseConfig};
 use tokio::sync::watch;
 
 use crate::cli::CliError;
@@ -68,20 +68,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
 
-    let (lease_ns, lease_name) = crate::gateway::ha::parse_service(&args.lease)
-        .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
-    let instance =
-        crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
-    let elector = LeaderElector::new(
-        client.clone(),
-        LeaseConfig::new(lease_ns, lease_name, &instance),
-    )
-    .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
-    let leader = elector.subscribe();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let election = tokio::spawn(elector.run(async move {
-        let _ = released.await;
-    }));
+    let election = Election::start(client.clone(), &args.lease, args.instance.clone())?;
     let controller = KubeController::new(
         client,
         ControllerConfig {
@@ -89,7 +76,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
             ..ControllerConfig::default()
         },
     )
-    .with_leader(leader);
+    .with_leader(election.leader.clone());
     let status = controller.status();
     let mut registry = crate::debug::registry();
     registry.register_collector(Box::new(StatusMetrics(status.clone())));
@@ -129,8 +116,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
         .await;
     eprintln!("sluice controller: shutting down");
     // Hand the Lease over at once (a successor need not wait a full lease duration).
-    let _ = release.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), election).await;
+    election.release().await;
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), debug).await;
     result.map_err(|e| CliError::Other(e.into()))

@@ -162,22 +162,13 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
         Some(dir) => (Source::Dir(DirSource::open(dir)?), None),
         None => {
             let (client, origin) = kube_client().await?;
-            let instance = kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
-            let (lease_ns, lease_name) = ha::parse_service(&args.lease)
-                .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
-            let elector = sluice_serving::kube::lease::LeaderElector::new(
+            let elected = crate::election::Election::start(
                 client.clone(),
-                sluice_serving::kube::lease::LeaseConfig::new(lease_ns, lease_name, &instance),
-            )
-            .map_err(|e| CliError::Usage(format!("--lease: {e}")))?;
-            let leader = elector.subscribe();
-            let (release, released) = tokio::sync::oneshot::channel::<()>();
-            election = Some((
-                release,
-                tokio::spawn(elector.run(async move {
-                    let _ = released.await;
-                })),
-            ));
+                &args.lease,
+                args.instance.clone(),
+            )?;
+            let (leader, instance) = (elected.leader.clone(), elected.instance.clone());
+            election = Some(elected);
             let reporter = kube::StatusReporter::new(
                 client.clone(),
                 LoadBalancers {
@@ -202,9 +193,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), CliError> {
 
     let result = serve(&args, source, reporter, Hooks::default()).await;
     // Hand the Lease over at once (a successor need not wait a full lease duration).
-    if let Some((release, task)) = election {
-        let _ = release.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    if let Some(election) = election {
+        election.release().await;
     }
     result
 }

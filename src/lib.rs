@@ -9,6 +9,7 @@ pub mod autoscaler;
 pub mod cli;
 pub mod controller;
 pub mod debug;
+pub mod election;
 pub mod envoy;
 pub mod files;
 pub mod gateway;

@@ -8,7 +8,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::support::fake_kube::{CONFIG_MAPS, DEPLOYMENTS, FakeApi, REVISIONS};
@@ -17,9 +17,9 @@ use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
 const DEPLOYMENT: &str = "default/hello-00001-deployment";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
-    let api = FakeApi::start("autoscaler-kube").await;
+/// Seeds `config-autoscaler` (6 s stable window, 2 s grace), Revision `default/hello-00001`
+/// (routed, uid `rev-uid`, with `annotations` and `spec`) and its Deployment (1 pod, ready).
+pub(crate) fn seed_revision(api: &FakeApi, annotations: Value, spec: Value) {
     api.state.push(
         CONFIG_MAPS,
         "ADDED",
@@ -27,15 +27,14 @@ async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
             "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
             "data": {"stable-window": "6s", "scale-to-zero-grace-period": "2s"}}),
     );
-    // Target 2 in flight per pod (70 %: 1.4), so 6 held requests want 5 pods.
     api.state.push(
         REVISIONS,
         "ADDED",
         json!({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
             "metadata": {"name": "hello-00001", "namespace": "default", "uid": "rev-uid",
                 "labels": {"serving.knative.dev/routingState": "active"},
-                "annotations": {"autoscaling.knative.dev/target": "2"}},
-            "spec": {"containers": [{"image": "x"}]}}),
+                "annotations": annotations},
+            "spec": spec}),
     );
     api.state.push(
         DEPLOYMENTS,
@@ -45,6 +44,17 @@ async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
                 "labels": {"serving.knative.dev/revision": "hello-00001"}},
             "spec": {"replicas": 1, "selector": {}, "template": {}},
             "status": {"replicas": 1, "readyReplicas": 1}}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
+    let api = FakeApi::start("autoscaler-kube").await;
+    // Target 2 in flight per pod (70 %: 1.4), so 6 held requests want 5 pods.
+    seed_revision(
+        &api,
+        json!({"autoscaling.knative.dev/target": "2"}),
+        json!({"containers": [{"image": "x"}]}),
     );
     let stats = free_addr();
     let debug = free_addr();

@@ -15,9 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::support::fake_kube::{
-    CONFIG_MAPS, DEPLOYMENTS, FakeApi, INGRESSES, REVISIONS, SERVICES, SLICES,
-};
+use crate::autoscaler::seed_revision;
+use crate::support::fake_kube::{FakeApi, INGRESSES, SERVICES, SLICES};
 use crate::support::gateway::{Gateway, service};
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
@@ -50,33 +49,12 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
     let api = FakeApi::start("scale-to-zero").await;
     let backend = start(BackendOptions::new("hello-00001")).await;
     let activator_addr = free_addr();
-    api.state.push(
-        CONFIG_MAPS,
-        "ADDED",
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
-            "data": {"stable-window": "6s", "scale-to-zero-grace-period": "2s"}}),
-    );
-    api.state.push(
-        REVISIONS,
-        "ADDED",
-        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-            "metadata": {"name": "hello-00001", "namespace": "default", "uid": "rev-uid",
-                "labels": {"serving.knative.dev/routingState": "active"},
-                // The activator in the path only at zero (with Knative's default of 200, a
-                // one-pod Revision would stay behind it).
-                "annotations": {"autoscaling.knative.dev/target-burst-capacity": "0"}},
-            "spec": {"containers": [{"image": "x"}], "containerConcurrency": 1,
-                "timeoutSeconds": 30}}),
-    );
-    api.state.push(
-        DEPLOYMENTS,
-        "ADDED",
-        json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "hello-00001-deployment", "namespace": "default",
-                "labels": {"serving.knative.dev/revision": "hello-00001"}},
-            "spec": {"replicas": 1, "selector": {}, "template": {}},
-            "status": {"replicas": 1, "readyReplicas": 1}}),
+    // The activator in the path only at zero (with Knative's default target-burst-capacity
+    // of 200, a one-pod Revision would stay behind it).
+    seed_revision(
+        &api,
+        json!({"autoscaling.knative.dev/target-burst-capacity": "0"}),
+        json!({"containers": [{"image": "x"}], "containerConcurrency": 1, "timeoutSeconds": 30}),
     );
     // The pod, behind the private Service (Kubernetes keeps this slice).
     let pods = slice(
