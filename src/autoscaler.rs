@@ -12,9 +12,9 @@
 //!   `config-autoscaler` from kube-runtime watches; scales go to each Deployment's `scale`
 //!   subresource ([`KubeRuntime::scale`]).
 //! - **One decider**: the replicas elect a leader on a Lease (`--lease`). Only the leader is
-//!   ready (`/ready`), so the `sluice-autoscaler` Service sends every Envoy's stream to it;
-//!   a replica that loses the Lease stops deciding and ends its streams at once, and the
-//!   Envoys reconnect to the new leader within their retry (0.5–5 s). Non-leaders therefore
+//!   ready (`/ready`), so the `sluice-autoscaler` Service sends every Envoy's and activator's
+//!   stream to it; a replica that loses the Lease stops deciding and ends its streams at
+//!   once, and they reconnect to the new leader (Envoy retries within 0.5–5 s). Non-leaders therefore
 //!   neither ingest nor forward: the figures all reach the one replica that decides.
 //!
 //! Scale to zero happens only behind a ready activator (else a decision of 0 is held at 1).
@@ -161,7 +161,7 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(sink.clone().into_service())
-            .add_service(ingest.into_service())
+            .add_service(ingest.clone().into_service())
             .serve_with_incoming(TcpListenerStream::new(stats_listener)),
     );
     let status = Arc::new(Mutex::new(Status::default()));
@@ -192,7 +192,19 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
             _ = sigterm.recv() => {}
         }
     };
-    decide(client, sink, reports, activator, leader, status, shutdown).await;
+    decide(
+        client,
+        Streams {
+            sink,
+            ingest: ingest.clone(),
+            reports,
+        },
+        activator,
+        leader,
+        status,
+        shutdown,
+    )
+    .await;
     eprintln!("sluice autoscaler: shutting down");
     election.release().await;
     stop_tx.send_replace(true);
@@ -202,10 +214,16 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
 }
 
 /// Watches, decides every [`TICK`] while leading, scales.
+/// What streams in: the Envoys' stats and the activators' reports.
+struct Streams {
+    sink: EnvoySink,
+    ingest: StatsIngest,
+    reports: tokio::sync::mpsc::Receiver<Report>,
+}
+
 async fn decide(
     client: Client,
-    sink: EnvoySink,
-    mut reports: tokio::sync::mpsc::Receiver<Report>,
+    streams: Streams,
     activator: Key,
     mut leader: tokio::sync::watch::Receiver<bool>,
     status: Arc<Mutex<Status>>,
@@ -242,6 +260,11 @@ async fn decide(
     )
     .default_backoff()
     .filter_map(|e| async move { e.ok().map(|e| Change::Slice(1, Box::new(e))) });
+    let Streams {
+        sink,
+        ingest,
+        mut reports,
+    } = streams;
     let mut changes = futures::stream::select_all([
         revisions.boxed(),
         deployments.boxed(),
@@ -264,8 +287,9 @@ async fn decide(
             Ok(()) = leader.changed() => {
                 let now = *leader.borrow();
                 if leads && !now {
-                    // Another replica decides: its Envoys must stream to it.
+                    // Another replica decides: the Envoys and activators must stream to it.
                     sink.close_streams();
+                    ingest.close_streams();
                 }
                 leads = now;
                 tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });

@@ -155,3 +155,48 @@ async fn wait_in_flight(activator: &Activator, key: &RevisionKey) {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_deciding_ends_the_open_streams() {
+    use sluice_proto::autoscaler::v1::stats_client::StatsClient;
+    use sluice_proto::autoscaler::v1::{RevisionStat, StatBatch};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ingest, mut reports) = start_ingest(listener);
+    let mut client = StatsClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connected");
+    let (tx, rx) = mpsc::channel(4);
+    let batch = StatBatch {
+        source: "activator-0".into(),
+        stats: vec![RevisionStat {
+            namespace: "default".into(),
+            revision: "hello-00001".into(),
+            concurrency: 1.0,
+            requests: 1.0,
+            window_ms: 1000,
+            poke: true,
+        }],
+        ..StatBatch::default()
+    };
+    tx.send(batch).await.expect("queued");
+    let call = tokio::spawn(async move {
+        client
+            .report(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    next_report(&mut reports, "the poke", |r| r.poke).await;
+
+    // The stream is still open (`tx` lives); closing ends it for the client to reconnect.
+    ingest.close_streams();
+    let ended = tokio::time::timeout(SOON, call)
+        .await
+        .expect("ended in time")
+        .expect("no panic");
+    assert_eq!(
+        ended.expect_err("ended by the server").code(),
+        tonic::Code::Unavailable
+    );
+    drop(tx);
+}

@@ -45,6 +45,7 @@ use sluice_proto::envoy::pb::io::prometheus::client::MetricFamily;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::closer::StreamCloser;
 use crate::decider::Stat;
 use crate::scaler::RevisionKey;
 
@@ -105,8 +106,8 @@ pub struct EnvoySink {
     messages: Arc<AtomicU64>,
     families: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    /// Bumped by [`EnvoySink::close_streams`]: every open stream ends.
-    epoch: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Ends every open stream ([`EnvoySink::close_streams`]).
+    closer: StreamCloser,
 }
 
 impl std::fmt::Debug for EnvoySink {
@@ -142,14 +143,14 @@ impl EnvoySink {
             messages: Arc::default(),
             families: Arc::default(),
             bytes: Arc::default(),
-            epoch: Arc::new(tokio::sync::watch::Sender::new(0)),
+            closer: StreamCloser::default(),
         }
     }
 
     /// Ends every open stream (`UNAVAILABLE`): the Envoys reconnect, through their Service, to
     /// the replica that decides now (a replica that lost its Lease calls this).
     pub fn close_streams(&self) {
-        self.epoch.send_modify(|e| *e += 1);
+        self.closer.close_all();
     }
 
     /// The tonic service to add to a server.
@@ -298,7 +299,8 @@ impl MetricsService for EnvoySink {
         request: Request<Streaming<StreamMetricsMessage>>,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
         let registration = self.register()?;
-        let mut epoch = self.epoch.subscribe();
+        let closed = self.closer.closed();
+        tokio::pin!(closed);
         let mut stream = request.into_inner();
         loop {
             tokio::select! {
@@ -306,11 +308,7 @@ impl MetricsService for EnvoySink {
                     Some(message) => self.ingest(registration.id, &message, Instant::now()),
                     None => break,
                 },
-                _ = epoch.changed() => {
-                    return Err(Status::unavailable(
-                        "this autoscaler replica no longer decides; reconnect",
-                    ));
-                }
+                status = &mut closed => return Err(status),
             }
         }
         drop(registration);

@@ -19,6 +19,7 @@ use sluice_proto::autoscaler::v1::{ReportAck, RevisionStat, StatBatch};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::closer::StreamCloser;
 use crate::decider::Stat;
 use crate::scaler::RevisionKey;
 
@@ -41,6 +42,7 @@ pub struct StatsIngest {
     reports: mpsc::Sender<Report>,
     dropped: Arc<AtomicU64>,
     batches: Arc<AtomicU64>,
+    closer: StreamCloser,
 }
 
 impl StatsIngest {
@@ -51,6 +53,7 @@ impl StatsIngest {
             reports,
             dropped: Arc::default(),
             batches: Arc::default(),
+            closer: StreamCloser::default(),
         };
         (ingest, rx)
     }
@@ -58,6 +61,12 @@ impl StatsIngest {
     /// The tonic service to add to a server.
     pub fn into_service(self) -> StatsServer<Self> {
         StatsServer::new(self)
+    }
+
+    /// Ends every open stream (`UNAVAILABLE`): the reporters reconnect, through their
+    /// Service, to the replica that decides now (a replica that lost its Lease calls this).
+    pub fn close_streams(&self) {
+        self.closer.close_all();
     }
 
     /// Entries dropped as invalid so far.
@@ -99,7 +108,16 @@ impl Stats for StatsIngest {
     ) -> Result<Response<ReportAck>, Status> {
         let mut stream = request.into_inner();
         let mut batches = 0;
-        while let Some(batch) = stream.message().await? {
+        let closed = self.closer.closed();
+        tokio::pin!(closed);
+        loop {
+            let batch = tokio::select! {
+                batch = stream.message() => match batch? {
+                    Some(batch) => batch,
+                    None => break,
+                },
+                status = &mut closed => return Err(status),
+            };
             batches += 1;
             self.batches.fetch_add(1, Ordering::Relaxed);
             for s in &batch.stats {

@@ -48,6 +48,7 @@
 //! ```
 
 mod annotations;
+mod closer;
 mod combine;
 mod config;
 mod decider;
@@ -73,6 +74,7 @@ pub use annotations::{
     PANIC_WINDOW_PERCENTAGE, SCALE_DOWN_DELAY, SCALE_TO_ZERO_POD_RETENTION_PERIOD,
     ScalingAnnotations, TARGET, TARGET_BURST_CAPACITY, TARGET_UTILIZATION_PERCENTAGE, WINDOW,
 };
+pub use closer::StreamCloser;
 pub use combine::{Bounds, Steps, combine};
 pub use config::{
     BUCKET_SIZE, CONFIG_NAME, Config, ConfigError, HPA_CLASS, KEYS, KPA_CLASS,
