@@ -17,7 +17,7 @@
 //!   `containerConcurrency` per pod it knows, so with N activators a pod may see up to N × cc
 //!   during the hand-over (upstream's `numActivators` share is not implemented).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,7 @@ use sluice_serving::lookup::SERVICE_NAME_LABEL;
 use sluice_serving::serving::{Key, Revision};
 
 use crate::cli::CliError;
+use crate::relist::Relist;
 
 /// `sluice activator` flags.
 #[derive(Debug, Clone, Args)]
@@ -108,8 +109,8 @@ impl Pods {
             .filter_map(|a| a.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, port))
             .collect();
-        let key = Key::new(namespace, slice.metadata.name.clone().unwrap_or_default());
-        self.slices.insert(key, (revision.clone(), ready));
+        self.slices
+            .insert(slice_key(slice), (revision.clone(), ready));
         Some(revision)
     }
 
@@ -133,6 +134,13 @@ impl Pods {
 enum Change {
     Revision(Box<Event<DynamicObject>>),
     Slice(Box<Event<EndpointSlice>>),
+}
+
+fn slice_key(slice: &EndpointSlice) -> Key {
+    Key::new(
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        slice.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 fn revision_key(key: &Key) -> RevisionKey {
@@ -208,8 +216,8 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
     .filter_map(|e| async move { e.ok().map(|e| Change::Slice(Box::new(e))) });
     let mut changes = futures::stream::select(revisions.boxed(), slices.boxed());
     let mut pods = Pods::default();
-    let mut known: BTreeSet<Key> = BTreeSet::new();
-    let mut listing: Option<BTreeSet<Key>> = None;
+    let mut revisions = Relist::default();
+    let mut slices = Relist::default();
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -222,54 +230,59 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
             _ = &mut shutdown => break,
             Some(change) = changes.next() => change,
         };
-        let touched = match change {
+        let mut touched = Vec::new();
+        match change {
             Change::Revision(event) => match *event {
-                Event::Init => {
-                    listing = Some(BTreeSet::new());
-                    None
-                }
+                Event::Init => revisions.init(),
                 Event::InitApply(o) | Event::Apply(o) => {
                     let observed = decode::<Revision>(o);
                     let key = observed.object.key();
-                    if let Some(seen) = &mut listing {
-                        seen.insert(key.clone());
-                    }
                     if observed.error.is_none() {
                         activator
                             .set_revision(revision_key(&key), revision_config(&observed.object));
-                        known.insert(key.clone());
-                        Some(key)
-                    } else {
-                        None
+                        revisions.applied(key.clone());
+                        touched.push(key);
                     }
                 }
                 Event::Delete(o) => {
                     let key = decode::<Revision>(o).object.key();
                     activator.remove_revision(&revision_key(&key));
-                    known.remove(&key);
-                    None
+                    revisions.deleted(&key);
                 }
                 Event::InitDone => {
-                    let seen = listing.take().unwrap_or_default();
-                    for gone in known.difference(&seen) {
-                        activator.remove_revision(&revision_key(gone));
+                    for gone in revisions.init_done() {
+                        activator.remove_revision(&revision_key(&gone));
                     }
-                    known = seen;
-                    None
                 }
             },
             Change::Slice(event) => match *event {
-                Event::InitApply(s) | Event::Apply(s) => pods.observe(&s),
-                Event::Delete(s) => pods.gone(&Key::new(
-                    s.metadata.namespace.clone().unwrap_or_default(),
-                    s.metadata.name.clone().unwrap_or_default(),
-                )),
-                Event::Init | Event::InitDone => None,
+                Event::Init => slices.init(),
+                Event::InitApply(s) | Event::Apply(s) => {
+                    let key = slice_key(&s);
+                    touched.extend(pods.gone(&key));
+                    if let Some(revision) = pods.observe(&s) {
+                        slices.applied(key);
+                        touched.push(revision);
+                    }
+                }
+                Event::Delete(s) => {
+                    let key = slice_key(&s);
+                    slices.deleted(&key);
+                    touched.extend(pods.gone(&key));
+                }
+                Event::InitDone => {
+                    for gone in slices.init_done() {
+                        touched.extend(pods.gone(&gone));
+                    }
+                }
             },
-        };
-        if let Some(revision) = touched
-            && known.contains(&revision)
-        {
+        }
+        touched.sort();
+        touched.dedup();
+        for revision in touched {
+            if !activator.throttler().contains(&revision_key(&revision)) {
+                continue;
+            }
             let addrs = pods.of(&revision);
             if let Err(e) = activator.update_instances(&revision_key(&revision), &addrs) {
                 tracing::warn!(%revision, error = %e, "pods not taken");

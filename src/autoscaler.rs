@@ -18,53 +18,43 @@
 //!   neither ingest nor forward: the figures all reach the one replica that decides.
 //!
 //! Scale to zero happens only behind a ready activator (else a decision of 0 is held at 1).
-//! Not yet: reserved instances, scheduled bounds' and forecasts' persistence on the cluster.
+//! The decider is `sluice up`'s ([`crate::autoscale`]), so scheduled bounds and forecasts shape
+//! the standard scale; reserved instances are not run and forecast histories are not persisted.
 
 pub mod core;
 pub mod endpoints;
+pub mod watch;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::election::Election;
+use std::collections::BTreeMap;
+
 use ::kube::Client;
-use ::kube::api::{Api, DynamicObject, Patch, PatchParams};
-use ::kube::runtime::WatchStreamExt;
-use ::kube::runtime::watcher::{self, Event};
+use ::kube::api::{Api, Patch, PatchParams};
 use clap::Args;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use sluice_autoscaler::envoy_sink::{EnvoySink, SinkView};
 use sluice_autoscaler::{Report, RevisionKey, StatsIngest};
-use sluice_serving::kube::controller::decode::{api_resource, decode};
-use sluice_serving::kube::runtime::{KubeRuntime, REVISION_LABEL, RuntimeConfig};
-use sluice_serving::lookup::SERVICE_NAME_LABEL;
-use sluice_serving::serving::config::SYSTEM_NAMESPACE;
+use sluice_serving::kube::runtime::{KubeRuntime, RuntimeConfig};
+use sluice_serving::serving::Key;
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
-use sluice_serving::serving::{Key, Revision};
 use sluice_serving::translate::names::service_of_stat_cluster;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use self::core::{Core, ScaleTo};
 use self::endpoints::Mode;
+use self::watch::Watched;
+use crate::cli::CliError;
+use crate::election::Election;
 
 /// The field manager of the public EndpointSlices.
 pub const FIELD_MANAGER: &str = "sluice-autoscaler";
-
-fn key_of(meta: &ObjectMeta) -> Key {
-    Key::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-use crate::cli::CliError;
 
 /// How often every Revision is decided (one metric bucket).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -105,20 +95,30 @@ pub struct AutoscalerArgs {
 }
 
 /// What `/status` shows.
+/// Per Revision, entries of deleted Revisions are dropped at the next tick.
 #[derive(Debug, Clone, Default, Serialize)]
 struct Status {
     leader: bool,
     synced: bool,
     revisions: usize,
-    problems: std::collections::BTreeMap<String, String>,
+    /// Refused annotations per Revision, and a refused `config-autoscaler`.
+    problems: BTreeMap<String, String>,
     sink: Option<SinkView>,
     /// The last scale of each Revision: `ns/name` → `from → to`.
-    scales: std::collections::BTreeMap<String, String>,
+    #[serde(serialize_with = "by_name")]
+    scales: BTreeMap<Key, String>,
     /// The last failed write of each Revision.
-    errors: std::collections::BTreeMap<String, String>,
+    #[serde(serialize_with = "by_name")]
+    errors: BTreeMap<Key, String>,
     /// Where each Revision's public Service points: `Serve` (its pods) or `Proxy` (the
     /// activator).
-    modes: std::collections::BTreeMap<String, String>,
+    #[serde(serialize_with = "by_name")]
+    modes: BTreeMap<Key, String>,
+}
+
+/// A per-Revision map as JSON, keyed `namespace/name`.
+fn by_name<S: serde::Serializer>(map: &BTreeMap<Key, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
 }
 
 /// The sink naming revisions as the gateway names their clusters (`ns/rev:80`).
@@ -127,15 +127,6 @@ pub fn revision_sink() -> EnvoySink {
         service_of_stat_cluster(cluster, REVISION_SERVICE_PORT)
             .map(|(ns, name)| RevisionKey::new(ns, name))
     })
-}
-
-/// One change from the watches.
-enum Change {
-    Revision(Box<Event<DynamicObject>>),
-    Deployment(Box<Event<Deployment>>),
-    Config(Box<Event<ConfigMap>>),
-    /// A private Service's or the activator's EndpointSlices (index: which watch).
-    Slice(usize, Box<Event<EndpointSlice>>),
 }
 
 /// Runs the autoscaler until Ctrl-C / SIGTERM.
@@ -213,7 +204,6 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Watches, decides every [`TICK`] while leading, scales.
 /// What streams in: the Envoys' stats and the activators' reports.
 struct Streams {
     sink: EnvoySink,
@@ -221,6 +211,7 @@ struct Streams {
     reports: tokio::sync::mpsc::Receiver<Report>,
 }
 
+/// Watches, decides every [`TICK`] while leading, scales.
 async fn decide(
     client: Client,
     streams: Streams,
@@ -229,53 +220,16 @@ async fn decide(
     status: Arc<Mutex<Status>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let revisions = watcher::watcher(
-        Api::<DynamicObject>::all_with(client.clone(), &api_resource::<Revision>()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .filter_map(|e| async move { e.ok().map(|e| Change::Revision(Box::new(e))) });
-    let deployments = watcher::watcher(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default().labels(REVISION_LABEL),
-    )
-    .default_backoff()
-    .filter_map(|e| async move { e.ok().map(|e| Change::Deployment(Box::new(e))) });
-    let configs = watcher::watcher(
-        Api::<ConfigMap>::namespaced(client.clone(), SYSTEM_NAMESPACE),
-        watcher::Config::default()
-            .fields(&format!("metadata.name={}", sluice_autoscaler::CONFIG_NAME)),
-    )
-    .default_backoff()
-    .filter_map(|e| async move { e.ok().map(|e| Change::Config(Box::new(e))) });
-    let private_slices = watcher::watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default().labels(REVISION_LABEL),
-    )
-    .default_backoff()
-    .filter_map(|e| async move { e.ok().map(|e| Change::Slice(0, Box::new(e))) });
-    let activator_slices = watcher::watcher(
-        Api::<EndpointSlice>::namespaced(client.clone(), &activator.namespace),
-        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", activator.name)),
-    )
-    .default_backoff()
-    .filter_map(|e| async move { e.ok().map(|e| Change::Slice(1, Box::new(e))) });
     let Streams {
         sink,
         ingest,
         mut reports,
     } = streams;
-    let mut changes = futures::stream::select_all([
-        revisions.boxed(),
-        deployments.boxed(),
-        configs.boxed(),
-        private_slices.boxed(),
-        activator_slices.boxed(),
-    ]);
+    let mut changes = watch::changes(&client, &activator);
     let slices_api = client.clone();
     let runtime = KubeRuntime::new(client, RuntimeConfig::default());
     let mut core = Core::new(activator);
-    let mut relist = Relist::default();
+    let mut watched = Watched::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leads = *leader.borrow();
@@ -283,7 +237,7 @@ async fn decide(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(change) = changes.next() => relist.apply(&mut core, change),
+            Some(change) = changes.next() => watched.apply(&mut core, change),
             Ok(()) = leader.changed() => {
                 let now = *leader.borrow();
                 if leads && !now {
@@ -298,7 +252,7 @@ async fn decide(
                 // The activators' figures count the same requests as Envoy's (every request
                 // they hold came through an Envoy's cluster for the Revision): only their
                 // pokes are used.
-                if report.poke && leads && relist.synced() {
+                if report.poke && leads && watched.synced() {
                     let key = Key::new(report.revision.namespace, report.revision.name);
                     if let Some(first) = core.poke(&key) {
                         scale(&runtime, &mut core, vec![first], &status).await;
@@ -312,16 +266,22 @@ async fn decide(
                     .into_iter()
                     .map(|(k, s)| (Key::new(k.namespace, k.name), s))
                     .collect();
-                if leads && relist.synced() {
+                if leads && watched.synced() {
                     let tick = core.tick(now, jiff::Timestamp::now(), &stats);
                     write_slices(&slices_api, &mut core, tick.slices, &status).await;
                     scale(&runtime, &mut core, tick.scales, &status).await;
                 }
                 let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
                 s.leader = leads;
-                s.synced = relist.synced();
+                s.synced = watched.synced();
                 s.revisions = core.tracked();
                 s.problems = core.problems.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                if let Some(e) = &watched.config_error {
+                    s.problems.insert("ConfigMap knative-serving/config-autoscaler".into(), e.clone());
+                }
+                s.scales.retain(|k, _| core.knows(k));
+                s.errors.retain(|k, _| core.knows(k));
+                s.modes.retain(|k, _| core.knows(k));
                 s.sink = Some(sink.view());
             }
         }
@@ -337,7 +297,7 @@ async fn write_slices(
 ) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for (revision, mode, slice) in slices {
-        let key = revision.to_string();
+        let key = revision.clone();
         let name = slice.metadata.name.clone().unwrap_or_default();
         let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &revision.namespace);
         match api.patch(&name, &params, &Patch::Apply(&slice)).await {
@@ -369,7 +329,7 @@ async fn scale(
     status: &Mutex<Status>,
 ) {
     for s in scales {
-        let key = s.revision.to_string();
+        let key = s.revision.clone();
         match runtime
             .scale(&s.revision.namespace, &s.revision.name, s.to)
             .await
@@ -390,139 +350,6 @@ async fn scale(
                     .errors
                     .insert(key, e.to_string());
             }
-        }
-    }
-}
-
-/// Applies watch events to the core, with kube-runtime's re-list semantics: what a new list
-/// no longer holds is gone.
-#[derive(Default)]
-struct Relist {
-    revisions: Option<BTreeSet<Key>>,
-    deployments: Option<BTreeSet<Key>>,
-    known_revisions: BTreeSet<Key>,
-    known_deployments: BTreeSet<Key>,
-    /// `config-autoscaler` seen in the list under way.
-    config_listed: bool,
-    /// Per slice watch: the slices of the list under way, and those known.
-    slices: [Option<BTreeSet<Key>>; 2],
-    known_slices: [BTreeSet<Key>; 2],
-    listed: [bool; 5],
-}
-
-impl Relist {
-    fn synced(&self) -> bool {
-        self.listed.iter().all(|l| *l)
-    }
-
-    fn apply(&mut self, core: &mut Core, change: Change) {
-        let now = Instant::now();
-        match change {
-            Change::Revision(event) => match *event {
-                Event::Init => self.revisions = Some(BTreeSet::new()),
-                Event::InitApply(o) | Event::Apply(o) => {
-                    let observed = decode::<Revision>(o);
-                    let key = observed.object.key();
-                    if let Some(seen) = &mut self.revisions {
-                        seen.insert(key.clone());
-                    }
-                    self.known_revisions.insert(key);
-                    if observed.error.is_none() {
-                        core.revision(now, observed.object);
-                    }
-                }
-                Event::Delete(o) => {
-                    let key = decode::<Revision>(o).object.key();
-                    self.known_revisions.remove(&key);
-                    core.revision_gone(&key);
-                }
-                Event::InitDone => {
-                    let seen = self.revisions.take().unwrap_or_default();
-                    for gone in self.known_revisions.difference(&seen) {
-                        core.revision_gone(gone);
-                    }
-                    self.known_revisions = seen;
-                    self.listed[0] = true;
-                }
-            },
-            Change::Deployment(event) => match *event {
-                Event::Init => self.deployments = Some(BTreeSet::new()),
-                Event::InitApply(d) | Event::Apply(d) => {
-                    if let Some(key) = core.deployment(&d) {
-                        if let Some(seen) = &mut self.deployments {
-                            seen.insert(key.clone());
-                        }
-                        self.known_deployments.insert(key);
-                    }
-                }
-                Event::Delete(d) => {
-                    if let Some(key) = core.deployment(&d) {
-                        core.deployment_gone(&key);
-                        self.known_deployments.remove(&key);
-                    }
-                }
-                Event::InitDone => {
-                    let seen = self.deployments.take().unwrap_or_default();
-                    for gone in self.known_deployments.difference(&seen) {
-                        core.deployment_gone(gone);
-                    }
-                    self.known_deployments = seen;
-                    self.listed[1] = true;
-                }
-            },
-            Change::Slice(i, event) => match *event {
-                Event::Init => self.slices[i] = Some(BTreeSet::new()),
-                Event::InitApply(slice) | Event::Apply(slice) => {
-                    if core.endpoints.observe(&slice) {
-                        let key = key_of(&slice.metadata);
-                        if let Some(seen) = &mut self.slices[i] {
-                            seen.insert(key.clone());
-                        }
-                        self.known_slices[i].insert(key);
-                    }
-                }
-                Event::Delete(slice) => {
-                    let key = key_of(&slice.metadata);
-                    core.endpoints.gone(&key.namespace, &key.name);
-                    self.known_slices[i].remove(&key);
-                }
-                Event::InitDone => {
-                    let seen = self.slices[i].take().unwrap_or_default();
-                    for gone in self.known_slices[i].difference(&seen) {
-                        core.endpoints.gone(&gone.namespace, &gone.name);
-                    }
-                    self.known_slices[i] = seen;
-                    self.listed[3 + i] = true;
-                }
-            },
-            Change::Config(event) => match *event {
-                Event::Init => self.config_listed = false,
-                Event::InitApply(cm) | Event::Apply(cm)
-                    if cm.metadata.name.as_deref() == Some(sluice_autoscaler::CONFIG_NAME) =>
-                {
-                    self.config_listed = true;
-                    let data = cm.data.unwrap_or_default();
-                    match sluice_autoscaler::Config::from_map(&data) {
-                        Ok(c) => core.set_config(c),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "config-autoscaler rejected; the defaults are used instead");
-                            core.set_config(sluice_autoscaler::Config::default());
-                        }
-                    }
-                }
-                Event::InitApply(_) | Event::Apply(_) => {}
-                Event::Delete(cm) => {
-                    if cm.metadata.name.as_deref() == Some(sluice_autoscaler::CONFIG_NAME) {
-                        core.set_config(sluice_autoscaler::Config::default());
-                    }
-                }
-                Event::InitDone => {
-                    if !self.config_listed {
-                        core.set_config(sluice_autoscaler::Config::default());
-                    }
-                    self.listed[2] = true;
-                }
-            },
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod election;
 pub mod envoy;
 pub mod files;
 pub mod gateway;
+pub mod relist;
 pub mod runtime;
 pub mod table;
 pub mod telemetry;

@@ -86,6 +86,15 @@ pub struct Core {
     pub problems: BTreeMap<Key, String>,
 }
 
+/// The Revision a Deployment runs: its `serving.knative.dev/revision` label.
+pub fn revision_of_deployment(deployment: &Deployment) -> Option<Key> {
+    let revision = deployment.metadata.labels.as_ref()?.get(REVISION_LABEL)?;
+    Some(Key::new(
+        deployment.metadata.namespace.clone().unwrap_or_default(),
+        revision,
+    ))
+}
+
 fn u32_of(v: Option<i32>) -> u32 {
     v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
 }
@@ -162,16 +171,7 @@ impl Core {
 
     /// A Revision's Deployment was listed, created or changed (`None`: not a Revision's).
     pub fn deployment(&mut self, deployment: &Deployment) -> Option<Key> {
-        let revision = deployment
-            .metadata
-            .labels
-            .as_ref()?
-            .get(REVISION_LABEL)?
-            .clone();
-        let key = Key::new(
-            deployment.metadata.namespace.clone().unwrap_or_default(),
-            revision,
-        );
+        let key = revision_of_deployment(deployment)?;
         let replicas = Replicas {
             wanted: u32_of(deployment.spec.replicas),
             ready: u32_of(deployment.status.as_ref().and_then(|s| s.ready_replicas)),
@@ -204,6 +204,11 @@ impl Core {
             from: 0,
             to: 1,
         })
+    }
+
+    /// Whether the Revision exists (of any class).
+    pub fn knows(&self, revision: &Key) -> bool {
+        self.uids.contains_key(revision) || self.revisions.contains_key(revision)
     }
 
     /// Revisions scaled here.

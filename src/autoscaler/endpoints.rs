@@ -43,19 +43,16 @@ struct Backends {
     ready: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
-struct Slice {
-    /// The private Service's Revision, or `None` for the activator's.
-    revision: Option<Key>,
-    backends: Backends,
-}
-
 /// The EndpointSlices the autoscaler reads (private Services' and the activator's) and what it
 /// wrote.
 #[derive(Debug)]
 pub struct Endpoints {
     activator: Key,
-    slices: BTreeMap<Key, Slice>,
+    /// Slices by whose pods they hold (`Some(revision)`: its private Service's; `None`: the
+    /// activator's), so a tick looks at each Revision's own slices only.
+    by_owner: BTreeMap<Option<Key>, BTreeMap<Key, Backends>>,
+    /// Each slice's owner.
+    owner_of: BTreeMap<Key, Option<Key>>,
     written: BTreeMap<Key, (Mode, EndpointSlice)>,
 }
 
@@ -74,7 +71,8 @@ impl Endpoints {
     pub fn new(activator: Key) -> Self {
         Self {
             activator,
-            slices: BTreeMap::new(),
+            by_owner: BTreeMap::new(),
+            owner_of: BTreeMap::new(),
             written: BTreeMap::new(),
         }
     }
@@ -88,7 +86,7 @@ impl Endpoints {
         );
         let labels = meta.labels.clone().unwrap_or_default();
         let service = labels.get(SERVICE_NAME_LABEL).cloned().unwrap_or_default();
-        let revision = match labels.get(REVISION_LABEL) {
+        let owner = match labels.get(REVISION_LABEL) {
             Some(r) if service == private_service_name(r) => Some(Key::new(&key.namespace, r)),
             _ if key.namespace == self.activator.namespace && service == self.activator.name => {
                 None
@@ -100,13 +98,29 @@ impl Endpoints {
             address_type: slice.address_type.clone(),
             ready: ready_addresses(slice),
         };
-        self.slices.insert(key, Slice { revision, backends });
+        if self.owner_of.get(&key).is_some_and(|o| *o != owner) {
+            self.gone(&key.namespace, &key.name);
+        }
+        self.owner_of.insert(key.clone(), owner.clone());
+        self.by_owner
+            .entry(owner)
+            .or_default()
+            .insert(key, backends);
         true
     }
 
     /// A slice was deleted.
     pub fn gone(&mut self, namespace: &str, name: &str) {
-        self.slices.remove(&Key::new(namespace, name));
+        let key = Key::new(namespace, name);
+        let Some(owner) = self.owner_of.remove(&key) else {
+            return;
+        };
+        if let Some(slices) = self.by_owner.get_mut(&owner) {
+            slices.remove(&key);
+            if slices.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
     }
 
     /// Forgets a deleted Revision's written slice (it went with its Revision).
@@ -114,18 +128,15 @@ impl Endpoints {
         self.written.remove(revision);
     }
 
-    fn backends(&self, revision: Option<&Key>) -> Backends {
+    fn backends(&self, owner: Option<&Key>) -> Backends {
         let mut out = Backends::default();
-        for s in self
-            .slices
-            .values()
-            .filter(|s| s.revision.as_ref() == revision)
-        {
+        let slices = self.by_owner.get(&owner.cloned());
+        for b in slices.into_iter().flat_map(BTreeMap::values) {
             if out.port.is_none() {
-                out.port.clone_from(&s.backends.port);
-                out.address_type.clone_from(&s.backends.address_type);
+                out.port.clone_from(&b.port);
+                out.address_type.clone_from(&b.address_type);
             }
-            out.ready.extend(s.backends.ready.iter().cloned());
+            out.ready.extend(b.ready.iter().cloned());
         }
         out.ready.sort();
         out.ready.dedup();
@@ -149,14 +160,7 @@ impl Endpoints {
 
     /// Revisions whose private Service has slices.
     pub fn revisions(&self) -> Vec<Key> {
-        let mut out: Vec<Key> = self
-            .slices
-            .values()
-            .filter_map(|s| s.revision.clone())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        self.by_owner.keys().flatten().cloned().collect()
     }
 
     /// The public slice a Revision should have (`owner`: the Revision's UID), and the mode it

@@ -118,6 +118,15 @@ impl ApiState {
         }
     }
 
+    /// The object `namespace/name` of a collection, as stored now.
+    pub fn object(&self, collection: &'static str, key: &str) -> Option<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(collection)
+            .and_then(|o| o.get(key).cloned())
+    }
+
     pub fn patches_of(&self, name: &str) -> Vec<Value> {
         self.patches
             .lock()
@@ -212,12 +221,7 @@ async fn handle(
                 .unwrap()
                 .push((name.to_string(), patch["status"].clone()));
             let key = format!("{ns}/{name}");
-            let current = api
-                .objects
-                .lock()
-                .unwrap()
-                .get(INGRESSES)
-                .and_then(|o| o.get(&key).cloned());
+            let current = api.object(INGRESSES, &key);
             let Some(mut object) = current else {
                 return (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response();
             };
@@ -228,12 +232,7 @@ async fn handle(
         // A single Secret (the gateway fetches one a KIngress starts to name).
         ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) => {
             let key = format!("{ns}/{name}");
-            let found = api
-                .objects
-                .lock()
-                .unwrap()
-                .get(SECRETS)
-                .and_then(|o| o.get(&key).cloned());
+            let found = api.object(SECRETS, &key);
             match found {
                 Some(secret) => axum::Json(secret).into_response(),
                 None => (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response(),
@@ -322,12 +321,7 @@ async fn handle(
             let patch: Value = serde_json::from_slice(&body).expect("a JSON scale patch");
             let replicas = patch["spec"]["replicas"].clone();
             let key = format!("{ns}/{name}");
-            let current = api
-                .objects
-                .lock()
-                .unwrap()
-                .get(DEPLOYMENTS)
-                .and_then(|o| o.get(&key).cloned());
+            let current = api.object(DEPLOYMENTS, &key);
             let Some(mut deployment) = current else {
                 return (StatusCode::NOT_FOUND, axum::Json(not_found(name))).into_response();
             };
