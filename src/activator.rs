@@ -5,7 +5,8 @@
 //! requests here. For each request the [`Activator`] names the Revision from the headers the
 //! KIngress adds (`Knative-Serving-Namespace`, `Knative-Serving-Revision`), holds it until a pod
 //! of the Revision has room (`containerConcurrency`), and forwards it (HTTP/1.1, h2c,
-//! websockets), within the Revision's `timeoutSeconds`.
+//! websockets), within the Revision's `timeoutSeconds`, `responseStartTimeoutSeconds` and
+//! `idleTimeoutSeconds`.
 //!
 //! - **Revisions** (`containerConcurrency`, `timeoutSeconds`, h2c) and **pods** (the ready
 //!   endpoints of each Revision's private Service, `{revision}-private`) come from kube-runtime
@@ -13,13 +14,16 @@
 //! - **Stats and pokes** go to the autoscaler over `sluice.autoscaler.v1.Stats`
 //!   (`--autoscaler`); the first request at zero pokes it, so the Revision is decided at once
 //!   instead of at the next tick.
-//! - Several activators: each holds every request it receives within the Revision's
-//!   `containerConcurrency` per pod it knows, so with N activators a pod may see up to N × cc
-//!   during the hand-over (upstream's `numActivators` share is not implemented).
+//! - **Several activators** share each Revision's capacity ([`sluice_activator::share`]):
+//!   the Revision's public EndpointSlice, written by `sluice autoscaler --kube`, names the
+//!   activators in its path; each takes its slice of the pods, or its share of a pod's
+//!   `containerConcurrency` when there are more activators than pods, so the total on a pod
+//!   never exceeds `containerConcurrency`. An activator finds itself in that slice by its pod
+//!   IP (`--pod-ip`, `$POD_IP` from the downward API).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::kube::api::{Api, DynamicObject};
@@ -28,13 +32,16 @@ use ::kube::runtime::watcher::{self, Event};
 use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use sluice_activator::{Activator, ActivatorConfig, Reporter, ReporterConfig, RevisionConfig};
+use sluice_activator::{
+    Activator, ActivatorConfig, Reporter, ReporterConfig, RevisionConfig, share,
+};
 use sluice_autoscaler::RevisionKey;
 use sluice_serving::kube::controller::decode::{api_resource, decode};
 use sluice_serving::kube::runtime::{REVISION_LABEL, private_service_name};
 use sluice_serving::lookup::SERVICE_NAME_LABEL;
 use sluice_serving::serving::{Key, Revision};
 
+use crate::autoscaler::endpoints::{MANAGED_BY, MANAGED_BY_LABEL, MODE_LABEL, MODE_PROXY};
 use crate::cli::CliError;
 use crate::relist::Relist;
 
@@ -60,6 +67,11 @@ pub struct ActivatorArgs {
     /// This replica's name in its reports (default: $POD_NAME, else the host name).
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
+    /// This replica's pod IP, to find itself among the activators a Revision's public
+    /// EndpointSlice names (default: $POD_IP, else the --listen address when it is not
+    /// 0.0.0.0). Unknown: this activator takes whole pods, as if it were alone.
+    #[arg(long, value_name = "IP", env = "POD_IP")]
+    pub pod_ip: Option<IpAddr>,
 }
 
 /// The data-path settings of a Revision.
@@ -73,44 +85,74 @@ fn revision_config(revision: &Revision) -> RevisionConfig {
             .and_then(|t| u64::try_from(t).ok())
             .filter(|t| *t > 0)
             .map_or(RevisionConfig::default().timeout, Duration::from_secs),
+        response_start_timeout: revision.spec.response_start_timeout(),
+        idle_timeout: revision.spec.idle_timeout(),
         h2c: revision.spec.is_h2c(),
     }
 }
 
-/// The ready pods of each Revision, from its private Service's slices.
+/// What the slices say about each Revision: its ready pods (its private Service's slices)
+/// and the activators in its path (its public slice, in proxy mode).
 #[derive(Debug, Default)]
 struct Pods {
-    /// Slice → (Revision, its ready addresses).
-    slices: BTreeMap<Key, (Key, Vec<SocketAddr>)>,
+    /// Slice → (Revision, what it holds).
+    slices: BTreeMap<Key, (Key, Held)>,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// A private Service's slice: ready pod addresses.
+    Pods(Vec<SocketAddr>),
+    /// A public slice in proxy mode: the activators' IPs.
+    Activators(Vec<IpAddr>),
+}
+
+fn ready_ips(slice: &EndpointSlice) -> impl Iterator<Item = IpAddr> + '_ {
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter())
+        .filter_map(|a| a.parse::<IpAddr>().ok())
 }
 
 impl Pods {
-    /// Takes a slice; the Revision whose pods changed, if it is a private Service's.
+    /// Takes a slice; the Revision it is about, if it is a private Service's or a public one
+    /// written by the autoscaler.
     fn observe(&mut self, slice: &EndpointSlice) -> Option<Key> {
         let labels = slice.metadata.labels.as_ref()?;
         let name = labels.get(REVISION_LABEL)?;
-        if labels.get(SERVICE_NAME_LABEL)? != &private_service_name(name) {
-            return None;
-        }
+        let service = labels.get(SERVICE_NAME_LABEL)?;
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         let revision = Key::new(&namespace, name);
-        let port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find_map(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())?;
-        let ready = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-            .flat_map(|e| e.addresses.iter())
-            .filter_map(|a| a.parse::<IpAddr>().ok())
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
+        let held = if service == &private_service_name(name) {
+            let port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find_map(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())?;
+            Held::Pods(
+                ready_ips(slice)
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect(),
+            )
+        } else if service == name
+            && labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        {
+            // In serve mode the public slice names pods: no activator is in the path.
+            let activators = if labels.get(MODE_LABEL).map(String::as_str) == Some(MODE_PROXY) {
+                ready_ips(slice).collect()
+            } else {
+                Vec::new()
+            };
+            Held::Activators(activators)
+        } else {
+            return None;
+        };
         self.slices
-            .insert(slice_key(slice), (revision.clone(), ready));
+            .insert(slice_key(slice), (revision.clone(), held));
         Some(revision)
     }
 
@@ -118,16 +160,23 @@ impl Pods {
         self.slices.remove(slice).map(|(r, _)| r)
     }
 
-    fn of(&self, revision: &Key) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = self
-            .slices
-            .values()
-            .filter(|(r, _)| r == revision)
-            .flat_map(|(_, a)| a.iter().copied())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+    /// A Revision's ready pods and the activators in its path, each sorted.
+    fn of(&self, revision: &Key) -> (Vec<SocketAddr>, Vec<IpAddr>) {
+        let (mut pods, mut activators) = (Vec::new(), Vec::new());
+        for (r, held) in self.slices.values() {
+            if r != revision {
+                continue;
+            }
+            match held {
+                Held::Pods(p) => pods.extend(p.iter().copied()),
+                Held::Activators(a) => activators.extend(a.iter().copied()),
+            }
+        }
+        pods.sort();
+        pods.dedup();
+        activators.sort();
+        activators.dedup();
+        (pods, activators)
     }
 }
 
@@ -161,6 +210,15 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
     let instance =
         crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
+    let pod_ip = args
+        .pod_ip
+        .or_else(|| Some(args.listen.ip()).filter(|ip| !ip.is_unspecified()));
+    if pod_ip.is_none() {
+        tracing::warn!(
+            "no --pod-ip ($POD_IP): this activator takes whole pods, so with several \
+             activators a pod may get more than its containerConcurrency"
+        );
+    }
     let (activator, pokes) = Activator::new(ActivatorConfig::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -181,13 +239,21 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
     let mut registry = crate::debug::registry();
     activator.register_metrics(&mut registry);
     let status_activator = activator.clone();
+    // Each Revision's pods, activators in its path and this activator's share (for /status).
+    let shares: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
+    let status_shares = Arc::clone(&shares);
     let debug = tokio::spawn(crate::debug::serve(
         debug_listener,
         Arc::new(registry),
         Arc::new(move || {
             let t = status_activator.throttler().stats();
+            let revisions = status_shares
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             serde_json::json!({"queued": t.queued, "admitted": t.admitted, "waited": t.waited,
-                "rejected": t.rejected, "timed_out": t.timed_out, "pokes": t.pokes})
+                "rejected": t.rejected, "timed_out": t.timed_out, "pokes": t.pokes,
+                "pod_ip": pod_ip, "revisions": revisions})
         }),
         crate::debug::always_ready(),
         stopped(stop_rx.clone()),
@@ -231,6 +297,7 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
             Some(change) = changes.next() => change,
         };
         let mut touched = Vec::new();
+        let mut removed = Vec::new();
         match change {
             Change::Revision(event) => match *event {
                 Event::Init => revisions.init(),
@@ -248,10 +315,12 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
                     let key = decode::<Revision>(o).object.key();
                     activator.remove_revision(&revision_key(&key));
                     revisions.deleted(&key);
+                    removed.push(key);
                 }
                 Event::InitDone => {
                     for gone in revisions.init_done() {
                         activator.remove_revision(&revision_key(&gone));
+                        removed.push(gone);
                     }
                 }
             },
@@ -279,15 +348,39 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
         }
         touched.sort();
         touched.dedup();
+        let mut shown = shares.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in removed {
+            shown.remove(&gone.to_string());
+        }
         for revision in touched {
             if !activator.throttler().contains(&revision_key(&revision)) {
                 continue;
             }
-            let addrs = pods.of(&revision);
-            if let Err(e) = activator.update_instances(&revision_key(&revision), &addrs) {
+            let key = revision_key(&revision);
+            let (addrs, activators) = pods.of(&revision);
+            let cc = activator
+                .revision(&key)
+                .map_or(0, |c| c.container_concurrency);
+            let assigned = match pod_ip {
+                Some(me) => share::assign(&addrs, cc, &activators, me),
+                None => addrs.iter().map(|a| (*a, cc)).collect(),
+            };
+            shown.insert(
+                revision.to_string(),
+                serde_json::json!({
+                    "pods": addrs.len(),
+                    "activators": activators.len(),
+                    "assigned": assigned
+                        .iter()
+                        .map(|(a, c)| serde_json::json!({"pod": a.to_string(), "capacity": c}))
+                        .collect::<Vec<_>>(),
+                }),
+            );
+            if let Err(e) = activator.update_assigned(&key, &assigned) {
                 tracing::warn!(%revision, error = %e, "pods not taken");
             } else {
-                tracing::debug!(%revision, pods = addrs.len(), "pods");
+                tracing::debug!(%revision, pods = addrs.len(), activators = activators.len(),
+                    assigned = assigned.len(), "pods");
             }
         }
     }

@@ -15,6 +15,8 @@ mod support;
 
 #[path = "gateway_kube/autoscaler.rs"]
 mod autoscaler;
+#[path = "gateway_kube/container_concurrency.rs"]
+mod container_concurrency;
 #[path = "gateway_kube/scale_to_zero.rs"]
 mod scale_to_zero;
 

@@ -1,6 +1,7 @@
 //! Bodies on the proxy path: streamed frame by frame, never collected, and
 //! holding the request's slot until the last frame is out.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -81,6 +82,64 @@ impl<G: Unpin> HttpBody for Guarded<G> {
     }
 }
 
+/// A response body that fails once its instance has sent nothing for `idle` (Knative's
+/// `idleTimeoutSeconds`): the client sees the stream cut instead of hanging.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`; the clock starts now.
+    pub fn new(inner: B, idle: std::time::Duration) -> Self {
+        let timer = Box::pin(tokio::time::sleep_until(crate::revision::deadline(
+            tokio::time::Instant::now(),
+            idle,
+        )));
+        Self { inner, idle, timer }
+    }
+}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = crate::revision::deadline(tokio::time::Instant::now(), this.idle);
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "no response bytes for {:?} (idleTimeoutSeconds)",
+                    this.idle
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -131,5 +190,23 @@ mod tests {
         let body = Guarded::new(full("x"), Flag(Arc::clone(&released)));
         drop(body);
         assert!(released.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_body_is_cut_after_its_idle_timeout() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, BoxError>>();
+        let mut body = IdleTimeout::new(StreamBody::new(rx), std::time::Duration::from_secs(2));
+        tx.unbounded_send(Ok(Frame::data(Bytes::from("a"))))
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // 1.5 s pauses are within the limit, each frame restarting the clock.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        tx.unbounded_send(Ok(Frame::data(Bytes::from("b"))))
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("idleTimeoutSeconds"), "{err}");
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
     }
 }

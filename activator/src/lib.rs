@@ -48,6 +48,7 @@ mod proxy;
 mod reporter;
 mod revision;
 mod server;
+pub mod share;
 mod stats;
 mod throttler;
 mod trace;

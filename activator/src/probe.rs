@@ -89,6 +89,21 @@ impl Activator {
         Ok(())
     }
 
+    /// Replaces a revision's instances with this activator's share of them ([`crate::share`]:
+    /// each pod with the most requests this activator may have on it). Otherwise as
+    /// [`Activator::update_instances`].
+    pub fn update_assigned(
+        &self,
+        key: &RevisionKey,
+        assigned: &[(SocketAddr, u32)],
+    ) -> Result<(), Error> {
+        self.inner
+            .throttler
+            .set_shares(key, assigned.iter().copied().collect())?;
+        let addrs: Vec<SocketAddr> = assigned.iter().map(|(a, _)| *a).collect();
+        self.update_instances(key, &addrs)
+    }
+
     /// Addresses of a revision still waiting for a successful probe.
     pub fn probing(&self, key: &RevisionKey) -> Vec<SocketAddr> {
         let table = self.probes();

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::activator::{Activator, Entry};
-use crate::body::{self, Body, Guarded};
+use crate::body::{self, Body, Guarded, IdleTimeout};
 use crate::error::{BoxError, Error, rescue};
 use crate::revision::{
     NAMESPACE_HEADER, PROXY_HEADER, PROXY_HEADER_VALUE, REVISION_HEADER, RevisionKey,
@@ -106,13 +106,29 @@ impl Activator {
         } else {
             &self.inner.http1
         };
-        let deadline = crate::revision::deadline(arrival, config.timeout);
+        // The response must start within the Revision's timeout (counted from arrival), its
+        // response-start timeout and its idle timeout (both counted from now), whichever
+        // ends first.
+        let forwarded = Instant::now();
+        let (deadline, timeout) = [
+            Some((arrival, config.timeout)),
+            config.response_start_timeout.map(|t| (forwarded, t)),
+            config.idle_timeout.map(|t| (forwarded, t)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(from, t)| (crate::revision::deadline(from, t), t))
+        .min_by_key(|(d, _)| *d)
+        .unwrap_or((
+            crate::revision::deadline(arrival, config.timeout),
+            config.timeout,
+        ));
         let mut resp = match tokio::time::timeout_at(deadline, client.request(upstream_req)).await {
             Err(_) => {
                 return Err(Error::Timeout {
                     revision: key,
                     addr,
-                    timeout: config.timeout,
+                    timeout,
                 });
             }
             Ok(Err(e)) => {
@@ -141,9 +157,13 @@ impl Activator {
 
         let (mut parts, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
+        let incoming = match config.idle_timeout {
+            Some(idle) => body::boxed(IdleTimeout::new(incoming, idle)),
+            None => body::boxed(incoming),
+        };
         Ok(Response::from_parts(
             parts,
-            Body::new(Guarded::new(body::boxed(incoming), in_flight)),
+            Body::new(Guarded::new(incoming, in_flight)),
         ))
     }
 

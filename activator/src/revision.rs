@@ -29,6 +29,14 @@ pub struct RevisionConfig {
     /// counts: a request still waiting when it runs out gets 503, one whose
     /// instance has not answered by then gets 504.
     pub timeout: Duration,
+    /// `responseStartTimeoutSeconds`: how long the instance may take, from the moment the
+    /// request is forwarded to it, to start its response (504 after). `None`: only
+    /// `timeout` applies.
+    pub response_start_timeout: Option<Duration>,
+    /// `idleTimeoutSeconds`: the longest the instance may send nothing, while its response
+    /// is due (504 after) and between the frames of its response body (the stream is cut).
+    /// Tunnels (websockets) are not cut. `None`: no idle limit.
+    pub idle_timeout: Option<Duration>,
     /// The revision speaks HTTP/2 without TLS (port named `h2c`/`http2`):
     /// forward with h2 prior knowledge (gRPC needs this).
     pub h2c: bool,
@@ -39,6 +47,8 @@ impl Default for RevisionConfig {
         Self {
             container_concurrency: 0,
             timeout: DEFAULT_TIMEOUT,
+            response_start_timeout: None,
+            idle_timeout: None,
             h2c: false,
         }
     }

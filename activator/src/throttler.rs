@@ -215,6 +215,24 @@ impl Throttler {
         Ok(())
     }
 
+    /// Gives some of a revision's instances a capacity of their own instead of its
+    /// `containerConcurrency` (this activator's share of them, [`crate::share::assign`]);
+    /// instances not named keep `containerConcurrency`. Raising a capacity admits waiters;
+    /// lowering one keeps the requests already admitted.
+    pub fn set_shares(
+        &self,
+        key: &RevisionKey,
+        shares: HashMap<SocketAddr, u32>,
+    ) -> Result<(), Error> {
+        let rev = self
+            .revision(key)
+            .ok_or_else(|| Error::UnknownRevision(key.clone()))?;
+        let mut st = rev.lock();
+        st.set_shares(shares);
+        rev.dispatch(&mut st);
+        Ok(())
+    }
+
     /// Forgets a revision. Its waiting requests fail with
     /// [`Error::RevisionRemoved`]; requests in flight finish normally.
     pub fn remove_revision(&self, key: &RevisionKey) {

@@ -18,6 +18,12 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// no timeout.
 pub const TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/timeout-seconds";
 
+/// Annotation on a Service: the longest, in whole seconds, a response from it may go without
+/// a byte (Knative's `idleTimeoutSeconds`), Envoy's route `idle_timeout` (the maximum over a
+/// route's splits when all of them have one; otherwise the listener's stream idle timeout
+/// applies). `sluice controller --kube` sets it on each Revision's public Service.
+pub const IDLE_TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/idle-timeout-seconds";
+
 /// Annotation on a Service: the most requests one of its endpoints serves at once
 /// (Knative's `containerConcurrency`; absent, 0 or invalid: unlimited). Envoy then opens at
 /// most that many HTTP/1.1 connections to each endpoint (for h2c: one connection carrying at
@@ -60,10 +66,12 @@ pub fn annotation_problems(service: &Service) -> Vec<(&'static str, String)> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    if let Some(v) = a.get(TIMEOUT_ANNOTATION)
-        && let Err(e) = parse_timeout(v)
-    {
-        out.push((TIMEOUT_ANNOTATION, format!("{e}; ignored (no timeout)")));
+    for annotation in [TIMEOUT_ANNOTATION, IDLE_TIMEOUT_ANNOTATION] {
+        if let Some(v) = a.get(annotation)
+            && let Err(e) = parse_timeout(v)
+        {
+            out.push((annotation, format!("{e}; ignored (no timeout)")));
+        }
     }
     if let Some(v) = a.get(CONCURRENCY_ANNOTATION)
         && v.trim().parse::<u32>().is_err()
@@ -96,11 +104,24 @@ pub trait Lookup {
     /// A Secret by namespace and name.
     fn secret(&self, namespace: &str, name: &str) -> Option<&Secret>;
 
-    /// The request timeout of the revision behind a Service, when known. A route's timeout is
-    /// the maximum over its splits; with none known the route has no timeout (`0s`).
-    fn upstream_timeout(&self, _namespace: &str, _service: &str) -> Option<Duration> {
-        None
+    /// The request timeout of the revision behind a Service, when known (by default its
+    /// [`TIMEOUT_ANNOTATION`]). A route's timeout is the maximum over its splits; with none
+    /// known the route has no timeout (`0s`).
+    fn upstream_timeout(&self, namespace: &str, service: &str) -> Option<Duration> {
+        annotated_seconds(&*self.service(namespace, service)?, TIMEOUT_ANNOTATION)
     }
+
+    /// The idle timeout of the revision behind a Service, when known (its
+    /// [`IDLE_TIMEOUT_ANNOTATION`]).
+    fn upstream_idle_timeout(&self, namespace: &str, service: &str) -> Option<Duration> {
+        annotated_seconds(&*self.service(namespace, service)?, IDLE_TIMEOUT_ANNOTATION)
+            .filter(|t| !t.is_zero())
+    }
+}
+
+/// A Service's annotation read as [`parse_timeout`] does (invalid: absent).
+fn annotated_seconds(service: &Service, annotation: &str) -> Option<Duration> {
+    parse_timeout(service.metadata.annotations.as_ref()?.get(annotation)?).ok()
 }
 
 type Key = (String, String);

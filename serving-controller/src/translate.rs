@@ -266,6 +266,8 @@ pub fn translate_ingress_with(
             let single = path.splits.len() == 1;
             let mut weights = Vec::with_capacity(path.splits.len());
             let mut timeout = Duration::ZERO;
+            // The largest of the splits' idle timeouts, or none if any split has none.
+            let mut idle_timeout = Some(Duration::ZERO);
             // As Kourier: a rewriteHost path goes back through the gateway, in plain text.
             let internal_tls = options.internal_tls && path.rewrite_host.is_empty();
             for (k, split) in path.splits.iter().enumerate() {
@@ -292,6 +294,11 @@ pub fn translate_ingress_with(
                 {
                     timeout = timeout.max(t);
                 }
+                idle_timeout = idle_timeout
+                    .zip(
+                        lookup.upstream_idle_timeout(&split.service_namespace, &split.service_name),
+                    )
+                    .map(|(a, b)| a.max(b));
                 if let Some(a) = up.assignment {
                     assignments.entry(a.cluster_name.clone()).or_insert(a);
                 }
@@ -301,6 +308,7 @@ pub fn translate_ingress_with(
             }
             let fwd = routes::Forwarding {
                 timeout,
+                idle_timeout: idle_timeout.filter(|t| !t.is_zero()),
                 rewrite_host: Some(path.rewrite_host.clone()).filter(|h| !h.is_empty()),
                 set_headers: path.append_headers.clone(),
             };

@@ -76,6 +76,8 @@ pub struct Core {
     uids: BTreeMap<Key, String>,
     /// Whether the KPA last put each Revision's activator in the path.
     in_path: BTreeMap<Key, bool>,
+    /// Every Revision's `containerConcurrency` (> 0 keeps it behind the activators).
+    concurrency: BTreeMap<Key, u32>,
     /// When this process started deciding each Revision.
     deciding_since: BTreeMap<Key, Instant>,
     /// KPA-class Revisions (annotations checked by [`Autoscaling::track`]).
@@ -108,6 +110,7 @@ impl Core {
             endpoints: Endpoints::new(activator),
             uids: BTreeMap::new(),
             in_path: BTreeMap::new(),
+            concurrency: BTreeMap::new(),
             deciding_since: BTreeMap::new(),
             revisions: BTreeMap::new(),
             deployments: BTreeMap::new(),
@@ -127,12 +130,15 @@ impl Core {
         if let Some(uid) = &revision.metadata.uid {
             self.uids.insert(key.clone(), uid.clone());
         }
+        let cc = u32::try_from(revision.spec.container_concurrency.unwrap_or(0)).unwrap_or(0);
+        self.concurrency.insert(key.clone(), cc);
         let annotations = revision.metadata.annotations.clone().unwrap_or_default();
         let class = annotations
             .get("autoscaling.knative.dev/class")
             .map_or(self.config.pod_autoscaler_class.as_str(), String::as_str);
         if class == HPA_CLASS {
-            self.revision_gone(&key);
+            // Scaled by its HorizontalPodAutoscaler; its public slice is still written here.
+            self.stop_scaling(&key);
             return;
         }
         let reachable = revision
@@ -141,7 +147,6 @@ impl Core {
             .as_ref()
             .and_then(|l| l.get(ROUTING_STATE_LABEL))
             .is_some_and(|s| s == "active");
-        let cc = u32::try_from(revision.spec.container_concurrency.unwrap_or(0)).unwrap_or(0);
         match self
             .scaling
             .track(now, &key, &annotations, cc, reachable, None)
@@ -161,9 +166,15 @@ impl Core {
     /// A Revision was deleted.
     pub fn revision_gone(&mut self, key: &Key) {
         self.uids.remove(key);
+        self.concurrency.remove(key);
+        self.endpoints.revision_gone(key);
+        self.stop_scaling(key);
+    }
+
+    /// Forgets what scaling a Revision needs (deleted, or HPA class).
+    fn stop_scaling(&mut self, key: &Key) {
         self.in_path.remove(key);
         self.deciding_since.remove(key);
-        self.endpoints.revision_gone(key);
         self.scaling.forget(key);
         self.revisions.remove(key);
         self.problems.remove(key);
@@ -264,7 +275,8 @@ impl Core {
         for revision in self.endpoints.revisions() {
             let in_path = self.in_path.get(&revision).copied().unwrap_or(false);
             let owner = self.uids.get(&revision).map(String::as_str);
-            if let Some((mode, slice)) = self.endpoints.due(&revision, owner, in_path) {
+            let cc = self.concurrency.get(&revision).copied().unwrap_or(0);
+            if let Some((mode, slice)) = self.endpoints.due(&revision, owner, in_path, cc) {
                 out.slices.push((revision, mode, slice));
             }
         }

@@ -8,6 +8,14 @@
 //!   default `knative-serving/sluice-activator`), on theirs — while the Revision is at zero or
 //!   short of burst capacity (the KPA's decision), and only when an activator pod is ready.
 //!
+//! A Revision with a `containerConcurrency` is always in proxy mode (while an activator is
+//! ready): only the activators hold requests to a pod's capacity — Envoy's per-host limits
+//! cannot add up across gateway replicas. Its slice then names
+//! `min(activators, max(1, pods × containerConcurrency))` of them, picked by rendezvous
+//! hashing of the Revision (stable while the activators stay), so each of them has at least
+//! one request's share of a pod ([`sluice_activator::share`]); other Revisions get every
+//! activator. The slice's [`MODE_LABEL`] says which mode it is in.
+//!
 //! The gateway only follows EndpointSlices, so it needs no special case. The port keeps the
 //! public Service's port name (`http`, or `http2` for h2c), so the gateway matches it. A slice
 //! is written only when it differs from the one written last (server-side apply).
@@ -25,6 +33,14 @@ use sluice_serving::serving::names::child_name;
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Our value of it.
 pub const MANAGED_BY: &str = "sluice-autoscaler.knative.dev";
+
+/// Label on a public slice: `serve` or `proxy` (the activators read the proxy-mode slices to
+/// know which of them are in a Revision's path).
+pub const MODE_LABEL: &str = "sluice.knative.dev/mode";
+/// [`MODE_LABEL`] in proxy mode.
+pub const MODE_PROXY: &str = "proxy";
+/// [`MODE_LABEL`] in serve mode.
+pub const MODE_SERVE: &str = "serve";
 
 /// Where a Revision's public Service sends its traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,16 +181,27 @@ impl Endpoints {
 
     /// The public slice a Revision should have (`owner`: the Revision's UID), and the mode it
     /// is in; `None` when it is already written, or the private Service's port is not known yet.
+    ///
+    /// `container_concurrency` > 0 keeps the Revision behind the activators (see the module
+    /// docs).
     pub fn due(
         &self,
         revision: &Key,
         owner: Option<&str>,
         in_path: bool,
+        container_concurrency: u32,
     ) -> Option<(Mode, EndpointSlice)> {
         let own = self.backends(Some(revision));
         let port = own.port.clone()?;
-        let activator = self.backends(None);
+        let mut activator = self.backends(None);
+        let in_path = in_path || container_concurrency > 0;
         let (mode, backends) = if in_path && !activator.ready.is_empty() {
+            if container_concurrency > 0 {
+                let pods = u64::try_from(own.ready.len()).unwrap_or(u64::MAX);
+                let room = pods.saturating_mul(u64::from(container_concurrency)).max(1);
+                let k = usize::try_from(room).unwrap_or(usize::MAX);
+                activator.ready = pick(revision, activator.ready, k);
+            }
             (Mode::Proxy, activator)
         } else {
             (Mode::Serve, own)
@@ -183,12 +210,41 @@ impl Endpoints {
             port: backends.port.as_ref().and_then(|p| p.port).or(port.port),
             ..port
         };
-        let slice = public_slice(revision, owner, &backends, port);
+        let slice = public_slice(revision, owner, mode, &backends, port);
         match self.written.get(revision) {
             Some((m, s)) if *m == mode && *s == slice => None,
             _ => Some((mode, slice)),
         }
     }
+}
+
+/// The `k` of `addresses` a Revision's traffic goes to, by rendezvous hashing: each address
+/// scored by a hash of (Revision, address), the highest `k` kept (sorted by address). Adding
+/// or removing one address moves only the Revisions it wins or held.
+fn pick(revision: &Key, mut addresses: Vec<String>, k: usize) -> Vec<String> {
+    if addresses.len() <= k {
+        return addresses;
+    }
+    let score = |a: &str| {
+        // FNV-1a: stable across processes and releases, so a new leader picks the same.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in revision
+            .namespace
+            .bytes()
+            .chain([b'/'])
+            .chain(revision.name.bytes())
+            .chain([b'/'])
+            .chain(a.bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    addresses.sort_by_cached_key(|a| std::cmp::Reverse(score(a)));
+    addresses.truncate(k);
+    addresses.sort();
+    addresses
 }
 
 /// The name of a Revision's public slice: `{revision}-sluice`.
@@ -199,6 +255,7 @@ pub fn public_slice_name(revision: &str) -> String {
 fn public_slice(
     revision: &Key,
     owner: Option<&str>,
+    mode: Mode,
     backends: &Backends,
     port: EndpointPort,
 ) -> EndpointSlice {
@@ -210,6 +267,14 @@ fn public_slice(
                 (SERVICE_NAME_LABEL.to_string(), revision.name.clone()),
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
                 (REVISION_LABEL.to_string(), revision.name.clone()),
+                (
+                    MODE_LABEL.to_string(),
+                    match mode {
+                        Mode::Serve => MODE_SERVE,
+                        Mode::Proxy => MODE_PROXY,
+                    }
+                    .to_string(),
+                ),
             ])),
             owner_references: owner.map(|uid| {
                 vec![OwnerReference {
@@ -303,7 +368,7 @@ mod tests {
         )));
         assert_eq!(e.revisions(), [hello()]);
 
-        let (mode, s) = e.due(&hello(), Some("uid"), false).expect("due");
+        let (mode, s) = e.due(&hello(), Some("uid"), false, 0).expect("due");
         assert_eq!(mode, Mode::Serve);
         let json = serde_json::to_value(&s).expect("json");
         assert_eq!(json["metadata"]["name"], "hello-00001-sluice");
@@ -322,11 +387,11 @@ mod tests {
         );
         e.written(hello(), mode, s);
         assert!(
-            e.due(&hello(), Some("uid"), false).is_none(),
+            e.due(&hello(), Some("uid"), false, 0).is_none(),
             "written already"
         );
 
-        let (mode, s) = e.due(&hello(), Some("uid"), true).expect("due");
+        let (mode, s) = e.due(&hello(), Some("uid"), true, 0).expect("due");
         assert_eq!(mode, Mode::Proxy);
         let json = serde_json::to_value(&s).expect("json");
         assert_eq!(json["endpoints"][0]["addresses"], json!(["10.1.0.2"]));
@@ -348,8 +413,64 @@ mod tests {
             &[],
         ));
         assert!(!e.activator_ready());
-        let (mode, s) = e.due(&hello(), None, true).expect("due");
+        let (mode, s) = e.due(&hello(), None, true, 0).expect("due");
         assert_eq!(mode, Mode::Serve);
         assert!(s.endpoints.unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn a_container_concurrency_keeps_the_revision_behind_enough_activators() {
+        let mut e = Endpoints::new(Key::new("knative-serving", "sluice-activator"));
+        let activators = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
+        e.observe(&slice("a1", "sluice-activator", None, 8012, &activators));
+        let pods = |e: &mut Endpoints, ready: &[&str]| {
+            e.observe(&slice(
+                "p1",
+                "hello-00001-private",
+                Some("hello-00001"),
+                8080,
+                ready,
+            ));
+        };
+        let named = |s: &EndpointSlice| -> Vec<String> {
+            s.endpoints
+                .iter()
+                .flatten()
+                .flat_map(|e| e.addresses.clone())
+                .collect()
+        };
+        // At zero and with one pod of cc 1: one activator holds every request (a second one
+        // would have no share of the pod).
+        pods(&mut e, &[]);
+        let (mode, at_zero) = e.due(&hello(), None, false, 1).expect("due");
+        assert_eq!(mode, Mode::Proxy, "cc > 0: the activator stays in the path");
+        assert_eq!(
+            at_zero.metadata.labels.as_ref().unwrap()[MODE_LABEL],
+            MODE_PROXY
+        );
+        assert_eq!(named(&at_zero).len(), 1);
+        pods(&mut e, &["10.0.0.7"]);
+        let (_, one) = e.due(&hello(), None, false, 1).expect("due");
+        assert_eq!(named(&one), named(&at_zero), "the same one: stable picks");
+        // Two pods of cc 1: two activators, the first one among them.
+        pods(&mut e, &["10.0.0.7", "10.0.0.8"]);
+        let (_, two) = e.due(&hello(), None, false, 1).expect("due");
+        assert_eq!(named(&two).len(), 2);
+        assert!(named(&two).contains(&named(&one)[0]));
+        // Room for every activator: all three.
+        let (_, all) = e.due(&hello(), None, false, 2).expect("due");
+        assert_eq!(named(&all), activators);
+        // Another Revision may be given another activator (picks spread Revisions).
+        let firsts: std::collections::BTreeSet<Vec<String>> = (0..20)
+            .map(|i| pick(&Key::new("default", format!("r{i}")), named(&all), 1))
+            .collect();
+        assert!(firsts.len() > 1, "{firsts:?}");
+        // cc 0 in serve mode: the pods, labelled so.
+        let (mode, served) = e.due(&hello(), None, false, 0).expect("due");
+        assert_eq!(mode, Mode::Serve);
+        assert_eq!(
+            served.metadata.labels.as_ref().unwrap()[MODE_LABEL],
+            MODE_SERVE
+        );
     }
 }

@@ -90,6 +90,10 @@ pub struct Run {
     pub annotations: BTreeMap<String, String>,
     /// `timeoutSeconds` (the activator's deadline for the response to start).
     pub timeout: std::time::Duration,
+    /// `responseStartTimeoutSeconds` (the activator's deadline for it, from forwarding).
+    pub response_start_timeout: Option<std::time::Duration>,
+    /// `idleTimeoutSeconds` (the activator cuts a response silent for that long).
+    pub idle_timeout: Option<std::time::Duration>,
     /// It speaks h2c (the activator forwards with HTTP/2 prior knowledge).
     pub h2c: bool,
 }

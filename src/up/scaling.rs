@@ -74,6 +74,8 @@ impl Loop {
                 RevisionConfig {
                     container_concurrency: run.spec.container_concurrency,
                     timeout: run.timeout,
+                    response_start_timeout: run.response_start_timeout,
+                    idle_timeout: run.idle_timeout,
                     h2c: run.h2c,
                 },
             );

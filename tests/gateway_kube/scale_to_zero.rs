@@ -50,11 +50,12 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
     let backend = start(BackendOptions::new("hello-00001")).await;
     let activator_addr = free_addr();
     // The activator in the path only at zero (with Knative's default target-burst-capacity
-    // of 200, a one-pod Revision would stay behind it).
+    // of 200, a one-pod Revision would stay behind it; so would one with a
+    // containerConcurrency, see container_concurrency.rs).
     seed_revision(
         &api,
         json!({"autoscaling.knative.dev/target-burst-capacity": "0"}),
-        json!({"containers": [{"image": "x"}], "containerConcurrency": 1, "timeoutSeconds": 30}),
+        json!({"containers": [{"image": "x"}], "timeoutSeconds": 30}),
     );
     // The pod, behind the private Service (Kubernetes keeps this slice).
     let pods = slice(

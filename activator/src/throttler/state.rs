@@ -2,7 +2,7 @@
 //! balancer and its FIFO of waiting requests. Everything here runs under the
 //! revision's lock and never blocks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,6 +58,9 @@ pub(super) struct Revision {
 #[derive(Debug)]
 pub(super) struct State {
     pub container_concurrency: u32,
+    /// Instances whose capacity is this activator's share rather than `containerConcurrency`
+    /// (several activators in the Revision's path: [`crate::share`]).
+    pub shares: HashMap<SocketAddr, u32>,
     /// Ready instances, in the order last given.
     pub instances: Vec<Instance>,
     /// Instances no longer ready but with requests still in flight: their
@@ -80,6 +83,7 @@ impl Revision {
             global,
             state: Mutex::new(State {
                 container_concurrency,
+                shares: HashMap::new(),
                 instances: Vec::new(),
                 draining: Vec::new(),
                 balancer: Balancer::new(policy, seed),
@@ -159,7 +163,7 @@ impl State {
             } else {
                 Instance {
                     addr,
-                    breaker: Breaker::new(self.container_concurrency),
+                    breaker: Breaker::new(self.capacity_of(addr)),
                 }
             };
             next.push(inst);
@@ -172,10 +176,39 @@ impl State {
     /// Changes `containerConcurrency`: every breaker's capacity and the policy.
     pub fn set_container_concurrency(&mut self, cc: u32) {
         self.container_concurrency = cc;
-        for inst in self.instances.iter_mut().chain(self.draining.iter_mut()) {
-            inst.breaker.set_capacity(cc);
-        }
+        self.recapacitate();
         self.balancer
             .set_policy(Policy::for_container_concurrency(cc));
+    }
+
+    /// Replaces the per-instance shares (instances not named get `containerConcurrency`).
+    pub fn set_shares(&mut self, shares: HashMap<SocketAddr, u32>) {
+        self.shares = shares;
+        self.recapacitate();
+    }
+
+    /// The capacity of the breaker for `addr`.
+    fn capacity_of(&self, addr: SocketAddr) -> u32 {
+        self.shares
+            .get(&addr)
+            .copied()
+            .unwrap_or(self.container_concurrency)
+    }
+
+    fn recapacitate(&mut self) {
+        let capacities: Vec<u32> = self
+            .instances
+            .iter()
+            .chain(self.draining.iter())
+            .map(|i| self.capacity_of(i.addr))
+            .collect();
+        for (inst, cap) in self
+            .instances
+            .iter_mut()
+            .chain(self.draining.iter_mut())
+            .zip(capacities)
+        {
+            inst.breaker.set_capacity(cap);
+        }
     }
 }

@@ -445,3 +445,37 @@ proptest! {
         churn(seed, cc, bound);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_share_caps_an_instance_below_container_concurrency() {
+    let (t, _pokes) = throttler(10, 10);
+    let k = key("shared");
+    t.set_revision(&k, 4);
+    t.set_shares(&k, HashMap::from([(addr(1), 1)])).unwrap();
+    t.update_instances(&k, &[addr(1), addr(2)]).unwrap();
+    // addr(1) holds one request (this activator's share), addr(2) the whole cc.
+    let mut permits = Vec::new();
+    for _ in 0..5 {
+        permits.push(t.acquire(&k, LONG).await.unwrap());
+    }
+    let on = |a| permits.iter().filter(|p| p.addr() == a).count();
+    assert_eq!((on(addr(1)), on(addr(2))), (1, 4));
+    let waiting = spawn_acquire(&t, &k, LONG);
+    settle().await;
+    assert_eq!(queued(&t, &k), 1, "no room left");
+    // A larger share admits the waiter.
+    t.set_shares(&k, HashMap::from([(addr(1), 2)])).unwrap();
+    settle().await;
+    let admitted = waiting.await.unwrap().unwrap();
+    assert_eq!(admitted.addr(), addr(1));
+    // Raising cc does not lift a share.
+    t.set_revision(&k, 8);
+    assert_eq!(t.in_flight_on(&k, addr(1)), 2);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), t.acquire(&k, LONG))
+            .await
+            .is_ok_and(|p| p.is_ok_and(|p| p.addr() == addr(2))),
+        "the next goes to the pod with room"
+    );
+    drop((admitted, permits));
+}

@@ -116,6 +116,12 @@ pub struct RevisionSpec {
     pub subdomain: Option<Value>,
 }
 
+fn positive_seconds(v: Option<i64>) -> Option<std::time::Duration> {
+    v.and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0)
+        .map(std::time::Duration::from_secs)
+}
+
 impl RevisionSpec {
     /// The PodSpec fields set here that Knative disallows by default, sorted.
     pub fn disallowed_fields(&self) -> Vec<&'static str> {
@@ -176,6 +182,16 @@ impl RevisionSpec {
             .map(|p| p.container_port)
             .filter(|p| *p != 0)
             .unwrap_or(DEFAULT_USER_PORT)
+    }
+
+    /// `responseStartTimeoutSeconds` as a duration (unset or 0: none).
+    pub fn response_start_timeout(&self) -> Option<std::time::Duration> {
+        positive_seconds(self.response_start_timeout_seconds)
+    }
+
+    /// `idleTimeoutSeconds` as a duration (unset or 0: none).
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        positive_seconds(self.idle_timeout_seconds)
     }
 
     /// Whether the app speaks h2c: its port is named `h2c` (Knative's content negotiation).

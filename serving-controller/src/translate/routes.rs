@@ -103,6 +103,9 @@ pub fn cluster_weight(
 pub struct Forwarding {
     /// The route timeout; `Duration::ZERO` disables it (Envoy's default would be 15 s).
     pub timeout: Duration,
+    /// The route's idle timeout (Knative's `idleTimeoutSeconds`); `None` leaves the
+    /// listener's stream idle timeout in force.
+    pub idle_timeout: Option<Duration>,
     /// `rewriteHost`: the `Host` sent upstream.
     pub rewrite_host: Option<String>,
     /// Path-level `appendHeaders`.
@@ -124,6 +127,7 @@ pub fn weighted_route(
             },
         )),
         timeout: Some(duration(forwarding.timeout)),
+        idle_timeout: forwarding.idle_timeout.map(duration),
         host_rewrite_specifier: forwarding
             .rewrite_host
             .as_ref()

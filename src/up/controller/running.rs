@@ -175,6 +175,8 @@ impl Controller {
                     timeout: std::time::Duration::from_secs(
                         u64::try_from(revision_timeout(revision, &self.cfg)).unwrap_or(0),
                     ),
+                    response_start_timeout: revision.spec.response_start_timeout(),
+                    idle_timeout: revision.spec.idle_timeout(),
                     h2c: revision.spec.is_h2c(),
                 });
             }

@@ -42,6 +42,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::RuntimeError;
+use crate::lookup::{IDLE_TIMEOUT_ANNOTATION, TIMEOUT_ANNOTATION};
 use crate::serving::configuration::controller_ref;
 use crate::serving::kingress::REVISION_SERVICE_PORT;
 use crate::serving::names::child_name;
@@ -254,8 +255,26 @@ pub fn revision_private_service(revision: &Revision) -> Service {
 /// ClusterIP, the same port, **no selector**. Its EndpointSlices are written by `sluice
 /// autoscaler --kube`: the ready pods of the private Service (serve mode), or the activator's
 /// pods while the Revision is at zero or short of burst capacity (proxy mode).
+///
+/// Its annotations carry the Revision's timeouts to the gateway: `timeoutSeconds` as
+/// [`TIMEOUT_ANNOTATION`] (the route timeout) and `idleTimeoutSeconds` as
+/// [`IDLE_TIMEOUT_ANNOTATION`] (the route idle timeout).
 pub fn revision_service(revision: &Revision) -> Service {
-    revision_port_service(revision, revision.name().to_string())
+    let mut service = revision_port_service(revision, revision.name().to_string());
+    let timeouts = [
+        (TIMEOUT_ANNOTATION, revision.spec.timeout_seconds),
+        (IDLE_TIMEOUT_ANNOTATION, revision.spec.idle_timeout_seconds),
+    ];
+    for (annotation, seconds) in timeouts {
+        if let Some(s) = seconds.filter(|s| *s > 0) {
+            service
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(annotation.to_string(), s.to_string());
+        }
+    }
+    service
 }
 
 /// The private Service's name: `{revision}-private` (Knative's, hashed past 63 characters).
@@ -632,6 +651,26 @@ mod tests {
             liveness.port,
             IntOrString::String("admin".into()),
             "a set port kept"
+        );
+    }
+
+    #[test]
+    fn the_public_service_carries_the_revisions_timeouts_to_the_gateway() {
+        let mut r = revision(Some(("", 9000)));
+        r.spec.idle_timeout_seconds = Some(20);
+        let public = revision_service(&r);
+        let annotations = public.metadata.annotations.expect("annotations");
+        assert_eq!(annotations[TIMEOUT_ANNOTATION], "300");
+        assert_eq!(annotations[IDLE_TIMEOUT_ANNOTATION], "20");
+        assert_eq!(annotations["example.com/note"], "kept");
+        let private = revision_private_service(&r);
+        assert!(
+            !private
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(TIMEOUT_ANNOTATION),
+            "the gateway never routes to the private Service"
         );
     }
 

@@ -594,6 +594,51 @@ rules:
 }
 
 #[test]
+fn route_idle_timeout_is_the_longest_split_idle_timeout_when_every_split_has_one() {
+    let with_idle = |name: &str, seconds: Option<&str>| {
+        let mut svc = service("default", name, vec![port("http", 80, 8012)]);
+        svc.metadata.annotations = seconds.map(|s| {
+            BTreeMap::from([(
+                crate::lookup::IDLE_TIMEOUT_ANNOTATION.to_string(),
+                s.to_string(),
+            )])
+        });
+        svc
+    };
+    let ing = kingress(
+        r#"
+rules:
+- hosts: [t.example.com]
+  http:
+    paths:
+    - splits:
+      - {serviceName: hello-00001, serviceNamespace: default, servicePort: 80, percent: 50}
+      - {serviceName: hello-00002, serviceNamespace: default, servicePort: 80, percent: 50}
+"#,
+    );
+    let idle_of = |objects: &crate::Objects| {
+        let got = translate_ingress(&ing, objects).unwrap();
+        let route = &virtual_hosts(&got)[0].routes[1];
+        let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(a)) =
+            &route.action
+        else {
+            panic!("not forwarding");
+        };
+        a.idle_timeout
+    };
+    let mut objects = objects();
+    objects.add_service(with_idle("hello-00001", Some("20")));
+    objects.add_service(with_idle("hello-00002", Some("45")));
+    assert_eq!(
+        idle_of(&objects),
+        Some(sluice_xds::builders::duration(Duration::from_secs(45)))
+    );
+    // One split without a limit: none on the route (the listener's stream idle timeout).
+    objects.add_service(with_idle("hello-00002", None));
+    assert_eq!(idle_of(&objects), None);
+}
+
+#[test]
 fn slices_win_over_endpoints() {
     let mut objects = objects();
     objects.add_endpoint_slice(slice(
