@@ -242,13 +242,20 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
         "{}",
         String::from_utf8_lossy(&late.body)
     );
-    // idleTimeoutSeconds: 2 — a response whose body stalls for 3 s is cut; one within both
+    // idleTimeoutSeconds: 2 — a response whose body is due after 5 s is cut (the public
+    // Service here has no idle annotation, so this is the activator's doing); one within both
     // limits is whole.
-    let stalled = get(gw.external_http, crate::HOST, "/?timeout=3000", &[]).await;
+    let started = std::time::Instant::now();
+    let stalled = get(gw.external_http, crate::HOST, "/?timeout=5000", &[]).await;
     assert!(
         stalled.is_err(),
         "a response silent past idleTimeoutSeconds is cut: {:?}",
         stalled.map(|r| r.status)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(4500),
+        "cut after {:?}, not at the idle timeout",
+        started.elapsed()
     );
     let fine = get(gw.external_http, crate::HOST, "/?initialTimeout=1000", &[])
         .await

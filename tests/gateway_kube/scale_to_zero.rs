@@ -7,7 +7,8 @@
 //! The Revision is served directly (the autoscaler writes its public EndpointSlice: the pod),
 //! goes idle, is put behind the activator (the public slice now names the activator) and only
 //! then scaled to zero; the next request waits at the activator, whose poke brings the pod
-//! back, and is answered by the backend.
+//! back, and is answered by the backend. Served directly again, the route carries the
+//! Revision's `idleTimeoutSeconds` from its public Service.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -55,7 +56,7 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
     seed_revision(
         &api,
         json!({"autoscaling.knative.dev/target-burst-capacity": "0"}),
-        json!({"containers": [{"image": "x"}], "timeoutSeconds": 30}),
+        json!({"containers": [{"image": "x"}], "timeoutSeconds": 30, "idleTimeoutSeconds": 2}),
     );
     // The pod, behind the private Service (Kubernetes keeps this slice).
     let pods = slice(
@@ -72,8 +73,13 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
         .unwrap()
         .insert(DEPLOYMENT.into(), pods);
     // The public Service (no selector) the KIngress names, and the activator's pod.
-    api.state
-        .push(SERVICES, "ADDED", service("hello-00001", "http", None, 80));
+    // As the controller writes it: the Revision's timeouts as annotations for the gateway.
+    let mut public = service("hello-00001", "http", None, 80);
+    public["metadata"]["annotations"] = json!({
+        "sluice.knative.dev/timeout-seconds": "30",
+        "sluice.knative.dev/idle-timeout-seconds": "2",
+    });
+    api.state.push(SERVICES, "ADDED", public);
     api.state.push(
         SLICES,
         "ADDED",
@@ -221,6 +227,21 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
     )
     .await;
     assert_eq!(served["endpoints"][0]["addresses"][0], "127.0.0.1");
+    // Served directly, Envoy enforces idleTimeoutSeconds (the route's idle timeout): a body
+    // due after 5 s is cut at 2 s (the client sees the connection end a second later:
+    // Envoy's delayed close).
+    let started = std::time::Instant::now();
+    let stalled = get(gw.external_http, crate::HOST, "/?timeout=5000", &[]).await;
+    assert!(
+        stalled.is_err(),
+        "cut by Envoy's route idle timeout: {:?}",
+        stalled.as_ref().map(|r| r.status)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(4500),
+        "cut after {:?}, not at the idle timeout",
+        started.elapsed()
+    );
 
     gw.stop().await;
     let _ = autoscaler.start_kill();

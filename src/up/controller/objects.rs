@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_serving::ingress::Ingress;
-use sluice_serving::lookup::{CONCURRENCY_ANNOTATION, TIMEOUT_ANNOTATION};
+use sluice_serving::lookup::{CONCURRENCY_ANNOTATION, IDLE_TIMEOUT_ANNOTATION, TIMEOUT_ANNOTATION};
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
 use sluice_serving::serving::{Revision, ServingConfig};
 
@@ -49,9 +49,9 @@ pub(super) fn configuration_label(revision: &Revision) -> Option<&str> {
 }
 
 /// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service), with
-/// its timeout and (when Envoy sends its traffic `direct`ly to the instances)
-/// `containerConcurrency` as annotations the gateway turns into the route timeout and a
-/// per-instance request limit in Envoy. Through the activator the limit is the activator's to
+/// its timeout, its idle timeout and (when Envoy sends its traffic `direct`ly to the
+/// instances) `containerConcurrency` as annotations the gateway turns into the route timeout,
+/// the route idle timeout and a per-instance request limit in Envoy. Through the activator the limit is the activator's to
 /// keep: in Envoy it would cap the whole Revision at one instance's worth.
 pub fn make_revision_service(
     revision: &Revision,
@@ -60,6 +60,12 @@ pub fn make_revision_service(
 ) -> KubeService {
     let timeout = revision_timeout(revision, cfg);
     let mut annotations = BTreeMap::from([(TIMEOUT_ANNOTATION.to_string(), timeout.to_string())]);
+    if let Some(idle) = revision.spec.idle_timeout() {
+        annotations.insert(
+            IDLE_TIMEOUT_ANNOTATION.to_string(),
+            idle.as_secs().to_string(),
+        );
+    }
     let concurrency = container_concurrency(revision, cfg);
     if concurrency > 0 && direct {
         annotations.insert(CONCURRENCY_ANNOTATION.to_string(), concurrency.to_string());

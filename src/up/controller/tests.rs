@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::gateway::documents::decode;
-use sluice_serving::lookup::TIMEOUT_ANNOTATION;
+use sluice_serving::lookup::{IDLE_TIMEOUT_ANNOTATION, TIMEOUT_ANNOTATION};
 
 const HELLO: &str = r#"
 apiVersion: serving.knative.dev/v1
@@ -260,7 +260,7 @@ fn revisions_survive_a_restart_through_the_state() {
 }
 
 #[test]
-fn h2c_revisions_get_an_http2_port_and_a_timeout() {
+fn h2c_revisions_get_an_http2_port_and_their_timeouts() {
     let text = r#"
 apiVersion: serving.knative.dev/v1
 kind: Service
@@ -269,6 +269,7 @@ spec:
   template:
     spec:
       timeoutSeconds: 42
+      idleTimeoutSeconds: 7
       containers:
       - command: ["./grpc"]
         ports: [{name: h2c, containerPort: 9000}]
@@ -290,6 +291,10 @@ spec:
     assert_eq!(
         svc.metadata.annotations.as_ref().unwrap()[TIMEOUT_ANNOTATION],
         "42"
+    );
+    assert_eq!(
+        svc.metadata.annotations.as_ref().unwrap()[IDLE_TIMEOUT_ANNOTATION],
+        "7"
     );
 }
 
