@@ -17,6 +17,8 @@ mod support;
 mod autoscaler;
 #[path = "gateway_kube/container_concurrency.rs"]
 mod container_concurrency;
+#[path = "gateway_kube/full_profile.rs"]
+mod full_profile;
 #[path = "gateway_kube/scale_to_zero.rs"]
 mod scale_to_zero;
 
