@@ -3,9 +3,10 @@
 //! - **Figures**: every gateway Envoy streams its stats to `--stats` (Envoy's MetricsService
 //!   sink, `sluice envoy bootstrap --metrics-sink`), where
 //!   [`EnvoySink`] sums each revision's in-flight requests over all of them. The activators
-//!   stream theirs to the same port (`sluice.autoscaler.v1.Stats`); those count the same
-//!   requests (each came through an Envoy's cluster for the Revision), so only their pokes
-//!   are used: a request waiting at zero gets the Revision its first pod at once.
+//!   stream theirs to the same port (`sluice.autoscaler.v1.Stats`). Those count the same
+//!   requests (each came through an Envoy's cluster for the Revision), so for a Revision in
+//!   proxy mode the activators' figures are used and Envoy's is ignored ([`figures`]); their
+//!   pokes get a Revision waited for at zero its first pod at once.
 //! - **Serve or proxy** ([`endpoints`]): each Revision's public EndpointSlice — its ready pods,
 //!   or the activator's while at zero or short of burst capacity.
 //! - **Decisions**: [`core`], once a second, with the Revisions, their Deployments and
@@ -23,6 +24,7 @@
 
 pub mod core;
 pub mod endpoints;
+pub mod figures;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -49,6 +51,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use self::core::{Core, ScaleTo};
 use self::endpoints::Mode;
+use self::figures::ActivatorFigures;
 use self::watch::Watched;
 use crate::cli::CliError;
 use crate::election::Election;
@@ -114,10 +117,24 @@ struct Status {
     /// activator).
     #[serde(serialize_with = "by_name")]
     modes: BTreeMap<Key, String>,
+    /// The last second's concurrency of each Revision with traffic, and whose figure it is
+    /// (`envoy`, or `activators` while they are in its path).
+    #[serde(serialize_with = "by_name")]
+    figures: BTreeMap<Key, Figure>,
+}
+
+/// One Revision's figure in `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figure {
+    from: &'static str,
+    concurrency: f64,
 }
 
 /// A per-Revision map as JSON, keyed `namespace/name`.
-fn by_name<S: serde::Serializer>(map: &BTreeMap<Key, String>, s: S) -> Result<S::Ok, S::Error> {
+fn by_name<S: serde::Serializer, V: serde::Serialize>(
+    map: &BTreeMap<Key, V>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
 }
 
@@ -229,6 +246,7 @@ async fn decide(
     let slices_api = client.clone();
     let runtime = KubeRuntime::new(client, RuntimeConfig::default());
     let mut core = Core::new(activator);
+    let mut from_activators = ActivatorFigures::default();
     let mut watched = Watched::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,23 +267,36 @@ async fn decide(
                 tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });
             }
             Some(report) = reports.recv() => {
-                // The activators' figures count the same requests as Envoy's (every request
-                // they hold came through an Envoy's cluster for the Revision): only their
-                // pokes are used.
-                if report.poke && leads && watched.synced() {
-                    let key = Key::new(report.revision.namespace, report.revision.name);
-                    if let Some(first) = core.poke(&key) {
+                let key = Key::new(report.revision.namespace, report.revision.name);
+                if report.poke {
+                    if leads && watched.synced()
+                        && let Some(first) = core.poke(&key)
+                    {
                         scale(&runtime, &mut core, vec![first], &status).await;
                     }
+                } else if core.knows(&key) {
+                    from_activators.record(Instant::now(), key, report.source, report.stat);
                 }
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                let stats: HashMap<Key, sluice_autoscaler::Stat> = sink
+                let mut stats: HashMap<Key, sluice_autoscaler::Stat> = sink
                     .take(now)
                     .into_iter()
                     .map(|(k, s)| (Key::new(k.namespace, k.name), s))
                     .collect();
+                let mut figures: BTreeMap<Key, Figure> = stats
+                    .iter()
+                    .filter(|(_, s)| s.concurrency > 0.0 || s.requests > 0.0)
+                    .map(|(k, s)| (k.clone(), Figure { from: "envoy", concurrency: s.concurrency }))
+                    .collect();
+                // Behind the activators, their (time-averaged) figure replaces Envoy's.
+                for (revision, stat) in from_activators.current(now) {
+                    if core.endpoints.mode(&revision) == Some(Mode::Proxy) {
+                        figures.insert(revision.clone(), Figure { from: "activators", concurrency: stat.concurrency });
+                        stats.insert(revision, stat);
+                    }
+                }
                 if leads && watched.synced() {
                     let tick = core.tick(now, jiff::Timestamp::now(), &stats);
                     write_slices(&slices_api, &mut core, tick.slices, &status).await;
@@ -283,6 +314,7 @@ async fn decide(
                 s.errors.retain(|k, _| core.knows(k));
                 s.modes.retain(|k, _| core.knows(k));
                 s.sink = Some(sink.view());
+                s.figures = figures;
             }
         }
     }

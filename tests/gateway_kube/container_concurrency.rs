@@ -124,6 +124,7 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
     api.state.push(INGRESSES, "ADDED", ingress);
 
     let stats = free_addr();
+    let autoscaler_debug = free_addr();
     let mut children = vec![sluice(
         &[
             "autoscaler",
@@ -133,7 +134,7 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
             "--stats",
             &stats.to_string(),
             "--debug",
-            &free_addr().to_string(),
+            &autoscaler_debug.to_string(),
         ],
         &api,
     )];
@@ -208,18 +209,39 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
     )
     .await;
 
-    // 16 requests at once, 150 ms each, over two pods of cc 1: all answered, never two at
-    // once on a pod.
+    // 16 requests at once, 400 ms each, over two pods of cc 1: all answered, never two at
+    // once on a pod. Meanwhile the autoscaler reads the Revision's concurrency from the
+    // activators (in its path), not from Envoy.
     for pod in &pods {
         pod.reset_counters();
     }
     let load = (0..16).map(|_| async {
-        get(gw.external_http, crate::HOST, "/?initialTimeout=150", &[])
+        get(gw.external_http, crate::HOST, "/?initialTimeout=400", &[])
             .await
             .map(|r| r.status.as_u16())
             .unwrap_or(0)
     });
-    let statuses = futures::future::join_all(load).await;
+    let figure = async {
+        wait_for(
+            "the autoscaler's figure from the activators",
+            Duration::from_secs(10),
+            || async {
+                let r = get(autoscaler_debug, "localhost", "/status", &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+                let f = status["figures"]["default/hello-00001"].clone();
+                if f["from"] == "activators" && f["concurrency"].as_f64() > Some(0.0) {
+                    Ok(f)
+                } else {
+                    Err(format!("{f}"))
+                }
+            },
+        )
+        .await
+    };
+    let (statuses, figure) = tokio::join!(futures::future::join_all(load), figure);
+    assert_eq!(figure["from"], "activators", "{figure}");
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     for pod in &pods {
         assert!(pod.requests() > 0, "{} got no request", pod.name());
