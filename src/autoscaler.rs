@@ -15,8 +15,11 @@
 //! - **One decider**: the replicas elect a leader on a Lease (`--lease`). Only the leader is
 //!   ready (`/ready`), so the `sluice-autoscaler` Service sends every Envoy's and activator's
 //!   stream to it; a replica that loses the Lease stops deciding and ends its streams at
-//!   once, and they reconnect to the new leader (Envoy retries within 0.5–5 s). Non-leaders therefore
-//!   neither ingest nor forward: the figures all reach the one replica that decides.
+//!   once, and they reconnect to the new leader (Envoy retries within 0.5–5 s). A non-leader
+//!   also ends every stream that reaches it at once (its Service may route to it until its
+//!   readiness probe fails), so a client keeps reconnecting until it reaches the leader.
+//!   Non-leaders therefore neither ingest nor forward: the figures all reach the one replica
+//!   that decides.
 //!
 //! Scale to zero happens only behind a ready activator (else a decision of 0 is held at 1).
 //! The decider is `sluice up`'s ([`crate::autoscale`]), so scheduled bounds and forecasts shape
@@ -251,6 +254,11 @@ async fn decide(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leads = *leader.borrow();
+    if !leads {
+        // Until this replica decides, its streams are refused (they belong to the leader).
+        sink.close_streams();
+        ingest.close_streams();
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -262,6 +270,9 @@ async fn decide(
                     // Another replica decides: the Envoys and activators must stream to it.
                     sink.close_streams();
                     ingest.close_streams();
+                } else if !leads && now {
+                    sink.accept_streams();
+                    ingest.accept_streams();
                 }
                 leads = now;
                 tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });

@@ -147,10 +147,17 @@ impl EnvoySink {
         }
     }
 
-    /// Ends every open stream (`UNAVAILABLE`): the Envoys reconnect, through their Service, to
+    /// Ends every open stream (`UNAVAILABLE`), and new ones until [`Self::accept_streams`]:
+    /// the Envoys reconnect, through their Service, to
     /// the replica that decides now (a replica that lost its Lease calls this).
     pub fn close_streams(&self) {
         self.closer.close_all();
+    }
+
+    /// Takes streams again after [`Self::close_streams`] (until then new streams are ended at
+    /// once, so the Envoys reach the replica that decides).
+    pub fn accept_streams(&self) {
+        self.closer.accept();
     }
 
     /// The tonic service to add to a server.

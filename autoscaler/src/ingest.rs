@@ -63,10 +63,17 @@ impl StatsIngest {
         StatsServer::new(self)
     }
 
-    /// Ends every open stream (`UNAVAILABLE`): the reporters reconnect, through their
+    /// Ends every open stream (`UNAVAILABLE`), and new ones until [`Self::accept_streams`]:
+    /// the reporters reconnect, through their
     /// Service, to the replica that decides now (a replica that lost its Lease calls this).
     pub fn close_streams(&self) {
         self.closer.close_all();
+    }
+
+    /// Takes streams again after [`Self::close_streams`] (until then new streams are ended at
+    /// once, so the reporters reach the replica that decides).
+    pub fn accept_streams(&self) {
+        self.closer.accept();
     }
 
     /// Entries dropped as invalid so far.
