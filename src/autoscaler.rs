@@ -13,13 +13,11 @@
 //!   `config-autoscaler` from kube-runtime watches; scales go to each Deployment's `scale`
 //!   subresource ([`KubeRuntime::scale`]).
 //! - **One decider**: the replicas elect a leader on a Lease (`--lease`). Only the leader is
-//!   ready (`/ready`), so the `sluice-autoscaler` Service sends every Envoy's and activator's
-//!   stream to it; a replica that loses the Lease stops deciding and ends its streams at
-//!   once, and they reconnect to the new leader (Envoy retries within 0.5–5 s). A non-leader
-//!   also ends every stream that reaches it at once (its Service may route to it until its
-//!   readiness probe fails), so a client keeps reconnecting until it reaches the leader.
-//!   Non-leaders therefore neither ingest nor forward: the figures all reach the one replica
-//!   that decides.
+//!   ready (`/ready`) and only the leader listens on `--stats` ([`serve`]), so every Envoy's
+//!   and activator's stream reaches it; a replica that loses the Lease stops deciding, ends
+//!   its streams and closes its connections, and they reconnect to the new leader (Envoy
+//!   at its next stats flush, an activator within its 0.1–5 s backoff). Non-leaders therefore
+//!   neither ingest nor forward: the figures all reach the one replica that decides.
 //!
 //! Scale to zero happens only behind a ready activator (else a decision of 0 is held at 1).
 //! The decider is `sluice up`'s ([`crate::autoscale`]), so scheduled bounds and forecasts shape
@@ -28,6 +26,7 @@
 pub mod core;
 pub mod endpoints;
 pub mod figures;
+pub mod serve;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -50,7 +49,6 @@ use sluice_serving::serving::Key;
 use sluice_serving::serving::kingress::REVISION_SERVICE_PORT;
 use sluice_serving::translate::names::service_of_stat_cluster;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use self::core::{Core, ScaleTo};
 use self::endpoints::Mode;
@@ -155,9 +153,12 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::Other(e.into()))?;
     let (client, origin) = crate::gateway::kube_client().await?;
-    let stats_listener = tokio::net::TcpListener::bind(args.stats)
-        .await
-        .map_err(|e| CliError::Usage(format!("--stats {}: cannot listen: {e}", args.stats)))?;
+    // Checked now (a bad --stats fails at once), opened only while this replica decides.
+    drop(
+        tokio::net::TcpListener::bind(args.stats)
+            .await
+            .map_err(|e| CliError::Usage(format!("--stats {}: cannot listen: {e}", args.stats)))?,
+    );
     let debug_listener = tokio::net::TcpListener::bind(args.debug)
         .await
         .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
@@ -169,12 +170,12 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
 
     let sink = revision_sink();
     let (ingest, reports) = StatsIngest::new(1024);
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(sink.clone().into_service())
-            .add_service(ingest.clone().into_service())
-            .serve_with_incoming(TcpListenerStream::new(stats_listener)),
-    );
+    let grpc = tokio::spawn(serve::stats_while_leading(
+        args.stats,
+        sink.clone(),
+        ingest.clone(),
+        leader.clone(),
+    ));
     let status = Arc::new(Mutex::new(Status::default()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let debug = {
@@ -205,11 +206,7 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
     };
     decide(
         client,
-        Streams {
-            sink,
-            ingest: ingest.clone(),
-            reports,
-        },
+        Streams { sink, reports },
         activator,
         leader,
         status,
@@ -227,7 +224,6 @@ pub async fn run(args: AutoscalerArgs) -> Result<(), CliError> {
 /// What streams in: the Envoys' stats and the activators' reports.
 struct Streams {
     sink: EnvoySink,
-    ingest: StatsIngest,
     reports: tokio::sync::mpsc::Receiver<Report>,
 }
 
@@ -240,11 +236,7 @@ async fn decide(
     status: Arc<Mutex<Status>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let Streams {
-        sink,
-        ingest,
-        mut reports,
-    } = streams;
+    let Streams { sink, mut reports } = streams;
     let mut changes = watch::changes(&client, &activator);
     let slices_api = client.clone();
     let runtime = KubeRuntime::new(client, RuntimeConfig::default());
@@ -253,28 +245,15 @@ async fn decide(
     let mut watched = Watched::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The stats port follows the Lease on its own ([`serve`]); here it only gates deciding.
     let mut leads = *leader.borrow();
-    if !leads {
-        // Until this replica decides, its streams are refused (they belong to the leader).
-        sink.close_streams();
-        ingest.close_streams();
-    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(change) = changes.next() => watched.apply(&mut core, change),
             Ok(()) = leader.changed() => {
-                let now = *leader.borrow();
-                if leads && !now {
-                    // Another replica decides: the Envoys and activators must stream to it.
-                    sink.close_streams();
-                    ingest.close_streams();
-                } else if !leads && now {
-                    sink.accept_streams();
-                    ingest.accept_streams();
-                }
-                leads = now;
+                leads = *leader.borrow();
                 tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });
             }
             Some(report) = reports.recv() => {
