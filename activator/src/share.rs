@@ -11,13 +11,15 @@
 //!   its whole `containerConcurrency`, so every pod has exactly one activator;
 //! - **more activators than pods**: activator `i` uses pod `i mod pods`, and the activators
 //!   sharing a pod split its `containerConcurrency` among themselves (upstream gives each of
-//!   them the whole of it, and lets the queue-proxy queue the rest). An activator whose share
-//!   rounds to nothing gets no pod: its requests wait for more pods (the autoscaler, told of
-//!   them, adds pods). `sluice autoscaler --kube` puts at most `pods × containerConcurrency`
-//!   activators in a Revision's path, so that does not happen while its view and the
-//!   activators' agree.
+//!   them the whole of it, and lets the queue-proxy queue the rest).
 //!
-//! The shares over all activators add up to exactly `containerConcurrency` on every pod. Every
+//! `sluice autoscaler --kube` puts at most `pods × containerConcurrency` activators in a
+//! Revision's path, so each has at least one request's room and the shares over all
+//! activators add up to exactly `containerConcurrency` on every pod. While views disagree
+//! (an activator just taken out of the path still finishing the requests it holds, or a pod
+//! gone before the autoscaler narrowed the path) a share may round to nothing; the activator
+//! then still gets one request's room on its pod rather than failing what it holds, so for
+//! that moment the pod may hold one more per such activator. Every
 //! activator computes its own from the same inputs (the Revision's ready pods and the
 //! activators its public EndpointSlice names), so no coordination is needed beyond the
 //! Kubernetes API. While those inputs change (a pod or an activator comes or goes), an
@@ -69,10 +71,7 @@ pub fn assign(
     let sharers = u32::try_from((n - pod).div_ceil(p)).unwrap_or(u32::MAX);
     let rank = u32::try_from(i / p).unwrap_or(u32::MAX);
     let share = container_concurrency / sharers + u32::from(rank < container_concurrency % sharers);
-    if share == 0 {
-        return Vec::new();
-    }
-    vec![(pods[pod], share)]
+    vec![(pods[pod], share.max(1))]
 }
 
 #[cfg(test)]
@@ -96,6 +95,9 @@ mod tests {
         for n in 1..=7u8 {
             for p in 1..=9u8 {
                 for cc in 1..=6u32 {
+                    if u32::from(n) > u32::from(p) * cc {
+                        continue; // more activators than the autoscaler puts in the path
+                    }
                     let (pods, acts) = (pods(p), activators(n));
                     let mut total: BTreeMap<SocketAddr, u32> = BTreeMap::new();
                     for me in &acts {
@@ -139,10 +141,11 @@ mod tests {
         assert_eq!(shares[0], vec![(pods[0], 2)]);
         assert_eq!(shares[1], vec![(pods[0], 2)]);
         assert_eq!(shares[2], vec![(pods[0], 1)]);
-        // cc 1 over 2 activators: one holds the pod, the other waits for another pod.
+        // cc 1 over 2 activators (views disagree: the autoscaler puts only one in the path):
+        // each keeps one request's room rather than failing what it holds.
         let acts = activators(2);
         assert_eq!(assign(&pods, 1, &acts, acts[0]), vec![(pods[0], 1)]);
-        assert_eq!(assign(&pods, 1, &acts, acts[1]), vec![]);
+        assert_eq!(assign(&pods, 1, &acts, acts[1]), vec![(pods[0], 1)]);
     }
 
     #[test]
