@@ -17,9 +17,10 @@
 //! - **Several activators** share each Revision's capacity ([`sluice_activator::share`]):
 //!   the Revision's public EndpointSlice, written by `sluice autoscaler --kube`, names the
 //!   activators in its path; each takes its slice of the pods, or its share of a pod's
-//!   `containerConcurrency` when there are more activators than pods, so the total on a pod
-//!   never exceeds `containerConcurrency`. An activator finds itself in that slice by its pod
-//!   IP (`--pod-ip`, `$POD_IP` from the downward API).
+//!   `containerConcurrency` when there are more activators than pods, so the shares on a pod
+//!   add up to its `containerConcurrency` (while the activators' views of the slices agree:
+//!   see the share module for the moments they do not). An activator finds itself in that
+//!   slice by its pod IPs (`--pod-ip`, `$POD_IP` from the downward API's `status.podIPs`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -67,11 +68,12 @@ pub struct ActivatorArgs {
     /// This replica's name in its reports (default: $POD_NAME, else the host name).
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
-    /// This replica's pod IP, to find itself among the activators a Revision's public
-    /// EndpointSlice names (default: $POD_IP, else the --listen address when it is not
-    /// 0.0.0.0). Unknown: this activator takes whole pods, as if it were alone.
-    #[arg(long, value_name = "IP", env = "POD_IP")]
-    pub pod_ip: Option<IpAddr>,
+    /// This replica's pod IPs (comma-separated: both families on a dual-stack cluster), to
+    /// find itself among the activators a Revision's public EndpointSlice names (default:
+    /// $POD_IP, else the --listen address when it is not 0.0.0.0). Unknown: this activator
+    /// takes whole pods, as if it were alone.
+    #[arg(long, value_name = "IP[,IP]", env = "POD_IP", value_delimiter = ',')]
+    pub pod_ip: Vec<IpAddr>,
 }
 
 /// The data-path settings of a Revision.
@@ -210,10 +212,11 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--debug {}: cannot listen: {e}", args.debug)))?;
     let instance =
         crate::gateway::kube::instance_name(args.instance.clone(), |k| std::env::var(k).ok());
-    let pod_ip = args
-        .pod_ip
-        .or_else(|| Some(args.listen.ip()).filter(|ip| !ip.is_unspecified()));
-    if pod_ip.is_none() {
+    let mut pod_ips = args.pod_ip.clone();
+    if pod_ips.is_empty() && !args.listen.ip().is_unspecified() {
+        pod_ips.push(args.listen.ip());
+    }
+    if pod_ips.is_empty() {
         tracing::warn!(
             "no --pod-ip ($POD_IP): this activator takes whole pods, so with several \
              activators a pod may get more than its containerConcurrency"
@@ -242,6 +245,7 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
     // Each Revision's pods, activators in its path and this activator's share (for /status).
     let shares: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
     let status_shares = Arc::clone(&shares);
+    let status_ips = pod_ips.clone();
     let debug = tokio::spawn(crate::debug::serve(
         debug_listener,
         Arc::new(registry),
@@ -253,7 +257,7 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
                 .clone();
             serde_json::json!({"queued": t.queued, "admitted": t.admitted, "waited": t.waited,
                 "rejected": t.rejected, "timed_out": t.timed_out, "pokes": t.pokes,
-                "pod_ip": pod_ip, "revisions": revisions})
+                "pod_ips": status_ips, "revisions": revisions})
         }),
         crate::debug::always_ready(),
         stopped(stop_rx.clone()),
@@ -361,8 +365,13 @@ pub async fn run(args: ActivatorArgs) -> Result<(), CliError> {
             let cc = activator
                 .revision(&key)
                 .map_or(0, |c| c.container_concurrency);
-            let assigned = match pod_ip {
-                Some(me) => share::assign(&addrs, cc, &activators, me),
+            // Which of this replica's IPs the slice names (the family it uses), if any.
+            let me = pod_ips
+                .iter()
+                .find(|ip| activators.contains(ip))
+                .or(pod_ips.first());
+            let assigned = match me {
+                Some(me) => share::assign(&addrs, cc, &activators, *me),
                 None => addrs.iter().map(|a| (*a, cc)).collect(),
             };
             shown.insert(

@@ -5,8 +5,10 @@
 //!   [`EnvoySink`] sums each revision's in-flight requests over all of them. The activators
 //!   stream theirs to the same port (`sluice.autoscaler.v1.Stats`). Those count the same
 //!   requests (each came through an Envoy's cluster for the Revision), so for a Revision in
-//!   proxy mode the activators' figures are used and Envoy's is ignored ([`figures`]); their
-//!   pokes get a Revision waited for at zero its first pod at once.
+//!   proxy mode the activators' (time-averaged) figure is used instead of Envoy's sample
+//!   ([`figures`]), unless Envoy's is higher — an activator whose stream is down reports
+//!   nothing, and must not make the Revision look idle; their pokes get a Revision waited for
+//!   at zero its first pod at once.
 //! - **Serve or proxy** ([`endpoints`]): each Revision's public EndpointSlice — its ready pods,
 //!   or the activator's while at zero or short of burst capacity.
 //! - **Decisions**: [`core`], once a second, with the Revisions, their Deployments and
@@ -253,7 +255,11 @@ async fn decide(
             _ = &mut shutdown => break,
             Some(change) = changes.next() => watched.apply(&mut core, change),
             Ok(()) = leader.changed() => {
-                leads = *leader.borrow();
+                let now = *leader.borrow();
+                if now && !leads {
+                    core.endpoints.forget_written();
+                }
+                leads = now;
                 tracing::info!(leader = leads, "autoscaler: {}", if leads { "this replica decides" } else { "another replica decides" });
             }
             Some(report) = reports.recv() => {
@@ -280,9 +286,14 @@ async fn decide(
                     .filter(|(_, s)| s.concurrency > 0.0 || s.requests > 0.0)
                     .map(|(k, s)| (k.clone(), Figure { from: "envoy", concurrency: s.concurrency }))
                     .collect();
-                // Behind the activators, their (time-averaged) figure replaces Envoy's.
+                // Behind the activators, their (time-averaged) figure replaces Envoy's unless
+                // Envoy's is higher (an activator whose stream is down reports nothing).
                 for (revision, stat) in from_activators.current(now) {
-                    if core.endpoints.mode(&revision) == Some(Mode::Proxy) {
+                    if core.endpoints.mode(&revision) != Some(Mode::Proxy) {
+                        continue;
+                    }
+                    let envoy = stats.get(&revision).map_or(0.0, |s| s.concurrency);
+                    if stat.concurrency >= envoy {
                         figures.insert(revision.clone(), Figure { from: "activators", concurrency: stat.concurrency });
                         stats.insert(revision, stat);
                     }

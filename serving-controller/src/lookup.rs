@@ -24,6 +24,24 @@ pub const TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/timeout-seconds";
 /// applies). `sluice controller --kube` sets it on each Revision's public Service.
 pub const IDLE_TIMEOUT_ANNOTATION: &str = "sluice.knative.dev/idle-timeout-seconds";
 
+/// Label on an EndpointSlice that `sluice autoscaler --kube` writes for a Revision's public
+/// Service: `serve` (it names the Revision's pods) or `proxy` (it names the activators).
+pub const MODE_LABEL: &str = "sluice.knative.dev/mode";
+/// [`MODE_LABEL`] in proxy mode.
+pub const MODE_PROXY: &str = "proxy";
+/// [`MODE_LABEL`] in serve mode.
+pub const MODE_SERVE: &str = "serve";
+
+/// Whether a slice names activators ([`MODE_LABEL`] `proxy`).
+pub fn is_proxied(slice: &EndpointSlice) -> bool {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MODE_LABEL))
+        .is_some_and(|m| m == MODE_PROXY)
+}
+
 /// Annotation on a Service: the most requests one of its endpoints serves at once
 /// (Knative's `containerConcurrency`; absent, 0 or invalid: unlimited). Envoy then opens at
 /// most that many HTTP/1.1 connections to each endpoint (for h2c: one connection carrying at
@@ -112,8 +130,18 @@ pub trait Lookup {
     }
 
     /// The idle timeout of the revision behind a Service, when known (its
-    /// [`IDLE_TIMEOUT_ANNOTATION`]).
+    /// [`IDLE_TIMEOUT_ANNOTATION`]) and it is served directly. While its slices name the
+    /// activators ([`MODE_LABEL`] `proxy`) the activator enforces it: Envoy's route idle
+    /// timeout would also run while the activator holds the request for a pod (a 408 before
+    /// any pod saw it).
     fn upstream_idle_timeout(&self, namespace: &str, service: &str) -> Option<Duration> {
+        if self
+            .endpoint_slices(namespace, service)
+            .iter()
+            .any(|s| is_proxied(s))
+        {
+            return None;
+        }
         annotated_seconds(&*self.service(namespace, service)?, IDLE_TIMEOUT_ANNOTATION)
             .filter(|t| !t.is_zero())
     }
@@ -267,6 +295,27 @@ impl Lookup for Objects {
                 parse_timeout(annotations.get(TIMEOUT_ANNOTATION)?).ok()
             })
     }
+
+    fn upstream_idle_timeout(&self, namespace: &str, service: &str) -> Option<Duration> {
+        let key = (namespace.to_string(), service.to_string());
+        let proxied = self
+            .slices_by_service
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .any(|name| {
+                self.endpoint_slices
+                    .get(&(namespace.to_string(), name.clone()))
+                    .is_some_and(|(_, s)| s.proxied)
+            });
+        if proxied {
+            return None;
+        }
+        let annotations = self.services.get(&key)?.annotations.as_ref()?;
+        parse_timeout(annotations.get(IDLE_TIMEOUT_ANNOTATION)?)
+            .ok()
+            .filter(|t| !t.is_zero())
+    }
 }
 
 /// What translation reads of a Service: name, namespace, Sluice's own annotations
@@ -344,6 +393,8 @@ impl ServiceInfo {
 struct SliceInfo {
     namespace: Option<String>,
     name: Option<String>,
+    /// [`MODE_LABEL`] was `proxy`.
+    proxied: bool,
     address_type: String,
     ports: Option<Vec<k8s_openapi::api::discovery::v1::EndpointPort>>,
     endpoints: Option<Vec<SliceEndpoint>>,
@@ -356,6 +407,7 @@ type SliceEndpoint = (Vec<String>, Option<Option<bool>>);
 impl SliceInfo {
     fn new(s: EndpointSlice) -> Self {
         Self {
+            proxied: is_proxied(&s),
             namespace: s.metadata.namespace,
             name: s.metadata.name,
             address_type: s.address_type,
@@ -385,6 +437,9 @@ impl SliceInfo {
             metadata: ObjectMeta {
                 name: self.name.clone(),
                 namespace: self.namespace.clone(),
+                labels: self
+                    .proxied
+                    .then(|| BTreeMap::from([(MODE_LABEL.to_string(), MODE_PROXY.to_string())])),
                 ..ObjectMeta::default()
             },
             address_type: self.address_type.clone(),

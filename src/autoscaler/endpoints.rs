@@ -34,13 +34,9 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Our value of it.
 pub const MANAGED_BY: &str = "sluice-autoscaler.knative.dev";
 
-/// Label on a public slice: `serve` or `proxy` (the activators read the proxy-mode slices to
-/// know which of them are in a Revision's path).
-pub const MODE_LABEL: &str = "sluice.knative.dev/mode";
-/// [`MODE_LABEL`] in proxy mode.
-pub const MODE_PROXY: &str = "proxy";
-/// [`MODE_LABEL`] in serve mode.
-pub const MODE_SERVE: &str = "serve";
+/// The public slice's mode label (the activators read the proxy-mode slices to know which of
+/// them are in a Revision's path; the gateway leaves the idle timeout to them meanwhile).
+pub use sluice_serving::lookup::{MODE_LABEL, MODE_PROXY, MODE_SERVE};
 
 /// Where a Revision's public Service sends its traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +163,12 @@ impl Endpoints {
     /// The mode last written for a Revision.
     pub fn mode(&self, revision: &Key) -> Option<Mode> {
         self.written.get(revision).map(|(m, _)| *m)
+    }
+
+    /// Forgets every slice written: another replica may have written since (this one lost
+    /// the Lease and took it back), so the next tick writes each again.
+    pub fn forget_written(&mut self) {
+        self.written.clear();
     }
 
     /// Records a slice written.

@@ -1,12 +1,12 @@
 //! The activators' figures: in proxy mode a Revision's concurrency is what the activators in
 //! its path measured (time-averaged over each second, as upstream's activator reports it),
-//! summed over the activators, and Envoy's figure for it is ignored — every request they hold
-//! also passes through an Envoy cluster of the Revision, so using both would count it twice.
+//! summed over the activators, instead of Envoy's — every request they hold also passes
+//! through an Envoy cluster of the Revision, so adding both would count it twice.
 //!
 //! Each activator reports each second for the Revisions it saw traffic for. The latest report
-//! of each (Revision, activator) counts while it is fresh ([`FRESH`]); a Revision no activator
-//! reported lately falls back to Envoy's figure (an activator whose stream is down must not
-//! read as an idle Revision).
+//! of each (Revision, activator) counts while it is fresh ([`FRESH`]). The caller keeps
+//! Envoy's figure when it is the higher one: an activator whose stream is down (reconnecting
+//! after a failover, say) reports nothing, and must not make the Revision look idle.
 
 use std::collections::HashMap;
 use std::time::Duration;

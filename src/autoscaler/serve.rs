@@ -41,21 +41,23 @@ pub async fn stats_while_leading(
         };
         sink.accept_streams();
         ingest.accept_streams();
-        let mut lost = leader.clone();
+        // One signal: the streams end first (else the graceful shutdown would wait on them),
+        // then the server stops; connections get DRAIN to go.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let served = tonic::transport::Server::builder()
             .add_service(sink.clone().into_service())
             .add_service(ingest.clone().into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = lost.wait_for(|leads| !*leads).await;
+                let _ = stop_rx.await;
             });
-        // The streams must end for the graceful shutdown to finish.
         let mut ending = leader.clone();
         let closer = async {
             let _ = ending.wait_for(|leads| !*leads).await;
             sink.close_streams();
             ingest.close_streams();
-            // Connections get a moment to go after their GOAWAY; one that stays (a client
-            // ignoring it) must not keep this replica from listening again when it leads.
+            let _ = stop_tx.send(());
+            // A connection that ignores its GOAWAY must not keep this replica from listening
+            // again when it leads.
             tokio::time::sleep(DRAIN).await;
         };
         tokio::select! {

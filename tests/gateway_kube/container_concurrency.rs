@@ -96,8 +96,13 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
             pod_port,
         ),
     );
-    api.state
-        .push(SERVICES, "ADDED", service("hello-00001", "http", None, 80));
+    // As the controller writes it: the Revision's timeouts for the gateway's routes.
+    let mut public = service("hello-00001", "http", None, 80);
+    public["metadata"]["annotations"] = json!({
+        "sluice.knative.dev/timeout-seconds": "30",
+        "sluice.knative.dev/idle-timeout-seconds": "2",
+    });
+    api.state.push(SERVICES, "ADDED", public);
     // Two activator pods on one port, as on a cluster (a port free on 127.0.0.1 is very likely
     // free on the other loopback addresses too).
     let port = free_addr().port();
@@ -254,6 +259,25 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
     }
     assert_eq!(pods[0].requests() + pods[1].requests(), 16);
 
+    // Waiting at an activator for room counts toward neither limit: 4 requests of 1.5 s
+    // over two pods of cc 1 (each activator holds one while another is served) take 3 s from
+    // Envoy's point of view, past idleTimeoutSeconds, and all succeed — behind the activators
+    // the gateway leaves the idle timeout to them.
+    let started = std::time::Instant::now();
+    let waited = futures::future::join_all((0..4).map(|_| async {
+        get(gw.external_http, crate::HOST, "/?initialTimeout=1500", &[])
+            .await
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0)
+    }))
+    .await;
+    assert_eq!(waited, [200; 4], "after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() > Duration::from_millis(2900),
+        "some waited for room: {:?}",
+        started.elapsed()
+    );
+
     // responseStartTimeoutSeconds: 2 — a pod that starts its response after 3 s gets 504.
     let late = get(gw.external_http, crate::HOST, "/?initialTimeout=3000", &[])
         .await
@@ -264,9 +288,9 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
         "{}",
         String::from_utf8_lossy(&late.body)
     );
-    // idleTimeoutSeconds: 2 — a response whose body is due after 5 s is cut (the public
-    // Service here has no idle annotation, so this is the activator's doing); one within both
-    // limits is whole.
+    // idleTimeoutSeconds: 2 — a response whose body is due after 5 s is cut (by the
+    // activator: behind it, the gateway's route has no idle timeout); one within both limits
+    // is whole.
     let started = std::time::Instant::now();
     let stalled = get(gw.external_http, crate::HOST, "/?timeout=5000", &[]).await;
     assert!(

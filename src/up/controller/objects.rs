@@ -49,8 +49,8 @@ pub(super) fn configuration_label(revision: &Revision) -> Option<&str> {
 }
 
 /// The Kubernetes-shaped Service of a Revision (as Knative's private revision Service), with
-/// its timeout, its idle timeout and (when Envoy sends its traffic `direct`ly to the
-/// instances) `containerConcurrency` as annotations the gateway turns into the route timeout,
+/// its timeout and (when Envoy sends its traffic `direct`ly to the instances) its idle
+/// timeout and `containerConcurrency` as annotations the gateway turns into the route timeout,
 /// the route idle timeout and a per-instance request limit in Envoy. Through the activator the limit is the activator's to
 /// keep: in Envoy it would cap the whole Revision at one instance's worth.
 pub fn make_revision_service(
@@ -60,7 +60,9 @@ pub fn make_revision_service(
 ) -> KubeService {
     let timeout = revision_timeout(revision, cfg);
     let mut annotations = BTreeMap::from([(TIMEOUT_ANNOTATION.to_string(), timeout.to_string())]);
-    if let Some(idle) = revision.spec.idle_timeout() {
+    // Through the activator, the activator enforces it (Envoy's would also run while the
+    // activator holds the request for an instance).
+    if let Some(idle) = revision.spec.idle_timeout().filter(|_| direct) {
         annotations.insert(
             IDLE_TIMEOUT_ANNOTATION.to_string(),
             idle.as_secs().to_string(),

@@ -633,6 +633,20 @@ rules:
         idle_of(&objects),
         Some(sluice_xds::builders::duration(Duration::from_secs(45)))
     );
+    // A split behind the activators (its slice in proxy mode): the activator enforces it, so
+    // the route has none (Envoy's would run while the activator waits for a pod).
+    let mut proxied = slice("default", "hello-00002", "http", 8012, &["10.1.0.9"], &[]);
+    proxied
+        .metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            crate::lookup::MODE_LABEL.to_string(),
+            crate::lookup::MODE_PROXY.to_string(),
+        );
+    let mut behind = objects.clone();
+    behind.add_endpoint_slice(proxied);
+    assert_eq!(idle_of(&behind), None);
     // One split without a limit: none on the route (the listener's stream idle timeout).
     objects.add_service(with_idle("hello-00002", None));
     assert_eq!(idle_of(&objects), None);
