@@ -9,13 +9,45 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::support::fake_kube::{CONFIG_MAPS, DEPLOYMENTS, FakeApi, REVISIONS};
 use crate::support::gateway::{Gateway, backend_objects, simple_kingress, yaml};
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
 const DEPLOYMENT: &str = "default/hello-00001-deployment";
+
+/// Starts `sluice ARGS` against the fake API server (its kubeconfig), logging to stderr.
+pub(crate) fn sluice(args: &[&str], api: &FakeApi) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sluice starts")
+}
+
+/// An EndpointSlice `namespace/name` with `labels`: `addresses` ready, port `http` = `port`.
+pub(crate) fn slice(
+    name: &str,
+    namespace: &str,
+    labels: Value,
+    addresses: &[&str],
+    port: u16,
+) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "addressType": "IPv4",
+        "endpoints": addresses.iter()
+            .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+            .collect::<Vec<_>>(),
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    })
+}
 
 /// Seeds `config-autoscaler` (6 s stable window, 2 s grace), Revision `default/hello-00001`
 /// (routed, uid `rev-uid`, with `annotations` and `spec`) and its Deployment (1 pod, ready).
@@ -58,16 +90,20 @@ async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
     );
     let stats = free_addr();
     let debug = free_addr();
-    let mut autoscaler = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["autoscaler", "--kube", "--instance", "autoscaler-0"])
-        .args(["--stats", &stats.to_string(), "--debug", &debug.to_string()])
-        .env("KUBECONFIG", &api.kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sluice autoscaler starts");
+    let (stats_arg, debug_arg) = (stats.to_string(), debug.to_string());
+    let mut autoscaler = sluice(
+        &[
+            "autoscaler",
+            "--kube",
+            "--instance",
+            "autoscaler-0",
+            "--stats",
+            &stats_arg,
+            "--debug",
+            &debug_arg,
+        ],
+        &api,
+    );
     wait_for(
         "the autoscaler to hold its Lease (ready)",
         Duration::from_secs(20),

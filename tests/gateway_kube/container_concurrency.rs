@@ -9,40 +9,14 @@
 //! `responseStartTimeoutSeconds` (504) and `idleTimeoutSeconds` (the response is cut).
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
-use crate::autoscaler::seed_revision;
+use crate::autoscaler::{seed_revision, slice, sluice};
 use crate::support::fake_kube::{FakeApi, INGRESSES, SERVICES, SLICES};
 use crate::support::gateway::{Gateway, service};
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
-
-fn sluice(args: &[&str], api: &FakeApi) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("KUBECONFIG", &api.kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sluice starts")
-}
-
-fn slice(name: &str, namespace: &str, labels: Value, addresses: &[&str], port: u16) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "addressType": "IPv4",
-        "endpoints": addresses.iter()
-            .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
-            .collect::<Vec<_>>(),
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-    })
-}
 
 /// An activator's `/status` share of Revision `default/hello-00001`: the pods it was given.
 async fn assigned(debug: SocketAddr) -> Result<Vec<(String, u64)>, String> {

@@ -10,40 +10,16 @@
 //! back, and is answered by the backend. Served directly again, the route carries the
 //! Revision's `idleTimeoutSeconds` from its public Service.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
-use crate::autoscaler::seed_revision;
+use crate::autoscaler::{seed_revision, slice, sluice};
 use crate::support::fake_kube::{FakeApi, INGRESSES, SERVICES, SLICES};
 use crate::support::gateway::{Gateway, service};
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
 const DEPLOYMENT: &str = "default/hello-00001-deployment";
-
-fn sluice(args: &[&str], api: &FakeApi) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("KUBECONFIG", &api.kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sluice starts")
-}
-
-fn slice(name: &str, namespace: &str, labels: Value, port: u16) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_request() {
@@ -64,6 +40,7 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
         "default",
         json!({"kubernetes.io/service-name": "hello-00001-private",
             "serving.knative.dev/revision": "hello-00001"}),
+        &["127.0.0.1"],
         backend.addr.port(),
     );
     api.state.push(SLICES, "ADDED", pods.clone());
@@ -72,8 +49,8 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
         .lock()
         .unwrap()
         .insert(DEPLOYMENT.into(), pods);
-    // The public Service (no selector) the KIngress names, and the activator's pod.
-    // As the controller writes it: the Revision's timeouts as annotations for the gateway.
+    // The public Service (no selector) the KIngress names, with the Revision's timeouts as
+    // the controller writes them, and the activator's pod.
     let mut public = service("hello-00001", "http", None, 80);
     public["metadata"]["annotations"] = json!({
         "sluice.knative.dev/timeout-seconds": "30",
@@ -87,6 +64,7 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
             "sluice-activator-abcde",
             "knative-serving",
             json!({"kubernetes.io/service-name": "sluice-activator"}),
+            &["127.0.0.1"],
             activator_addr.port(),
         ),
     );

@@ -559,6 +559,21 @@ fn translates() {
     }
 }
 
+/// A KIngress splitting `t.example.com` 50/50 between `hello-00001` and `hello-00002`.
+fn fifty_fifty() -> Ingress {
+    kingress(
+        r#"
+rules:
+- hosts: [t.example.com]
+  http:
+    paths:
+    - splits:
+      - {serviceName: hello-00001, serviceNamespace: default, servicePort: 80, percent: 50}
+      - {serviceName: hello-00002, serviceNamespace: default, servicePort: 80, percent: 50}
+"#,
+    )
+}
+
 #[test]
 fn route_timeout_is_the_longest_known_revision_timeout() {
     let mut objects = objects();
@@ -570,17 +585,7 @@ fn route_timeout_is_the_longest_known_revision_timeout() {
         ("default".into(), "hello-00002".into()),
         Duration::from_secs(600),
     );
-    let ing = kingress(
-        r#"
-rules:
-- hosts: [t.example.com]
-  http:
-    paths:
-    - splits:
-      - {serviceName: hello-00001, serviceNamespace: default, servicePort: 80, percent: 50}
-      - {serviceName: hello-00002, serviceNamespace: default, servicePort: 80, percent: 50}
-"#,
-    );
+    let ing = fifty_fifty();
     let got = translate_ingress(&ing, &objects).unwrap();
     let route = &virtual_hosts(&got)[0].routes[1];
     let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(a)) = &route.action
@@ -605,17 +610,7 @@ fn route_idle_timeout_is_the_longest_split_idle_timeout_when_every_split_has_one
         });
         svc
     };
-    let ing = kingress(
-        r#"
-rules:
-- hosts: [t.example.com]
-  http:
-    paths:
-    - splits:
-      - {serviceName: hello-00001, serviceNamespace: default, servicePort: 80, percent: 50}
-      - {serviceName: hello-00002, serviceNamespace: default, servicePort: 80, percent: 50}
-"#,
-    );
+    let ing = fifty_fifty();
     let idle_of = |objects: &crate::Objects| {
         let got = translate_ingress(&ing, objects).unwrap();
         let route = &virtual_hosts(&got)[0].routes[1];
