@@ -19,6 +19,7 @@ use prost::Message;
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::held::{Held, Recheck};
 use super::next_nonce;
 use super::quarantine::Quarantine;
 use super::stream::Common;
@@ -56,10 +57,14 @@ struct TypeState {
     /// rather than a diff of the whole type per answer.
     backlog: VecDeque<String>,
     /// Resources held back until what they name is usable on the client (routes whose
-    /// clusters are warming), and the client's ACK generation when they were last looked at:
-    /// they are looked at again only once more clusters or endpoints were ACKed.
+    /// clusters are warming). Each is looked at again only once one of the names it depends
+    /// on was ACKed ([`Held::depends_on`]): during a cold start's 200k cluster ACKs, a route
+    /// costs a look per ACK of its own clusters, not one per ACK of anything.
     waiting: BTreeSet<String>,
-    waiting_seen: u64,
+    /// Dependency name → the waiting resources that depend on it.
+    waits_on: HashMap<String, BTreeSet<String>>,
+    /// Waiting resource → its dependency names (to unindex it).
+    deps_of: HashMap<String, Vec<String>>,
     /// Whether this type was answered at least once on the stream: the
     /// first answer is sent even when empty, so Envoy's initial fetch of a
     /// type with no resources completes at once instead of timing out.
@@ -67,6 +72,56 @@ struct TypeState {
     pending: HashMap<String, Pending>,
     /// What Envoy rejected, kept apart (see `quarantine`).
     quarantine: Quarantine,
+}
+
+impl TypeState {
+    /// Holds `name` back until one of `deps` is ACKed.
+    fn wait(&mut self, name: String, deps: Vec<String>) {
+        self.unwait(&name);
+        for d in &deps {
+            self.waits_on
+                .entry(d.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.deps_of.insert(name.clone(), deps);
+        self.waiting.insert(name);
+    }
+
+    /// `name` no longer waits.
+    fn unwait(&mut self, name: &str) {
+        self.waiting.remove(name);
+        for d in self.deps_of.remove(name).unwrap_or_default() {
+            if let Some(set) = self.waits_on.get_mut(&d) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.waits_on.remove(&d);
+                }
+            }
+        }
+    }
+
+    fn clear_waiting(&mut self) {
+        self.waiting.clear();
+        self.waits_on.clear();
+        self.deps_of.clear();
+    }
+
+    /// The waiting names to look at again after `recheck`.
+    fn rechecking<'a>(&'a self, recheck: &'a Recheck) -> BTreeSet<&'a str> {
+        if self.waiting.is_empty() {
+            return BTreeSet::new();
+        }
+        match recheck {
+            Recheck::All => self.waiting.iter().map(String::as_str).collect(),
+            Recheck::Names(names) => names
+                .iter()
+                .filter_map(|n| self.waits_on.get(n))
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+        }
+    }
 }
 
 pub(crate) struct Stream {
@@ -240,7 +295,7 @@ impl Stream {
             } else {
                 st.subscribed.remove(n);
                 st.fresh.remove(n);
-                st.waiting.remove(n);
+                st.unwait(n);
                 st.known.remove(n);
             }
         }
@@ -355,7 +410,7 @@ impl Stream {
         let mut out = Vec::new();
         let subscribed: Vec<&str> = self.types.keys().map(String::as_str).collect();
         let mut deferred = Vec::new();
-        let acks = self.c.held.generation();
+        let recheck = self.c.held.take_acked();
         for (type_url, st) in self.types.iter() {
             let Some(ts) = snap.types.get(type_url) else {
                 continue;
@@ -374,7 +429,12 @@ impl Stream {
             let room =
                 limits::MAX_PENDING.saturating_sub(st.pending.len()) * MAX_RESOURCES_PER_RESPONSE;
             let from_backlog = if full { 0 } else { room.min(st.backlog.len()) };
-            let look_waiting = !full && !st.waiting.is_empty() && st.waiting_seen != acks;
+            let rechecking = if full {
+                BTreeSet::new()
+            } else {
+                st.rechecking(&recheck)
+            };
+            let look_waiting = !rechecking.is_empty();
             if !full
                 && st.fresh.is_empty()
                 && from_backlog == 0
@@ -395,11 +455,10 @@ impl Stream {
                 let mut look: BTreeSet<&str> = st.fresh.iter().map(String::as_str).collect();
                 look.extend(changed.into_iter().flatten());
                 look.extend(st.backlog.iter().take(from_backlog).map(String::as_str));
-                if look_waiting {
-                    look.extend(st.waiting.iter().map(String::as_str));
-                }
+                look.extend(rechecking.iter().copied());
                 for n in look {
-                    if !look_waiting && st.waiting.contains(n) {
+                    // Looked at now: it waits on only if held back again.
+                    if st.waiting.contains(n) {
                         settled.push(n.to_string());
                     }
                     let wanted = st.wildcard || st.subscribed.contains(n);
@@ -434,7 +493,7 @@ impl Stream {
             upserts.retain(|r| {
                 let ready = self.c.held.ready(r, snap, &subscribed);
                 if !ready {
-                    held_back.push(r.name().to_string());
+                    held_back.push((r.name().to_string(), Held::depends_on(r, snap)));
                 }
                 ready
             });
@@ -443,7 +502,7 @@ impl Stream {
                 ts.version,
                 held_back,
                 if full { usize::MAX } else { from_backlog },
-                full || look_waiting,
+                full,
                 settled,
             ));
             if !upserts.is_empty() || !removals.is_empty() || first_answer {
@@ -457,19 +516,20 @@ impl Stream {
         }
         // Held-back resources are looked at again once the client ACKed more.
         let mut held = BTreeSet::new();
-        for (type_url, version, held_back, from_backlog, looked_waiting, settled) in deferred {
+        for (type_url, version, held_back, from_backlog, full, settled) in deferred {
             if let Some(st) = self.types.get_mut(&type_url) {
                 st.synced = Some(version);
                 st.dirty = false;
                 st.fresh.clear();
-                if looked_waiting {
-                    st.waiting.clear();
-                    st.waiting_seen = acks;
+                if full {
+                    st.clear_waiting();
                 }
                 for n in &settled {
-                    st.waiting.remove(n);
+                    st.unwait(n);
                 }
-                st.waiting.extend(held_back);
+                for (n, deps) in held_back {
+                    st.wait(n, deps);
+                }
                 // A full look covered the whole backlog.
                 let drained = from_backlog.min(st.backlog.len());
                 st.backlog.drain(..drained);

@@ -21,8 +21,25 @@ pub(crate) struct Held {
     types: HashMap<&'static str, HashSet<String>>,
     /// Types whose newest response was NACKed: nothing waits on them.
     rejected: HashMap<String, bool>,
-    /// Bumped whenever what [`Self::ready`] answers may have changed.
-    generation: u64,
+    /// Names ACKed by Delta answers since [`Self::take_acked`] last ran: only routes waiting
+    /// on one of them can have become ready.
+    acked: Vec<String>,
+    /// Something else may have made any waiting route ready (a NACK or its end, a SotW
+    /// answer, a reconnect's seed, or too many names to list): look at all of them.
+    all: bool,
+}
+
+/// At most this many ACKed names are listed between two looks; past it, all waiting routes are
+/// looked at (a cold start's answers come in batches of a few thousand).
+const MAX_ACKED: usize = 1 << 18;
+
+/// Which waiting resources to look at again ([`Held::take_acked`]).
+#[derive(Debug)]
+pub(crate) enum Recheck {
+    /// Every one.
+    All,
+    /// Those waiting on these names.
+    Names(Vec<String>),
 }
 
 impl Held {
@@ -31,7 +48,7 @@ impl Held {
         if let Some(t) = self.names(type_url) {
             t.clear();
             t.extend(resources.iter().map(|(n, _, _)| n.clone()));
-            self.generation += 1;
+            self.all = true;
         }
         self.accepted(type_url);
     }
@@ -39,7 +56,7 @@ impl Held {
     /// The newest response of `type_url` was accepted.
     fn accepted(&mut self, type_url: &str) {
         if self.rejected.insert(type_url.to_string(), false) == Some(true) {
-            self.generation += 1;
+            self.all = true;
         }
     }
 
@@ -61,7 +78,13 @@ impl Held {
                 t.remove(n);
             }
             t.extend(resources.iter().map(|(n, _, _)| n.clone()));
-            self.generation += 1;
+            if self.acked.len() + resources.len() > MAX_ACKED {
+                self.all = true;
+                self.acked = Vec::new();
+            } else if !self.all {
+                self.acked
+                    .extend(resources.iter().map(|(n, _, _)| n.clone()));
+            }
         }
         self.accepted(type_url);
     }
@@ -71,13 +94,13 @@ impl Held {
     pub fn seed(&mut self, type_url: &str, versions: &HashMap<String, String>) {
         if let Some(t) = self.names(type_url) {
             t.extend(versions.keys().cloned());
-            self.generation += 1;
+            self.all = true;
         }
     }
 
     /// A NACK of `type_url`.
     pub fn rejected(&mut self, type_url: &str) {
-        self.generation += 1;
+        self.all = true;
         self.rejected.insert(type_url.to_string(), true);
     }
 
@@ -90,9 +113,35 @@ impl Held {
             .map(|(t, _)| t.as_str())
     }
 
-    /// Changes whenever an answer or a reconnect may have made held-back resources ready.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// What may have become ready since the last call: the names ACKed, or everything.
+    pub fn take_acked(&mut self) -> Recheck {
+        if std::mem::take(&mut self.all) {
+            self.acked = Vec::new();
+            Recheck::All
+        } else {
+            Recheck::Names(std::mem::take(&mut self.acked))
+        }
+    }
+
+    /// The names `r`'s readiness depends on (its clusters and their assignments): it is
+    /// looked at again only once one of them was ACKed.
+    pub fn depends_on(r: &Resource, snap: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in r.refs().iter().filter(|x| x.type_url == CLUSTER) {
+            out.push(c.name.to_string());
+            if let Some(cluster) = snap.get(CLUSTER, &c.name) {
+                out.extend(
+                    cluster
+                        .refs()
+                        .iter()
+                        .filter(|x| x.type_url == ENDPOINT)
+                        .map(|e| e.name.to_string()),
+                );
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     fn has(&self, type_url: &str, name: &str) -> bool {
