@@ -58,11 +58,6 @@ impl ActivatorFigures {
             .collect()
     }
 
-    /// Reports held (for tests and bounds).
-    pub fn len(&self) -> usize {
-        self.latest.values().map(HashMap::len).sum()
-    }
-
     /// Whether no report is held.
     pub fn is_empty(&self) -> bool {
         self.latest.is_empty()

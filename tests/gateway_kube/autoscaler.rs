@@ -5,14 +5,17 @@
 //! through its `scale` subresource, and back down to one (not zero: no activator on the
 //! cluster yet) once the load is gone.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::support::fake_kube::{CONFIG_MAPS, DEPLOYMENTS, FakeApi, REVISIONS};
-use crate::support::gateway::{Gateway, backend_objects, simple_kingress, yaml};
+use crate::support::fake_kube::{
+    CONFIG_MAPS, DEPLOYMENTS, FakeApi, INGRESSES, REVISIONS, SERVICES,
+};
+use crate::support::gateway::{Gateway, backend_objects, service, simple_kingress, yaml};
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
 const DEPLOYMENT: &str = "default/hello-00001-deployment";
@@ -47,6 +50,42 @@ pub(crate) fn slice(
             .collect::<Vec<_>>(),
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
     })
+}
+
+/// Starts `sluice autoscaler --kube` as `autoscaler-0`: stats on `stats`, debug on `debug`.
+pub(crate) fn autoscaler(api: &FakeApi, stats: SocketAddr, debug: SocketAddr) -> Child {
+    let (stats, debug) = (stats.to_string(), debug.to_string());
+    sluice(
+        &[
+            "autoscaler",
+            "--kube",
+            "--instance",
+            "autoscaler-0",
+            "--stats",
+            &stats,
+            "--debug",
+            &debug,
+        ],
+        api,
+    )
+}
+
+/// Pushes what the controller writes for Revision `default/hello-00001`: its public Service
+/// (no selector) with its timeouts as annotations, and the KIngress `hello` whose split names
+/// the Revision in headers (the activator reads them).
+pub(crate) fn push_routed_revision(api: &FakeApi, idle_timeout_seconds: u32) {
+    let mut public = service("hello-00001", "http", None, 80);
+    public["metadata"]["annotations"] = json!({
+        "sluice.knative.dev/timeout-seconds": "30",
+        "sluice.knative.dev/idle-timeout-seconds": idle_timeout_seconds.to_string(),
+    });
+    api.state.push(SERVICES, "ADDED", public);
+    let mut ingress = crate::kingress("hello", "hello-00001", 1, "2026-01-01T00:00:00Z");
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["appendHeaders"] = json!({
+        "Knative-Serving-Namespace": "default",
+        "Knative-Serving-Revision": "hello-00001"
+    });
+    api.state.push(INGRESSES, "ADDED", ingress);
 }
 
 /// Seeds `config-autoscaler` (6 s stable window, 2 s grace), Revision `default/hello-00001`
@@ -90,20 +129,7 @@ async fn envoys_concurrency_scales_a_revisions_deployment_up_and_back_to_one() {
     );
     let stats = free_addr();
     let debug = free_addr();
-    let (stats_arg, debug_arg) = (stats.to_string(), debug.to_string());
-    let mut autoscaler = sluice(
-        &[
-            "autoscaler",
-            "--kube",
-            "--instance",
-            "autoscaler-0",
-            "--stats",
-            &stats_arg,
-            "--debug",
-            &debug_arg,
-        ],
-        &api,
-    );
+    let mut autoscaler = autoscaler(&api, stats, debug);
     wait_for(
         "the autoscaler to hold its Lease (ready)",
         Duration::from_secs(20),

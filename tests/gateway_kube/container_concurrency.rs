@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::autoscaler::{seed_revision, slice, sluice};
-use crate::support::fake_kube::{FakeApi, INGRESSES, SERVICES, SLICES};
-use crate::support::gateway::{Gateway, service};
+use crate::autoscaler::{autoscaler, push_routed_revision, seed_revision, slice, sluice};
+use crate::support::fake_kube::{FakeApi, SLICES};
+use crate::support::gateway::Gateway;
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
 /// An activator's `/status` share of Revision `default/hello-00001`: the pods it was given.
@@ -70,13 +70,6 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
             pod_port,
         ),
     );
-    // As the controller writes it: the Revision's timeouts for the gateway's routes.
-    let mut public = service("hello-00001", "http", None, 80);
-    public["metadata"]["annotations"] = json!({
-        "sluice.knative.dev/timeout-seconds": "30",
-        "sluice.knative.dev/idle-timeout-seconds": "2",
-    });
-    api.state.push(SERVICES, "ADDED", public);
     // Two activator pods on one port, as on a cluster (a port free on 127.0.0.1 is very likely
     // free on the other loopback addresses too).
     let port = free_addr().port();
@@ -95,28 +88,11 @@ async fn container_concurrency_holds_across_two_activators_and_timeouts_are_enfo
             port,
         ),
     );
-    let mut ingress = crate::kingress("hello", "hello-00001", 1, "2026-01-01T00:00:00Z");
-    ingress["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["appendHeaders"] = json!({
-        "Knative-Serving-Namespace": "default",
-        "Knative-Serving-Revision": "hello-00001"
-    });
-    api.state.push(INGRESSES, "ADDED", ingress);
+    push_routed_revision(&api, 2);
 
     let stats = free_addr();
     let autoscaler_debug = free_addr();
-    let mut children = vec![sluice(
-        &[
-            "autoscaler",
-            "--kube",
-            "--instance",
-            "autoscaler-0",
-            "--stats",
-            &stats.to_string(),
-            "--debug",
-            &autoscaler_debug.to_string(),
-        ],
-        &api,
-    )];
+    let mut children = vec![autoscaler(&api, stats, autoscaler_debug)];
     let debugs = [free_addr(), free_addr()];
     for (listen, debug) in activators.iter().zip(debugs) {
         children.push(sluice(

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::autoscaler::{seed_revision, slice, sluice};
-use crate::support::fake_kube::{FakeApi, INGRESSES, SERVICES, SLICES};
-use crate::support::gateway::{Gateway, service};
+use crate::autoscaler::{autoscaler, push_routed_revision, seed_revision, slice, sluice};
+use crate::support::fake_kube::{FakeApi, SLICES};
+use crate::support::gateway::Gateway;
 use crate::support::{BackendOptions, free_addr, get, start, wait_for};
 
 const DEPLOYMENT: &str = "default/hello-00001-deployment";
@@ -51,12 +51,7 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
         .insert(DEPLOYMENT.into(), pods);
     // The public Service (no selector) the KIngress names, with the Revision's timeouts as
     // the controller writes them, and the activator's pod.
-    let mut public = service("hello-00001", "http", None, 80);
-    public["metadata"]["annotations"] = json!({
-        "sluice.knative.dev/timeout-seconds": "30",
-        "sluice.knative.dev/idle-timeout-seconds": "2",
-    });
-    api.state.push(SERVICES, "ADDED", public);
+    push_routed_revision(&api, 2);
     api.state.push(
         SLICES,
         "ADDED",
@@ -68,30 +63,10 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
             activator_addr.port(),
         ),
     );
-    // As the controller writes it: the split names the Revision in headers (the activator
-    // reads them).
-    let mut ingress = crate::kingress("hello", "hello-00001", 1, "2026-01-01T00:00:00Z");
-    ingress["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["appendHeaders"] = json!({
-        "Knative-Serving-Namespace": "default",
-        "Knative-Serving-Revision": "hello-00001"
-    });
-    api.state.push(INGRESSES, "ADDED", ingress);
 
     let stats = free_addr();
     let (debug_a, debug_b) = (free_addr(), free_addr());
-    let mut autoscaler = sluice(
-        &[
-            "autoscaler",
-            "--kube",
-            "--instance",
-            "autoscaler-0",
-            "--stats",
-            &stats.to_string(),
-            "--debug",
-            &debug_a.to_string(),
-        ],
-        &api,
-    );
+    let mut autoscaler = autoscaler(&api, stats, debug_a);
     let mut activator = sluice(
         &[
             "activator",
