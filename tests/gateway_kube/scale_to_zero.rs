@@ -143,6 +143,26 @@ async fn a_revision_scales_to_zero_behind_the_activator_and_back_on_the_next_req
         "at zero the public Service names the activator: {last:#}"
     );
 
+    // The activator has seen the pod go (else the next request would still reach the
+    // backend, which the fake stops only by removing it from the slice).
+    wait_for(
+        "the activator to see no pod",
+        Duration::from_secs(10),
+        || async {
+            let r = get(debug_b, "localhost", "/status", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let status: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+            let pods = &status["revisions"]["default/hello-00001"]["pods"];
+            if pods == 0 {
+                Ok(())
+            } else {
+                Err(format!("pods: {pods}"))
+            }
+        },
+    )
+    .await;
+
     // The next request waits at the activator, which pokes the autoscaler: the pod comes back
     // and answers.
     let before = api.state.scales.lock().unwrap().len();
